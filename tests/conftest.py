@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny generated ImageFolder and tiny checkpoints of every family."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vit import checkpoint
+from vit.data import preprocessing
+from vit.zoo import HYBRID, build
+
+CLASSES = ["pizza", "steak", "sushi"]
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY_ARCH = {
+    "scratch_vit": {"preset": "vit_test_p8_32"},
+    "timm_vit": {"model_name": HYBRID, "img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2},
+    "effnet": {"model_name": "tf_efficientnet_lite0"},
+}
+
+
+def make_image(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
+    """A random-noise RGB photo with a bright square whose place depends on the seed."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    x = rng.integers(0, size[0] // 2)
+    a[10:40, x:x + 30] = 255
+    return Image.fromarray(a)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """root/{train,test}/{pizza,steak,sushi}/*.jpg: 4 train and 2 test images per class."""
+    root = tmp_path_factory.mktemp("foodfolder")
+    seed = 0
+    for split, n in (("train", 4), ("test", 2)):
+        for c in CLASSES:
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                make_image(seed).save(root / split / c / f"{c}_{i}.jpg")
+                seed += 1
+    return root
+
+
+def tiny_checkpoint(path: Path, family: str) -> Path:
+    """A random-weight checkpoint of `family`, small and quick, with full metadata."""
+    torch.manual_seed(0)
+    built = build(family, TINY_ARCH[family], num_classes=len(CLASSES))
+    meta = {"family": family, "arch": built.arch, "class_names": CLASSES, "init": built.init,
+            "preprocessing": preprocessing(built.model, family),
+            "metrics": {"test": {"accuracy": 0.5, "n_images": 6}}, "recipe": {"epochs": 0},
+            "history": [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.4, "val_loss": 1.1, "val_acc": 0.3,
+                         "test_loss": 1.1, "test_acc": 0.3}]}
+    return checkpoint.save(path, built.model, meta)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpts")
+    return {f: tiny_checkpoint(root / f"{f}.safetensors", f) for f in TINY_ARCH}

@@ -1,0 +1,80 @@
+import json
+
+import pytest
+import torch
+
+from conftest import CLASSES, tiny_checkpoint
+from vit import checkpoint
+from vit.checkpoint import CheckpointError
+
+
+@pytest.mark.parametrize("family", ["scratch_vit", "timm_vit", "effnet"])
+def test_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path, family):
+    path = tiny_checkpoint(tmp_path / "m.safetensors", family)
+    ckpt = checkpoint.load(path)
+    assert ckpt.family == family and ckpt.class_names == CLASSES
+    assert all(t.dtype == torch.float32 for t in ckpt.model.state_dict().values() if t.is_floating_point())
+    assert ckpt.meta["weights_dtype"] == "float16"
+    assert ckpt.meta["num_params"] == checkpoint.num_params(ckpt.model)
+    assert not ckpt.model.training
+    size = ckpt.meta["preprocessing"]["input_size"][-1]
+    assert ckpt.model(torch.randn(1, 3, size, size)).shape == (1, 3)
+
+
+def test_fp16_storage_keeps_logits_close(tmp_path):
+    from conftest import TINY_ARCH
+    from vit.zoo import build
+    torch.manual_seed(0)
+    built = build("scratch_vit", TINY_ARCH["scratch_vit"], num_classes=3)
+    model = built.model.eval()
+    meta = {"family": "scratch_vit", "arch": built.arch, "class_names": CLASSES, "init": built.init,
+            "preprocessing": {"input_size": [3, 32, 32]}}
+    x = torch.randn(2, 3, 32, 32)
+    loaded = checkpoint.load(checkpoint.save(tmp_path / "a.safetensors", model, meta)).model
+    exact = checkpoint.load(checkpoint.save(tmp_path / "b.safetensors", model, meta, half=False)).model
+    assert torch.allclose(loaded(x), model(x), atol=1e-2)
+    assert torch.equal(exact(x), model(x))
+
+
+def test_missing_required_metadata_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="lacks"):
+        checkpoint.save(tmp_path / "x.safetensors", torch.nn.Linear(2, 2), {"family": "effnet"})
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.safetensors: no such checkpoint file"):
+        checkpoint.load(tmp_path / "nope.safetensors")
+
+
+def test_truncated_file_names_the_file_and_the_problem(tmp_path, tiny_checkpoints):
+    data = tiny_checkpoints["effnet"].read_bytes()
+    for cut in (4, 200, len(data) // 2):
+        bad = tmp_path / f"cut{cut}.safetensors"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match=f"cut{cut}.safetensors: .*(truncated|not a safetensors)"):
+            checkpoint.load(bad)
+
+
+def test_wrong_files_are_refused_with_a_reason(tmp_path):
+    jpeg = tmp_path / "photo.safetensors"
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 100)
+    with pytest.raises(CheckpointError, match="photo.safetensors: not a safetensors file"):
+        checkpoint.load(jpeg)
+    from safetensors.torch import save_file
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(CheckpointError, match="without FoodVision metadata"):
+        checkpoint.load(foreign)
+
+
+def test_wrong_family_and_mismatched_weights(tmp_path, tiny_checkpoints):
+    with pytest.raises(CheckpointError, match="holds a effnet model, expected scratch_vit"):
+        checkpoint.load(tiny_checkpoints["effnet"], expect_family="scratch_vit")
+    # metadata that claims another architecture than the weights have
+    meta = checkpoint.read_meta(tiny_checkpoints["scratch_vit"])
+    meta["arch"]["depth"] = 3
+    from safetensors.torch import load_file, save_file
+    bad = tmp_path / "liar.safetensors"
+    save_file(load_file(str(tiny_checkpoints["scratch_vit"])), str(bad), metadata={"foodvision": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="liar.safetensors: weights do not fit"):
+        checkpoint.load(bad)

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from conftest import CLASSES, SHARED_DATA
+from vit import data
+
+
+def test_list_images_is_imagefolder_order(image_folder):
+    samples, classes = data.list_images(image_folder / "train")
+    assert classes == CLASSES
+    assert len(samples) == 12 and [s.label for s in samples] == [0] * 4 + [1] * 4 + [2] * 4
+
+
+def test_train_samples_pool_data_dirs_without_duplicates(image_folder, tmp_path):
+    import shutil
+    other = tmp_path / "other"
+    shutil.copytree(image_folder, other)
+    (other / "train" / "pizza" / "pizza_0.jpg").rename(other / "train" / "pizza" / "extra.jpg")
+    samples, classes = data.train_samples([image_folder, other])
+    assert classes == CLASSES
+    assert len(samples) == 13  # 12 shared by name, plus the renamed one
+
+
+def test_split_is_stratified_disjoint_and_stable(image_folder):
+    samples, _ = data.list_images(image_folder / "train")
+    train, val = data.split_train_val(samples, 0.25)
+    assert len(val) == 3 and sorted(s.label for s in val) == [0, 1, 2]
+    assert not {s.key for s in train} & {s.key for s in val}
+    assert data.split_train_val(list(reversed(samples)), 0.25)[1] == val
+    assert data.split_train_val(samples, 0.0) == (samples, [])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "pizza_steak_sushi").is_dir(), reason="needs ../shared/data")
+def test_real_data_pools_to_480_unique_training_photos_and_no_test_photo():
+    dirs = [SHARED_DATA / "pizza_steak_sushi_20_percent", SHARED_DATA / "pizza_steak_sushi"]
+    samples, classes = data.train_samples(dirs)
+    assert classes == CLASSES and len(samples) == 480
+    test = {s.key for s in data.list_images(SHARED_DATA / "pizza_steak_sushi" / "test")[0]}
+    assert not test & {s.key for s in samples}
+
+
+def test_eval_transform_follows_the_config_and_splits_into_geometry_and_tensor():
+    pp = {"input_size": [3, 64, 64], "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.25] * 3,
+          "crop_pct": 0.875, "crop_mode": "center"}
+    from PIL import Image
+    im = Image.new("RGB", (200, 100), (255, 128, 0))
+    x = data.eval_transform(pp)(im)
+    assert x.shape == (3, 64, 64)
+    assert torch.allclose(x[:, 32, 32], torch.tensor([2.0, 128 / 255 * 4 - 2, -2.0]), atol=1e-2)
+    view, to_tensor = data.split_eval_transform(pp)
+    assert view(im).size == (64, 64)
+    assert torch.equal(to_tensor(view(im)), x)
+
+
+def test_train_transform_gives_unnormalised_crops(image_folder):
+    samples, _ = data.list_images(image_folder / "train")
+    ds = data.ImageDataset(samples, data.train_transform(48, "randaug"), cache_side=60, repeats=2)
+    assert len(ds) == 24
+    x, y = ds[13]
+    assert x.shape == (3, 48, 48) and 0 <= x.min() and x.max() <= 1 and y == samples[1].label
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        data.train_transform(48, "autoaugment")
+
+
+def test_mixing_gives_soft_targets():
+    mix = data.mix_transform(3, mixup=0.8, cutmix=1.0)
+    x, y = mix(torch.rand(8, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+    assert y.shape == (8, 3) and torch.allclose(y.sum(1), torch.ones(8))
+    assert data.mix_transform(3, 0, 0) is None
+
+
+def test_download_offline_says_to_pass_data_dir(tmp_path, monkeypatch):
+    import urllib.request
+
+    def offline(*a, **k):
+        raise OSError("Name or service not known")
+    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    with pytest.raises(RuntimeError, match="--data-dir"):
+        data.download("pizza_steak_sushi", tmp_path)
+    with pytest.raises(ValueError, match="unknown data set"):
+        data.download("hotdog", tmp_path)

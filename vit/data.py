@@ -1,0 +1,180 @@
+"""Data: ImageFolder listings, a train/validation split, transforms per model, the course's zips.
+
+Layout: `<root>/{train,test}/<class>/<image>`, torchvision's ImageFolder layout. Preprocessing
+is a timm data-config dict (input_size, interpolation, mean, std, crop_pct, crop_mode) that each
+checkpoint carries; `eval_transform` builds it with timm's `create_transform` for every family.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm.data
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+from torchvision.transforms import v2
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+COURSE_URL = "https://github.com/mrdbourke/pytorch-deep-learning/raw/main/data/{variant}.zip"
+VARIANTS = ("pizza_steak_sushi", "pizza_steak_sushi_20_percent")
+SCRATCH_PREPROCESSING = {"interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+                         "crop_pct": 0.875, "crop_mode": "center"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+    @property
+    def key(self) -> str:
+        """class/filename: the same photo in two variants of the data set has the same key."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
+
+def preprocessing(model: torch.nn.Module, family: str) -> dict:
+    """The model's own eval preprocessing as a JSON-ready timm data config."""
+    if family == "scratch_vit":
+        cfg = {"input_size": (3, model.cfg.image_size, model.cfg.image_size), **SCRATCH_PREPROCESSING}
+    else:
+        cfg = timm.data.resolve_model_data_config(model)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+
+
+def eval_transform(pp: dict) -> T.Compose:
+    """PIL image -> normalised (3, H, W) tensor, exactly as the model was evaluated."""
+    return timm.data.create_transform(
+        input_size=tuple(pp["input_size"]), interpolation=pp["interpolation"], mean=tuple(pp["mean"]),
+        std=tuple(pp["std"]), crop_pct=pp["crop_pct"], crop_mode=pp["crop_mode"], is_training=False)
+
+
+def split_eval_transform(pp: dict) -> tuple[T.Compose, T.Compose]:
+    """`eval_transform` cut in two: the geometry (PIL -> PIL: resize, crop: the pixels the model
+    sees, which overlays are drawn on) and the tensor part (PIL -> normalised tensor)."""
+    steps = eval_transform(pp).transforms
+    cut = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
+    return T.Compose(steps[:cut]), T.Compose(steps[cut:])
+
+
+def train_transform(size: int, augment: str = "trivial") -> T.Compose:
+    """PIL -> unnormalised (3, size, size) float tensor in [0, 1]; the training loop normalises
+    per model, so a student and its teacher can each see the same crop their own way."""
+    policy = {"trivial": [T.TrivialAugmentWide(interpolation=T.InterpolationMode.BILINEAR)],
+              "randaug": [T.RandAugment(num_ops=2, magnitude=9, interpolation=T.InterpolationMode.BILINEAR)],
+              "light": []}
+    if augment not in policy:
+        raise ValueError(f"unknown augmentation {augment!r}; choose one of {sorted(policy)}")
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.25, 1.0), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+        T.RandomHorizontalFlip(),
+        *policy[augment],
+        T.ToTensor(),
+    ])
+
+
+def mix_transform(num_classes: int, mixup: float, cutmix: float):
+    """Batch-level MixUp/CutMix (one of the two per batch) -> soft (B, C) targets; None if both off."""
+    mixes = ([v2.MixUp(alpha=mixup, num_classes=num_classes)] if mixup > 0 else []) + \
+            ([v2.CutMix(alpha=cutmix, num_classes=num_classes)] if cutmix > 0 else [])
+    return v2.RandomChoice(mixes) if mixes else None
+
+
+def list_images(root: str | Path) -> tuple[list[Sample], list[str]]:
+    """ImageFolder listing of `root/<class>/*`: samples sorted by path, and the sorted class names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such image folder")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    samples = [Sample(p, i) for i, c in enumerate(classes) for p in sorted((root / c).iterdir())
+               if p.suffix.lower() in IMAGE_SUFFIXES]
+    if not samples:
+        raise FileNotFoundError(f"{root}: no images in <class>/ subfolders")
+    return samples, classes
+
+
+def train_samples(data_dirs: list[str | Path]) -> tuple[list[Sample], list[str]]:
+    """The union of every data dir's train/ split, each photo once (by class/filename)."""
+    merged: dict[str, Sample] = {}
+    classes = None
+    for d in data_dirs:
+        samples, names = list_images(Path(d) / "train")
+        if classes is not None and names != classes:
+            raise ValueError(f"{d}/train has classes {names}, earlier data dirs have {classes}")
+        classes = names
+        for s in samples:
+            merged.setdefault(s.key, s)
+    return sorted(merged.values(), key=lambda s: s.key), classes
+
+
+def split_train_val(samples: list[Sample], fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """Hold out `fraction` of each class for validation, chosen by a hash of the file name:
+    stable across runs, machines and data-set variants."""
+    if fraction <= 0:
+        return samples, []
+    train, val = [], []
+    for label in sorted({s.label for s in samples}):
+        group = sorted((s for s in samples if s.label == label), key=lambda s: hashlib.sha1(s.key.encode()).hexdigest())
+        n_val = max(1, round(len(group) * fraction))
+        val += group[:n_val]
+        train += group[n_val:]
+    return train, val
+
+
+class ImageDataset(Dataset):
+    """Images decoded once and kept in memory, shrunk so the shorter side is `cache_side`
+    (a few hundred photos fit in a few hundred MB; each epoch then costs no JPEG decoding)."""
+
+    def __init__(self, samples: list[Sample], transform, cache_side: int | None = None, repeats: int = 1) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.repeats = repeats  # each image appears this many times per pass (repeated augmentation)
+        self.images = [_load_rgb(s.path, cache_side) for s in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.repeats
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        i %= len(self.samples)
+        return self.transform(self.images[i]), self.samples[i].label
+
+
+def _load_rgb(path: Path, short_side: int | None) -> Image.Image:
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+    if short_side and min(im.size) > short_side:
+        scale = short_side / min(im.size)
+        im = im.resize((max(1, math.ceil(im.width * scale)), max(1, math.ceil(im.height * scale))), Image.BICUBIC)
+    return im
+
+
+def download(variant: str, dest: str | Path) -> Path:
+    """Fetch and unzip the course's `<variant>.zip` into `dest/<variant>` (needs internet)."""
+    import urllib.error
+    import urllib.request
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown data set {variant!r}; choose one of {VARIANTS}")
+    target = Path(dest) / variant
+    if (target / "train").is_dir():
+        return target
+    url = COURSE_URL.format(variant=variant)
+    archive = Path(dest) / f"{variant}.zip"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s", url)
+    try:
+        urllib.request.urlretrieve(url, archive)
+    except (urllib.error.URLError, OSError) as e:
+        raise RuntimeError(f"could not download {url} ({e}). Offline, pass --data-dir pointing at an "
+                           "ImageFolder directory with train/ and test/ (e.g. ../shared/data/pizza_steak_sushi)") from e
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(target)
+    archive.unlink()
+    return target
