@@ -60,3 +60,45 @@ def tiny_checkpoint(path: Path, family: str) -> Path:
 def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
     return {f: tiny_checkpoint(root / f"{f}.safetensors", f) for f in TINY_ARCH}
+
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILIES = ["scratch_vit", "timm_vit", "effnet"]
+
+
+@pytest.fixture(scope="session")
+def app_checkpoints(tmp_path_factory) -> Path:
+    """The committed checkpoints when all three are present, else tiny stand-ins."""
+    committed = ROOT / "checkpoints"
+    if all((committed / f"{f}.safetensors").is_file() for f in FAMILIES):
+        return committed
+    root = tmp_path_factory.mktemp("app_ckpts")
+    for f in FAMILIES:
+        tiny_checkpoint(root / f"{f}.safetensors", f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def running_app(app_checkpoints):
+    """app.py imported and launched in-process on a free port; yields (module, url)."""
+    import importlib
+    import os
+
+    os.environ["FOODVISION_CHECKPOINTS"] = str(app_checkpoints)
+    app = importlib.import_module("app")
+    app.demo.launch(prevent_thread_lock=True, quiet=True, server_port=None, max_file_size=app.MAX_FILE_SIZE)
+    yield app, app.demo.local_url
+    app.demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(running_app):
+    from gradio_client import Client
+    return Client(running_app[1], verbose=False)
+
+
+@pytest.fixture(scope="session")
+def photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("photos") / "photo.jpg"
+    make_image(7, (400, 300)).save(path)
+    return path

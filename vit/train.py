@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=FAMILIES, help="model family")
     p.add_argument("--arch", type=json.loads, default=None,
-                   help="architecture as JSON, e.g. '{\"preset\": \"vit_foodvision_p8_128\", \"depth\": 4}' "
+                   help="architecture as JSON, e.g. '{\"preset\": \"vit_foodvision_p8_112\", \"depth\": 4}' "
                         "(default: the family's default)")
     p.add_argument("--pretrained", default="default", choices=["default", "none", "lite0-imagenet", "timm-hub"],
                    help="initial weights (default: lite0-imagenet for timm_vit/effnet, none for scratch_vit)")
