@@ -79,3 +79,11 @@ def test_download_offline_says_to_pass_data_dir(tmp_path, monkeypatch):
         data.download("pizza_steak_sushi", tmp_path)
     with pytest.raises(ValueError, match="unknown data set"):
         data.download("hotdog", tmp_path)
+
+
+def test_examples_are_filled_from_the_test_split(image_folder, tmp_path):
+    from vit.examples import fill
+    copied = fill(image_folder, per_class=1, dest=tmp_path)
+    assert sorted(p.name for p in copied) == ["pizza_pizza_0.jpg", "steak_steak_0.jpg", "sushi_sushi_0.jpg"]
+    assert all(p.read_bytes() == (image_folder / "test" / p.name.split("_", 1)[0] / p.name.split("_", 1)[1]).read_bytes()
+               for p in copied)

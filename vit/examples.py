@@ -1,0 +1,49 @@
+"""Fill examples/ with photos from your own copy of the data (Food-101 photos are not redistributed here).
+
+    python -m vit.examples --data-dir ../shared/data/pizza_steak_sushi [--per-class 2]
+
+Photos come from the data dir's test/ split, which no model was trained on. The app offers whatever
+images examples/ holds when it starts, and works with none.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from vit.data import list_images
+from vit.evaluate import split_dir
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def fill(data_dir: str | Path, per_class: int = 2, dest: Path = EXAMPLES) -> list[Path]:
+    samples, classes = list_images(split_dir(data_dir, "test"))
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for label, name in enumerate(classes):
+        for s in [s for s in samples if s.label == label][:per_class]:
+            target = dest / f"{name}_{s.path.name}"
+            shutil.copyfile(s.path, target)
+            copied.append(target)
+    return copied
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vit.examples", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True, help="ImageFolder root (its test/ split is used if present)")
+    p.add_argument("--per-class", type=int, default=2)
+    args = p.parse_args(argv)
+    try:
+        copied = fill(args.data_dir, args.per_class)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(str(c) for c in copied))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
