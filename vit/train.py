@@ -256,7 +256,10 @@ def train(args: argparse.Namespace) -> Path:
             log.info("early stop: val loss has not improved for %d epochs (best: epoch %d)", args.patience, best["epoch"])
             break
 
-    model.load_state_dict(best["state"])
+    # The selected weights, exactly as the checkpoint will hold them (fp16 unless --fp32), so the
+    # metrics written below are the ones `vit.evaluate` reproduces from the file.
+    stored = {k: v.half().float() if v.is_floating_point() and not args.fp32 else v for k, v in best["state"].items()}
+    model.load_state_dict(stored)
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
     metrics = {name: run_eval(model, DataLoader(ImageDataset(s, eval_tf), batch_size=64), class_names)
                for name, s in (("val", val_set), ("test", test_set)) if s}
