@@ -10,6 +10,8 @@ import logging
 from pathlib import Path
 
 import gradio as gr
+from gradio import processing_utils
+from PIL import Image
 
 from vit import ui
 from vit.images import MIN_SIDE, ImageError, describe_error, open_image
@@ -23,20 +25,45 @@ DEFAULT = next((f for f in ("timm_vit", "scratch_vit", "effnet") if f in MODELS.
 HEADS = max((ui.head_choices(p) for p in MODELS.models.values()), key=len, default=["mean", "max"])
 VIEW_CHOICES = [("Attention: one layer", "attention"), ("Attention rollout", "rollout"), ("Grad-CAM", "grad-cam")]
 QUEUE = {"default_concurrency_limit": 2, "max_size": 32}  # 2 CPU cores: two requests compute at once
+MODEL_RUNS = "model"  # the one concurrency_id of every event that runs a model: the limit is for all together
 MAX_FILE_SIZE = "25mb"
 
 
 class ImageInput(gr.Image):
-    """gr.Image that turns a file Pillow cannot open into a message instead of a server error."""
+    """gr.Image that hands vit.images the file as sent, and turns one Pillow cannot open into a message
+    instead of a server error.
+
+    Use it with image_mode=None: Gradio then passes an upload's path on after reading only its header.
+    With a mode set, or for a data URL, Gradio would itself decode, convert and re-save the image at full
+    size (seconds and gigabytes for a small PNG of 10 000 x 10 000 pixels), before vit.images could
+    shrink it, composite alpha on white or rescale 16 bits."""
 
     def get_block_name(self) -> str:
         return "image"
 
     def preprocess(self, payload):
         try:
+            if payload is not None and (payload.url or "").startswith("data:"):  # API callers: the bytes as sent
+                return processing_utils.save_base64_to_cache(payload.url, self.GRADIO_CACHE)
             return super().preprocess(payload)
         except Exception as e:  # noqa: BLE001 - every unreadable upload gets the same treatment
             raise gr.Error(describe_error(e, getattr(payload, "orig_name", None) or "the file")) from e
+
+
+class ImageOutput(gr.Image):
+    """gr.Image for results, whose files are written whole. Gradio itself rewrites a cached image in
+    place every time a request produces it: when two requests produce the same image, a download of it
+    in between comes back truncated (a broken overlay in the page, a failed request in gradio_client)."""
+
+    def get_block_name(self) -> str:
+        return "image"
+
+    def postprocess(self, value):
+        if isinstance(value, Image.Image):  # encoded and named as Gradio would, then written once, atomically
+            data = processing_utils.encode_pil_to_bytes(value, self.format)
+            value = ui.write_once(data, Path(self.GRADIO_CACHE) / processing_utils.hash_bytes(data),
+                                  f"image.{self.format}")
+        return super().postprocess(value)
 
 
 def _model(family: str):
@@ -113,16 +140,39 @@ def compare(image, discard):
 
 
 def on_model_change(family):
-    """Show the chosen model's card and fit the layer / head / view controls to it."""
+    """Show the chosen model's card and fit the controls to it: layer / head / view for a ViT; for
+    the CNN, Grad-CAM alone (no layers to pick, no per-layer mosaic)."""
     if family not in MODELS.models:
         return (f"**{ui.FAMILY_TITLES[family]} is unavailable:** {MODELS.errors.get(family)}",
-                gr.update(), gr.update(), gr.update())
+                gr.update(), gr.update(), gr.update(), gr.update())
     p = MODELS.models[family]
-    views = VIEW_CHOICES[:2] if p.is_vit else VIEW_CHOICES[2:]
-    return (ui.model_card(p),
-            gr.update(maximum=max(p.num_layers, 1), value=max(p.num_layers, 1), interactive=p.is_vit),
-            gr.update(choices=ui.head_choices(p) if p.is_vit else ["mean"], value="mean", interactive=p.is_vit),
-            gr.update(choices=views, value=views[0][1]))
+    if not p.is_vit:
+        return (ui.model_card(p), gr.update(interactive=False), gr.update(value="mean", interactive=False),
+                gr.update(choices=VIEW_CHOICES[2:], value="grad-cam"), gr.update(visible=False))
+    layer = (gr.update(minimum=1, maximum=p.num_layers, value=p.num_layers, interactive=True) if p.num_layers > 1
+             else gr.update(value=1, interactive=False))  # a Slider needs minimum < maximum
+    return (ui.model_card(p), layer, gr.update(choices=ui.head_choices(p), value="mean", interactive=True),
+            gr.update(choices=VIEW_CHOICES[:2], value="attention"), gr.update(visible=True))
+
+
+def rerun(image, family, view, layer, head, opacity, discard):
+    """After a model switch: classify the image shown with the new model, or clear the old results."""
+    if image is None:
+        return None, "", None, None, None, None
+    return classify(image, family, view, layer, head, opacity, discard)
+
+
+def check_upload(image):
+    """On upload: an unreadable file has already been refused by ImageInput; warn about a tiny one."""
+    if image is not None:
+        with Image.open(image) as im:
+            if min(im.size) < MIN_SIDE:
+                gr.Warning(f"The image is only {im.width} x {im.height} pixels; the prediction means little.")
+
+
+def on_view_change(view):
+    """The discard ratio matters to rollout alone."""
+    return gr.update(interactive=view == "rollout")
 
 
 def measure_latency():
@@ -137,7 +187,7 @@ def curve(family: str):
 status = "" if not MODELS.errors else "\n".join(
     f"> ⚠️ **{ui.FAMILY_TITLES[f]} unavailable:** {why}" for f, why in MODELS.errors.items())
 
-with gr.Blocks(title="FoodVision ViT") as demo:
+with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # result images: kept for an hour
     gr.Markdown(
         "# 🍕🥩🍣 FoodVision ViT\n"
         "Classify a food photo as **pizza, steak or sushi** with three models and see *why*: per-layer, per-head "
@@ -147,44 +197,49 @@ with gr.Blocks(title="FoodVision ViT") as demo:
         with gr.Row():
             with gr.Column(scale=1):
                 image = ImageInput(type="filepath", label="Food photo", sources=["upload", "webcam", "clipboard"],
-                                   height=320)
-                model = gr.Radio([(ui.FAMILY_TITLES[f], f) for f in FAMILIES], value=DEFAULT, label="Model")
-                card = gr.Markdown(on_model_change(DEFAULT)[0])
+                                   height=320, elem_id="image-input", image_mode=None)  # file untouched: see class
+                model = gr.Radio([(ui.FAMILY_TITLES[f], f) for f in FAMILIES], value=DEFAULT, label="Model",
+                                 elem_id="model-radio")
+                card = gr.Markdown(on_model_change(DEFAULT)[0], elem_id="model-card")
                 with gr.Row():
-                    run = gr.Button("Classify", variant="primary")
-                    run_all = gr.Button("Compare all three")
+                    run = gr.Button("Classify", variant="primary", elem_id="classify-btn")
+                    run_all = gr.Button("Compare all three", elem_id="compare-btn")
                 if EXAMPLES:
                     gr.Examples([[str(p)] for p in EXAMPLES], inputs=[image], label="Examples")
                 else:
-                    gr.Markdown("*No example photos are shipped (Food-101 images may not be redistributed); "
-                                "`python -m vit.examples --data-dir DIR` copies some from your own copy.*")
+                    gr.Markdown("*No example photos ship with the app: Food-101's photos may not be "
+                                "redistributed (see `examples/README.md`). Use your own.*")
             with gr.Column(scale=1):
-                label = gr.Label(num_top_classes=3, label="Prediction")
-                timing = gr.Markdown()
-                overlay = gr.Image(label="Explanation (on the pixels the model saw)", type="pil", height=336,
-                                   interactive=False)
+                label = gr.Label(num_top_classes=3, label="Prediction", elem_id="prediction")
+                timing = gr.Markdown(elem_id="timing")
+                overlay = ImageOutput(label="Explanation (on the pixels the model saw)", type="pil", height=336,
+                                      interactive=False, elem_id="overlay")
         with gr.Accordion("Explanation controls", open=True):
             with gr.Row():
-                view = gr.Radio(VIEW_CHOICES, value="attention", label="Show")
-                layer = gr.Slider(1, 12, value=4, step=1, label="Layer")
-                head = gr.Dropdown(HEADS, value="mean", label="Head", allow_custom_value=True)
+                view = gr.Radio(VIEW_CHOICES, value="attention", label="Show", elem_id="view-radio")
+                layer = gr.Slider(1, 12, value=4, step=1, label="Layer", elem_id="layer-slider")
+                head = gr.Dropdown(HEADS, value="mean", label="Head", allow_custom_value=True,
+                                   elem_id="head-dropdown")
                 opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
-                discard = gr.Slider(0.0, 0.99, value=0.9, step=0.01, label="Rollout: discard lowest")
+                discard = gr.Slider(0.0, 0.99, value=0.9, step=0.01, label="Rollout discard",
+                                    info="share of the weakest attention dropped", interactive=False)
         with gr.Row():
-            layers = gr.Image(label="Class-token attention, every layer", type="pil", interactive=False)
-            patches = gr.Image(label="How the model cuts the image (patches / Grad-CAM cells)", type="pil",
-                               interactive=False)
-        with gr.Row(visible=True) as compare_row:
+            layers = ImageOutput(label="Class-token attention, every layer", type="pil", interactive=False,
+                                 elem_id="layers")
+            patches = ImageOutput(label="How the model cuts the image (patches / Grad-CAM cells)", type="pil",
+                                  interactive=False)
+        with gr.Row(visible=False, equal_height=True, elem_id="compare-row") as compare_row:
             compare_outputs = []
             for f in FAMILIES:
                 with gr.Column():
                     gr.Markdown(f"### {ui.FAMILY_TITLES[f]}")
+                    explanation = "Attention rollout" if f != "effnet" else "Grad-CAM"
                     compare_outputs += [gr.Label(num_top_classes=3, label="Prediction"), gr.Markdown(),
-                                        gr.Image(type="pil", label="Rollout / Grad-CAM", interactive=False, height=240)]
+                                        ImageOutput(type="pil", label=explanation, interactive=False, height=240)]
         last = gr.State()
         with gr.Row(visible=False):  # API-only endpoints: outputs that the page does not show
             api_label, api_info = gr.Label(), gr.JSON()
-            api_overlay, api_layers = gr.Image(type="pil"), gr.Image(type="pil")
+            api_overlay, api_layers = ImageOutput(type="pil"), ImageOutput(type="pil")
             api_predict, api_attention = gr.Button(), gr.Button()
 
     with gr.Tab("Compare models"):
@@ -198,17 +253,23 @@ with gr.Blocks(title="FoodVision ViT") as demo:
 
     explain_inputs = [view, layer, head, opacity, discard]
     run.click(classify, [image, model, *explain_inputs], [label, timing, overlay, layers, patches, last],
-              api_name="classify")
-    run_all.click(compare, [image, discard], compare_outputs, api_name="compare")
+              api_name="classify", concurrency_id=MODEL_RUNS)
+    run_all.click(lambda: gr.update(visible=True), None, compare_row, api_visibility="private").then(
+        compare, [image, discard], compare_outputs, api_name="compare", concurrency_id=MODEL_RUNS)
     for control in explain_inputs:
         control.change(rerender, [last, *explain_inputs], [overlay, layers], api_visibility="private",
                        show_progress="hidden")
-    model.change(on_model_change, [model], [card, layer, head, view], api_visibility="private")
-    measure.click(measure_latency, None, [table], api_name="measure_latency")
-    api_predict.click(predict_api, [image, model], [api_label, api_info], api_name="predict")
+    view.change(on_view_change, [view], [discard], api_visibility="private", show_progress="hidden")
+    image.upload(check_upload, [image], None, api_visibility="private", show_progress="hidden")
+    model.change(on_model_change, [model], [card, layer, head, view, layers], api_visibility="private").then(
+        rerun, [image, model, *explain_inputs], [label, timing, overlay, layers, patches, last],
+        api_visibility="private", concurrency_id=MODEL_RUNS)
+    measure.click(measure_latency, None, [table], api_name="measure_latency", concurrency_id=MODEL_RUNS)
+    api_predict.click(predict_api, [image, model], [api_label, api_info], api_name="predict",
+                      concurrency_id=MODEL_RUNS)
     api_attention.click(attention_api, [image, model, *explain_inputs], [api_overlay, api_layers],
-                        api_name="attention")
-    demo.load(on_model_change, [model], [card, layer, head, view], api_visibility="private")
+                        api_name="attention", concurrency_id=MODEL_RUNS)
+    demo.load(on_model_change, [model], [card, layer, head, view, layers], api_visibility="private")
 
 demo.queue(**QUEUE)
 

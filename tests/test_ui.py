@@ -28,7 +28,7 @@ def test_unloadable_checkpoints_are_reported_not_fatal(tmp_path, tiny_checkpoint
 
 def test_model_card_says_what_the_model_started_from_and_scores(models):
     card = ui.model_card(models.get("timm_vit"))
-    assert "Hybrid ViT (timm)" in card and "Started from:** random" in card and "50.0% on 6 images" in card
+    assert "Hybrid ViT (timm)" in card and "Started from:** random" in card and "50.0% on 6 photos" in card
     assert "EfficientNet-Lite0 stem" in card and "parameters" in card and "MB on disk" in card
     assert "8 px patches on 32 px" in ui.model_card(models.get("scratch_vit"))
 
@@ -82,6 +82,7 @@ def test_patch_grid_uses_the_models_patch_size(models):
 def test_latency_text_names_device_threads_and_size(models):
     text = ui.latency_text(models.get("effnet"), 12.34, 56.78)
     assert "12.3 ms prediction" in text and "56.8 ms Grad-CAM" in text and "threads" in text and "MB" in text
+    assert "3.37 M parameters" in text
 
 
 def test_measure_p50_times_every_loaded_model(models):

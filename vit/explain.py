@@ -170,6 +170,6 @@ def layer_mosaic(image: Image.Image, heats: list[np.ndarray], alpha: float = 0.5
     for i, heat in enumerate(heats):
         x, y = (i % cols) * tile, (i // cols) * tile
         mosaic.paste(overlay(small, heat, alpha), (x, y))
-        draw.rectangle([x, y, x + 26, y + 13], fill=(0, 0, 0))
-        draw.text((x + 2, y + 1), f"L{i + 1}", fill=(255, 255, 255))
+        draw.rectangle([x, y + tile - 14, x + 26, y + tile], fill=(0, 0, 0))  # bottom-left: clear of labels
+        draw.text((x + 2, y + tile - 13), f"L{i + 1}", fill=(255, 255, 255))
     return mosaic

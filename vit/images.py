@@ -3,7 +3,8 @@
 Handled: JPEG/PNG/WebP/BMP/GIF/TIFF and what else Pillow reads; grayscale, RGBA and LA
 (composited on white), palette, CMYK, 16-bit and float images; EXIF orientation; animated
 images (first frame). Large JPEGs are decoded at reduced scale (`draft`), so a 10 000 x 10 000
-photo never occupies 300 MB; anything over MAX_PIXELS is refused from its header alone.
+photo never occupies 300 MB; other formats are shrunk right after decoding, before any conversion;
+anything over MAX_PIXELS is refused from its header alone.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 MAX_PIXELS = 100_000_000  # 10 000 x 10 000; Pillow's decompression-bomb guard is set to the same
 MAX_SIDE = 1024  # images are shrunk to fit this before anything else touches them
@@ -32,7 +33,8 @@ def describe_error(exc: BaseException, name: str = "the file") -> str:
         return (f"{name} is too large to open safely ({exc}). The limit is {MAX_PIXELS / 1e6:.0f} megapixels; "
                 "please upload a smaller image.")
     if isinstance(exc, UnidentifiedImageError):
-        return f"{name} is not an image Pillow can read (empty, damaged, or another kind of file)."
+        return (f"{name} is not an image this app can read (empty, damaged, or another kind of file). "
+                "Please upload a JPEG, PNG or WebP photo.")
     if isinstance(exc, (OSError, SyntaxError, ValueError)):
         return f"{name} could not be decoded: it looks truncated or damaged ({exc})."
     return f"{name} could not be read as an image ({type(exc).__name__}: {exc})."
@@ -70,10 +72,23 @@ def _normalise(im: Image.Image) -> Image.Image:
     if getattr(im, "n_frames", 1) > 1:
         im.seek(0)  # animated GIF/WebP/APNG: the first frame
     im.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that suffices
-    im = ImageOps.exif_transpose(im)  # upright, as the camera held it
-    im = _to_rgb(im)
-    im.thumbnail((MAX_SIDE, MAX_SIDE), Image.BICUBIC)
-    return im
+    if im.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        im = ImageOps.exif_transpose(im)  # upright, as the camera held it (copies, so only when needed)
+    if im.mode in ("1", "P", "PA"):  # shrinking these would pick pixels, not average them: expand first
+        im = im.convert("RGBA" if im.has_transparency_data else "RGB")
+    return _to_rgb(_shrink(im))
+
+
+def _shrink(im: Image.Image) -> Image.Image:
+    """Fit within MAX_SIDE x MAX_SIDE, before any mode conversion, so that the full-size decode is the
+    one large allocation: a 10 000 x 10 000 RGB PNG peaks near 400 MB (Pillow keeps RGB at 4 bytes a
+    pixel), RGBA near twice that; no longer at 1-3 GB."""
+    if max(im.size) <= MAX_SIDE:
+        return im
+    scale = MAX_SIDE / max(im.size)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    gap = None if im.mode.startswith("I;16") else 2.0  # whole-factor reduce() first, as thumbnail() does,
+    return im.resize(size, Image.BICUBIC, reducing_gap=gap)  # except where Pillow cannot reduce (16-bit)
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:

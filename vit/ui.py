@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +55,25 @@ def load_models(paths: dict[str, Path]) -> ModelSet:
     for family, path in paths.items():
         try:
             models.models[family] = Predictor(load(path, expect_family=family))
-        except (CheckpointError, OSError, RuntimeError, ValueError, KeyError) as e:
-            models.errors[family] = str(e)
-            log.warning("%s unavailable: %s", family, e)
+        except (CheckpointError, OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
+            # a CheckpointError names the file; anything else came from metadata that builds no model
+            why = str(e) if isinstance(e, CheckpointError) else f"{path}: cannot be loaded ({type(e).__name__}: {e})"
+            models.errors[family] = why
+            log.warning("%s unavailable: %s", family, why)
     return models
+
+
+def write_once(data: bytes, folder: str | os.PathLike, name: str) -> str:
+    """folder/name holding `data`: written under a temporary name and renamed into place, so that a
+    reader never sees it half-written; left alone if it exists (the caller names files by content)."""
+    path = Path(folder) / name
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(staging, path)
+    return str(path)
 
 
 def model_card(p: Predictor) -> str:
@@ -66,13 +82,15 @@ def model_card(p: Predictor) -> str:
     recipe, init = m.get("recipe", {}), m.get("init", {})
     test = m.get("metrics", {}).get("test", {})
     lines = [f"**{FAMILY_TITLES[m['family']]}** — {describe_arch(m)}",
-             f"- **Started from:** {init.get('weights', '?')}" + (f" ({init['source']})" if init.get("source") else ""),
-             f"- **Trained on:** {recipe.get('n_train', '?')} FoodVision Mini photos "
-             f"({recipe.get('n_val', 0)} held out for validation), {recipe.get('epochs_run', recipe.get('epochs', '?'))} epochs"
-             + (f", distilled from {recipe['distillation']['teacher_family']}" if recipe.get("distillation") else ""),
-             f"- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} images" if test else "not measured"),
-             f"- **Size:** {p.ckpt.size_mb:.1f} MB on disk, {m.get('num_params', 0):,} parameters, "
-             f"input {m['preprocessing']['input_size'][-1]} px"]
+             f"- **Started from:** {init.get('weights', 'unknown')}" + (f" ({init['source']})" if init.get("source") else "")]
+    if "n_train" in recipe:
+        teacher = recipe.get("distillation", {}).get("teacher_family")
+        lines.append(f"- **Trained on:** {recipe['n_train']} FoodVision Mini photos ({recipe.get('n_val', 0)} more held "
+                     f"out for validation), {recipe.get('epochs_run', recipe.get('epochs'))} epochs"
+                     + (f", distilled from {FAMILY_TITLES.get(teacher, teacher)}" if teacher else ""))
+    lines += [f"- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured"),
+              f"- **Size:** {p.ckpt.size_mb:.1f} MB on disk, {m.get('num_params', 0):,} parameters, "
+              f"input {m['preprocessing']['input_size'][-1]} px"]
     return "\n".join(lines)
 
 
@@ -88,9 +106,10 @@ def describe_arch(meta: dict) -> str:
 
 
 def latency_text(p: Predictor, predict_ms: float, explain_ms: float) -> str:
-    what = "attention maps" if p.is_vit else "Grad-CAM (forward + backward)"
-    return (f"**Latency:** {predict_ms:.1f} ms prediction (forward pass) · {explain_ms:.1f} ms {what} — "
-            f"{device_text()} · **Size:** {p.ckpt.size_mb:.1f} MB, {p.meta.get('num_params', 0):,} parameters")
+    """Model time of this request's prediction and explanation passes, where they ran, and the model's size."""
+    what = "attention maps" if p.is_vit else "Grad-CAM"
+    return (f"⏱️ **{predict_ms:.1f} ms prediction** · {explain_ms:.1f} ms {what} · {device_text()}  \n"
+            f"📦 {p.ckpt.size_mb:.1f} MB on disk · {p.meta.get('num_params', 0) / 1e6:.2f} M parameters")
 
 
 def device_text() -> str:
