@@ -1,0 +1,128 @@
+"""The app's cold start: seconds from `python app.py` to the server answering and to the first prediction.
+
+    python scripts/cold_start.py [--model effnet] [--checkpoints DIR] [--timeout 300] [--json]
+
+Starts app.py as a subprocess on a free port (GRADIO_SERVER_PORT), polls until the page answers, then
+calls the `/predict` API with gradio_client on a generated photo, once cold and once warm, reads the
+server's peak memory, and stops it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, proc: subprocess.Popen, deadline: float) -> None:
+    """Poll `url` until it answers 200; fail early if the app exits."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with status {proc.returncode} before serving")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in time")
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident memory (VmHWM), if /proc has it."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cold_start(model: str, checkpoints: str | None, timeout: float, workdir: Path) -> dict:
+    """Start app.py, wait for it, ask for one prediction cold and one warm; the timings in seconds."""
+    from gradio_client import Client, handle_file  # imported before the clock starts
+
+    photo = workdir / "photo.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(photo)
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    if checkpoints:
+        env["FOODVISION_CHECKPOINTS"] = str(Path(checkpoints).resolve())
+    url = f"http://127.0.0.1:{port}/"
+    log_path = workdir / "app.log"
+    with open(log_path, "w") as log:
+        start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_until_up(url, proc, start + timeout)
+            up = time.monotonic() - start
+            client = Client(url, verbose=False)
+            asked = time.monotonic()
+            probs, info = client.predict(handle_file(str(photo)), model, api_name="/predict")
+            first = time.monotonic()
+            client.predict(handle_file(str(photo)), model, api_name="/predict")
+            warm = time.monotonic() - first
+            rss = peak_rss_mb(proc.pid)
+        except Exception:
+            print(log_path.read_text()[-4000:], file=sys.stderr)
+            raise
+        finally:
+            stop(proc)
+    return {"model": model, "server_up_s": up, "first_prediction_s": first - start,
+            "first_request_s": first - asked, "warm_request_s": warm, "server_peak_rss_mb": rss,
+            "top_class": probs.get("label") if isinstance(probs, dict) else None,
+            "model_latency_ms": info.get("latency_ms") if isinstance(info, dict) else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="effnet", help="family asked for: scratch_vit, timm_vit or effnet")
+    p.add_argument("--checkpoints", help="checkpoint folder for the app (FOODVISION_CHECKPOINTS)")
+    p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the server")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = cold_start(args.model, args.checkpoints, args.timeout, Path(tmp))
+    if args.json:
+        print(json.dumps(r))
+    else:
+        print(f"server up:         {r['server_up_s']:.1f} s after `python app.py`")
+        print(f"first prediction:  {r['first_prediction_s']:.1f} s after `python app.py` "
+              f"(that request: {r['first_request_s']:.2f} s; the next: {r['warm_request_s']:.2f} s; "
+              f"{r['model']} forward {r['model_latency_ms']} ms)")
+        if r["server_peak_rss_mb"]:
+            print(f"server peak RSS:   {r['server_peak_rss_mb']:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
