@@ -1,24 +1,31 @@
 """Regenerate the README's measured sections from the project's own files, never by hand.
 
-    python -m vit.readme            # rewrites the Results block of README.md in place
-    python -m vit.readme --print    # prints it instead
+    python -m vit.readme                  # rewrites the Results block of README.md in place
+    python -m vit.readme --performance    # ... and the Performance block (runs vit.bench, minutes)
+    python -m vit.readme --print          # prints instead of rewriting
 
 The Results block comes from the committed checkpoints' metadata (accuracy, data, recipe) plus a
 latency measured here and now (median of warm batch-size-1 forward passes), naming this machine.
+The Performance block is `python -m vit.bench --markdown` plus `scripts/cold_start.py`.
 """
 from __future__ import annotations
 
 import argparse
-import platform
+import json
+import logging
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vit import bench
+from vit.bench import machine_info
 from vit.checkpoint import CheckpointError, load
 from vit.predict import time_forward
+from vit.report import performance_markdown
 from vit.ui import FAMILY_TITLES, checkpoint_paths
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,16 +33,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def machine() -> str:
     """CPU model, cores, torch threads and version: where a timing was taken."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    m = machine_info()
+    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads"
+
+
+def performance_block(runs: int = 30) -> str:
+    """The benchmark's Markdown, then the app's cold start measured by scripts/cold_start.py."""
+    text = performance_markdown(bench.run(checkpoint_paths(), bench.Settings(runs=runs)))
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "cold_start.py"), "--json"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    if done.returncode:
+        return text + f"\n\nCold start: `scripts/cold_start.py` failed ({done.stderr.strip()[-300:]})."
+    c = json.loads(done.stdout.strip().splitlines()[-1])
+    return text + (f"\n\n**Cold start** (`python scripts/cold_start.py`, same machine): the server answers "
+                   f"{c['server_up_s']:.1f} s after `python app.py` starts, and serves its first prediction "
+                   f"{c['first_prediction_s']:.1f} s after the start; a warm `/predict` request then takes "
+                   f"{c['warm_request_s'] * 1e3:.0f} ms end to end through the API.")
 
 
 def results_block(runs: int = 30) -> str:
@@ -101,15 +114,22 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--readme", default=str(ROOT / "README.md"))
     p.add_argument("--runs", type=int, default=30, help="timed forward passes per model")
-    p.add_argument("--print", action="store_true", help="print the block instead of rewriting the README")
+    p.add_argument("--performance", action="store_true", help="also run the benchmark for the Performance block")
+    p.add_argument("--print", action="store_true", help="print the blocks instead of rewriting the README")
     args = p.parse_args(argv)
-    block = results_block(args.runs)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    blocks = {"results": results_block(args.runs)}
+    if args.performance:
+        blocks["performance"] = performance_block(args.runs)
     if args.print:
-        print(block)
+        print("\n\n".join(blocks.values()))
         return 0
     readme = Path(args.readme)
-    readme.write_text(replace_block(readme.read_text(), "results", block))
-    print(f"updated the results block of {readme}")
+    text = readme.read_text()
+    for name, block in blocks.items():
+        text = replace_block(text, name, block)
+    readme.write_text(text)
+    print(f"updated the {', '.join(blocks)} block(s) of {readme}")
     return 0
 
 

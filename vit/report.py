@@ -159,7 +159,7 @@ def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]
 
 def performance_markdown(result: dict) -> str:
     """The README's Performance section, from `vit.bench.run`'s result."""
-    parts = ["## Performance", "", machine_line(result), ""]
+    parts = [machine_line(result), ""]
     for title, (headers, rows) in _sections(result):
         parts += [f"### {title}", "", markdown_table(headers, rows), ""]
     parts.append(_notes(result))
