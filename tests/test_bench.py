@@ -99,7 +99,7 @@ def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_pat
     if not int8["allclose"]:  # changed numerics: the test split was re-checked
         assert int8["test"]["n_images"] == len(CLASSES) * 2
     md = report.performance_markdown(out)
-    assert md.startswith("## Performance") and out["machine"]["cpu"] in md
+    assert md.startswith("Measured by `python -m vit.bench") and out["machine"]["cpu"] in md
     assert all(title in md for title in ("Scratch ViT (ours)", "Hybrid ViT (timm)", "EfficientNet-Lite0"))
     assert out["machine"]["cpu"] in report.performance_text(out)
 
