@@ -102,6 +102,6 @@ def test_timm_weights_load_one_to_one_and_give_the_same_logits(cfg):
 
 
 def test_foodvision_preset_is_the_trained_shape():
-    cfg = PRESETS["vit_foodvision_p8_112"]
-    assert (cfg.image_size, cfg.patch_size, cfg.grid_size, cfg.num_classes) == (112, 8, 14, 3)
+    cfg = PRESETS["vit_foodvision_p8_96"]
+    assert (cfg.image_size, cfg.patch_size, cfg.grid_size, cfg.num_classes) == (96, 8, 12, 3)
     assert cfg.distilled

@@ -79,3 +79,12 @@ def test_help_works():
 def test_evaluate_reports_bad_inputs(tmp_path, image_folder, capsys):
     assert evaluate.main([str(tmp_path / "missing.safetensors"), "--data-dir", str(image_folder)]) == 2
     assert "missing.safetensors: no such checkpoint file" in capsys.readouterr().err
+
+
+def test_teacher_sees_crops_at_the_size_asked(tmp_path, image_folder, tiny_checkpoints):
+    teacher = train.load_teacher(str(tiny_checkpoints["effnet"]), CLASSES, "cpu", size=48)
+    assert teacher.normalize.size == 48
+    assert teacher.logits(torch.rand(2, 3, 96, 96)).shape == (2, 3)
+    out = run_train(image_folder, tmp_path / "s.safetensors", "scratch_vit",
+                    "--teacher", str(tiny_checkpoints["effnet"]), "--teacher-size", "48")
+    assert checkpoint.read_meta(out)["recipe"]["distillation"]["teacher_input_px"] == 48

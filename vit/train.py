@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, choices=FAMILIES, help="model family")
     p.add_argument("--arch", type=json.loads, default=None,
-                   help="architecture as JSON, e.g. '{\"preset\": \"vit_foodvision_p8_112\", \"depth\": 4}' "
+                   help="architecture as JSON, e.g. '{\"preset\": \"vit_foodvision_p8_96\", \"depth\": 4}' "
                         "(default: the family's default)")
     p.add_argument("--pretrained", default="default", choices=["default", "none", "lite0-imagenet", "timm-hub"],
                    help="initial weights (default: lite0-imagenet for timm_vit/effnet, none for scratch_vit)")
@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--distill", default="hard", choices=["hard", "soft"], help="teacher targets: argmax or softened")
     p.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the teacher term in the loss")
     p.add_argument("--distill-temperature", type=float, default=1.0, help="softmax temperature for --distill soft")
+    p.add_argument("--teacher-size", type=int, default=None,
+                   help="side in px of the crops the teacher sees (default: its own input size); smaller is cheaper")
     p.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a lower val loss (0: never)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
@@ -111,7 +113,7 @@ class Teacher:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x))
+        return self.model(self.normalize(x).contiguous(memory_format=torch.channels_last))
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
@@ -178,7 +180,7 @@ def train(args: argparse.Namespace) -> Path:
     model = built.model.to(device)
     pp = preprocessing(built.model, args.model)
     student_norm = Normalize(pp).to(device)
-    teacher = load_teacher(args.teacher, class_names, device) if args.teacher else None
+    teacher = load_teacher(args.teacher, class_names, device, args.teacher_size) if args.teacher else None
     crop = max(pp["input_size"][-1], teacher.normalize.size if teacher else 0)
     channels_last = args.model != "scratch_vit"
     if channels_last:
@@ -282,14 +284,18 @@ def train(args: argparse.Namespace) -> Path:
     return out
 
 
-def load_teacher(path: str, class_names: list[str], device: str) -> Teacher:
+def load_teacher(path: str, class_names: list[str], device: str, size: int | None = None) -> Teacher:
+    """A frozen checkpoint that sees each training crop at its own input size (or `size`), normalised its way."""
     ckpt = checkpoint.load(path)
     if ckpt.class_names != class_names:
         raise ValueError(f"teacher {path} predicts {ckpt.class_names}, the data has {class_names}")
-    model = ckpt.model.to(device).eval()
+    model = ckpt.model.to(device).eval().to(memory_format=torch.channels_last)  # faster CNNs on CPU
     for p in model.parameters():
         p.requires_grad_(False)
-    return Teacher(model, Normalize(ckpt.meta["preprocessing"]).to(device), str(path), ckpt.meta)
+    pp = dict(ckpt.meta["preprocessing"])
+    if size:
+        pp["input_size"] = [3, size, size]
+    return Teacher(model, Normalize(pp).to(device), str(path), ckpt.meta)
 
 
 def recipe(args, pretrained, train_set, val_set, test_root, teacher, best_epoch, epochs_run) -> dict:
@@ -313,7 +319,8 @@ def recipe(args, pretrained, train_set, val_set, test_root, teacher, best_epoch,
     if teacher is not None:
         r["distillation"] = {"teacher": teacher.path, "teacher_family": teacher.meta["family"],
                              "teacher_test_accuracy": teacher.meta.get("metrics", {}).get("test", {}).get("accuracy"),
-                             "kind": args.distill, "alpha": args.distill_alpha, "temperature": args.distill_temperature}
+                             "kind": args.distill, "alpha": args.distill_alpha, "temperature": args.distill_temperature,
+                             "teacher_input_px": teacher.normalize.size}
     return r
 
 

