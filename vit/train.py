@@ -32,7 +32,7 @@ from vit import checkpoint
 from vit.data import (ImageDataset, eval_transform, list_images, mix_transform, preprocessing, split_train_val,
                       train_samples, train_transform)
 from vit.evaluate import run_eval, split_dir
-from vit.zoo import DEFAULT_ARCH, DEFAULT_PRETRAINED, FAMILIES, build
+from vit.zoo import DEFAULT_PRETRAINED, FAMILIES, build
 
 log = logging.getLogger("vit.train")
 

@@ -26,7 +26,6 @@ FAMILY_TITLES = {
     "timm_vit": "Hybrid ViT (timm)",
     "effnet": "EfficientNet-Lite0",
 }
-VIEWS = ("attention", "rollout", "grad-cam")
 DISPLAY_SIDE = 336  # overlays are drawn on the model's view, enlarged to this for the screen
 
 
@@ -88,7 +87,7 @@ def model_card(p: Predictor) -> str:
         lines.append(f"- **Trained on:** {recipe['n_train']} FoodVision Mini photos ({recipe.get('n_val', 0)} more held "
                      f"out for validation), {recipe.get('epochs_run', recipe.get('epochs'))} epochs"
                      + (f", distilled from {FAMILY_TITLES.get(teacher, teacher)}" if teacher else ""))
-    lines += [f"- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured"),
+    lines += ["- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured"),
               f"- **Size:** {p.ckpt.size_mb:.1f} MB on disk, {m.get('num_params', 0):,} parameters, "
               f"input {m['preprocessing']['input_size'][-1]} px"]
     return "\n".join(lines)
