@@ -19,7 +19,7 @@ from vit.images import MIN_SIDE, ImageError, describe_error, open_image
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"})
-MODELS = ui.load_models(ui.checkpoint_paths())
+MODELS = ui.load_models(ui.checkpoint_paths(), ui.optimisations())  # $FOODVISION_OPTIMISE: see README
 FAMILIES = list(ui.FAMILY_TITLES)
 DEFAULT = next((f for f in ("timm_vit", "scratch_vit", "effnet") if f in MODELS.models), FAMILIES[0])
 HEADS = max((ui.head_choices(p) for p in MODELS.models.values()), key=len, default=["mean", "max"])

@@ -88,3 +88,19 @@ def test_latency_text_names_device_threads_and_size(models):
 def test_measure_p50_times_every_loaded_model(models):
     p50 = ui.measure_p50(models, runs=2)
     assert set(p50) == set(FAMILIES) and all(v > 0 for v in p50.values())
+
+
+def test_optimisations_come_from_a_spec_or_the_environment(monkeypatch, tiny_checkpoints):
+    assert ui.optimisations("scratch_vit=int8, effnet=channels_last") == {"scratch_vit": "int8",
+                                                                         "effnet": "channels_last"}
+    monkeypatch.setenv("FOODVISION_OPTIMISE", "timm_vit=channels_last")
+    assert ui.optimisations() == {"timm_vit": "channels_last"}
+    monkeypatch.delenv("FOODVISION_OPTIMISE")
+    assert ui.optimisations() == {}
+    for bad in ("resnet=int8", "effnet=fast", "effnet"):
+        with pytest.raises(ValueError, match="bad optimisation"):
+            ui.optimisations(bad)
+    models = ui.load_models({"scratch_vit": tiny_checkpoints["scratch_vit"]}, {"scratch_vit": "int8"})
+    p = models.get("scratch_vit")
+    assert p.optimisation == "int8" and sum(p.predict(make_image(3)).values()) == pytest.approx(1.0, abs=1e-5)
+    assert p.explain(make_image(3)).maps  # attention maps still come out of the quantised model

@@ -16,7 +16,7 @@ from PIL import Image
 
 from vit import explain
 from vit.checkpoint import CheckpointError, load
-from vit.predict import Predictor, Result, time_forward
+from vit.predict import OPTIMISATIONS, Predictor, Result, time_forward
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,28 @@ def checkpoint_paths(directory: str | os.PathLike | None = None) -> dict[str, Pa
     return {family: root / f"{family}.safetensors" for family in FAMILY_TITLES}
 
 
-def load_models(paths: dict[str, Path]) -> ModelSet:
-    """Load every checkpoint once; one that is missing, damaged or of the wrong family is reported, not fatal."""
+def optimisations(spec: str | None = None) -> dict[str, str]:
+    """Per-family CPU speed-ups (vit.predict.OPTIMISATIONS) from "family=mode,..." (default:
+    $FOODVISION_OPTIMISE), e.g. "scratch_vit=int8,effnet=channels_last"."""
+    spec = os.environ.get("FOODVISION_OPTIMISE", "") if spec is None else spec
+    chosen = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        family, _, mode = item.partition("=")
+        if family not in FAMILY_TITLES or mode not in OPTIMISATIONS:
+            raise ValueError(f"bad optimisation {item!r}: use family=mode with a family in {list(FAMILY_TITLES)} "
+                             f"and a mode in {OPTIMISATIONS}")
+        chosen[family] = mode
+    return chosen
+
+
+def load_models(paths: dict[str, Path], optimise: dict[str, str] | None = None) -> ModelSet:
+    """Load every checkpoint once (with `optimise[family]` applied, see `optimisations`); one that is
+    missing, damaged or of the wrong family is reported, not fatal."""
     models = ModelSet()
     for family, path in paths.items():
         try:
-            models.models[family] = Predictor(load(path, expect_family=family))
+            mode = (optimise or {}).get(family, "none")
+            models.models[family] = Predictor(load(path, expect_family=family), mode)
         except (CheckpointError, OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
             # a CheckpointError names the file; anything else came from metadata that builds no model
             why = str(e) if isinstance(e, CheckpointError) else f"{path}: cannot be loaded ({type(e).__name__}: {e})"
