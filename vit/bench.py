@@ -302,7 +302,8 @@ def bench_optimisations(ckpt: Checkpoint, runs: int, warmup: int, test_dir: Path
                         compile_model: bool = False) -> list[dict]:
     """Each CPU speed-up against the plain model (inference_mode, threads as set), timed interleaved;
     the logits compared, and the test accuracy re-checked for any that change them. The thread
-    settings are also timed with CONCURRENT requests at once, against serving them one by one."""
+    settings are also timed with CONCURRENT requests at once, against serving them one by one: each on
+    its own, after the rest (interleaved, the pool's threads slowed the plain model's next runs ~1.5x)."""
     model, family = ckpt.model, ckpt.family
     x = torch.randn(1, 3, input_px(ckpt), input_px(ckpt))
     modes = (["channels_last"] if family != "scratch_vit" else []) + (["int8"] if family != "effnet" else []) \
@@ -313,10 +314,11 @@ def bench_optimisations(ckpt: Checkpoint, runs: int, warmup: int, test_dir: Path
     now, cores = torch.get_num_threads(), os.cpu_count() or 1
     for n in sorted({1, cores} - {now}):
         cases[f"threads={n}"] = Case(model, x, threads=n)
+    t = time_interleaved(cases, runs, warmup)
     with ThreadPoolExecutor(CONCURRENT) as pool:
         for n in sorted({1, now, cores}):
-            cases[f"{CONCURRENT} at once, threads={n}"] = Case(concurrently(model, pool, n), x, threads=n)
-        t = time_interleaved(cases, runs, warmup)
+            name = f"{CONCURRENT} at once, threads={n}"
+            t |= time_interleaved({name: Case(concurrently(model, pool, n), x, threads=n)}, runs, warmup)
     with torch.inference_mode():
         reference = model(x)
         logits = {name: m(x) for name, m in variants.items()}

@@ -143,7 +143,9 @@ PERFORMANCE_NOTES = (
     "GFLOPs: counted with `torch.utils.flop_counter.FlopCounterMode` (FLOPs = 2 x multiply-accumulates). "
     "Floor: those FLOPs at the matmul rate above, the time a perfectly efficient CPU kernel would take; "
     "'x floor' is how many floors the forward pass takes. Compared figures were timed interleaved "
-    "({block} calls of each in turn) so that background load hits both sides alike. Serving RSS: peak "
+    "({block} calls of each in turn) so that background load hits both sides alike, except the rows with "
+    "requests at once: those are timed on their own, since their extra threads slow whatever runs next. "
+    "Serving RSS: peak "
     "resident memory of a fresh process that loads one checkpoint and classifies and explains one image; "
     "the benchmark's own process peaked at {bench_peak_rss_mb:.0f} MB (ru_maxrss).")
 
