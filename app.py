@@ -73,13 +73,17 @@ def _model(family: str):
         raise gr.Error(str(e)) from e
 
 
+def _warn_if_tiny(width: int, height: int) -> None:
+    if min(width, height) < MIN_SIDE:
+        gr.Warning(f"The image is only {width} x {height} pixels; the prediction means little.")
+
+
 def _image(image):
     try:
         img = open_image(image)
     except ImageError as e:
         raise gr.Error(str(e)) from e
-    if min(img.size) < MIN_SIDE:
-        gr.Warning(f"The image is only {img.width} x {img.height} pixels; the prediction means little.")
+    _warn_if_tiny(*img.size)
     return img
 
 
@@ -166,8 +170,7 @@ def check_upload(image):
     """On upload: an unreadable file has already been refused by ImageInput; warn about a tiny one."""
     if image is not None:
         with Image.open(image) as im:
-            if min(im.size) < MIN_SIDE:
-                gr.Warning(f"The image is only {im.width} x {im.height} pixels; the prediction means little.")
+            _warn_if_tiny(*im.size)
 
 
 def on_view_change(view):
