@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny generated ImageFolder and tiny checkpoints of every family."""
 from __future__ import annotations
 
+import struct
+import zlib
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +22,27 @@ TINY_ARCH = {
     "timm_vit": {"model_name": HYBRID, "img_size": 64, "embed_dim": 32, "depth": 2, "num_heads": 2},
     "effnet": {"model_name": "tf_efficientnet_lite0"},
 }
+
+
+def label_probs(label: dict) -> dict[str, float]:
+    """A gr.Label value as gradio_client returns it -> {class: probability}."""
+    return {c["label"]: c["confidence"] for c in label["confidences"]}
+
+
+def png_bytes(width: int, height: int, rows: Iterable[bytes]) -> bytes:
+    """An 8-bit RGB PNG that claims width x height pixels, with `rows` as its scanlines, compressed as
+    they come (a large image never sits in memory whole); fewer rows than `height`: a bomb's header."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    z = zlib.compressobj(1)
+    idat = b"".join(z.compress(b"\0" + row) for row in rows) + z.flush()  # filter byte 0 per row
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width x height pixels with (almost) no data: a decompression bomb's header."""
+    return png_bytes(width, height, [bytes(63)])
 
 
 def make_image(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:

@@ -3,11 +3,7 @@ import pytest
 from gradio_client import handle_file
 from PIL import Image
 
-from conftest import CLASSES, FAMILIES
-
-
-def label_probs(label: dict) -> dict[str, float]:
-    return {c["label"]: c["confidence"] for c in label["confidences"]}
+from conftest import CLASSES, FAMILIES, label_probs
 
 
 def test_every_model_loaded(running_app):

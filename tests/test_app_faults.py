@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import os
 import pickle
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import httpx
@@ -28,8 +27,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import FAMILIES, ROOT, make_image, tiny_checkpoint
-from test_images import png_header_only
+from conftest import FAMILIES, ROOT, label_probs, make_image, png_bytes, png_header_only, tiny_checkpoint
 from vit import checkpoint, ui
 from vit.images import open_image
 
@@ -46,21 +44,6 @@ READABLE = {  # upload -> the model that classifies it
     "palette.png": "timm_vit", "cmyk.jpg": "effnet", "deep.png": "scratch_vit", "anim.gif": "timm_vit",
     "huge.jpg": "effnet", "huge.png": "scratch_vit",
 }
-
-
-def label_probs(label: dict) -> dict[str, float]:
-    return {c["label"]: c["confidence"] for c in label["confidences"]}
-
-
-def png_rows(path: Path, width: int, height: int, row: bytes) -> Path:
-    """An 8-bit RGB PNG of `height` copies of `row`, written without holding the image in memory."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    z = zlib.compressobj(1)
-    idat = b"".join(z.compress(b"\0" + row) for _ in range(height)) + z.flush()  # filter byte 0 per row
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-    return path
 
 
 def red_left_blue_right(size: tuple[int, int] = (120, 80)) -> Image.Image:
@@ -95,7 +78,8 @@ def uploads(tmp_path_factory) -> dict[str, Path]:
     frames[0].save(d / "first-frame.png")
     Image.new("RGB", (64, 64), "white").save(d / "white.png")
     Image.new("RGB", (10_000, 10_000), (200, 30, 30)).save(d / "huge.jpg", quality=50)
-    png_rows(d / "huge.png", 10_000, 10_000, bytes([200, 30, 30]) * 5_000 + bytes([30, 30, 200]) * 5_000)
+    row = bytes([200, 30, 30]) * 5_000 + bytes([30, 30, 200]) * 5_000
+    (d / "huge.png").write_bytes(png_bytes(10_000, 10_000, itertools.repeat(row, 10_000)))
     for orientation in (1, 6):  # 6: the camera was turned; rotate 90 degrees clockwise to view
         exif = Image.Exif()
         exif[0x0112] = orientation

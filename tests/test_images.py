@@ -1,12 +1,11 @@
 """Every kind of upload either becomes an upright RGB image of bounded size or a clear ImageError."""
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import png_header_only
 from vit.images import MAX_SIDE, ImageError, open_image
 
 
@@ -47,14 +46,6 @@ def test_tiny_and_huge_jpeg(tmp_path):
     im = open_image(big)
     assert max(im.size) <= MAX_SIDE and im.mode == "RGB"
     assert np.asarray(im)[100, 100, 0] > 150
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims width x height pixels with (almost) no data: a decompression bomb's header."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("side", [12_000, 30_000])
