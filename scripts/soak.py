@@ -17,7 +17,6 @@ import io
 import os
 import random
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -28,15 +27,17 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from cold_start import free_port, stop, wait_until_up  # a sibling script: the same start and stop
+
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ("scratch_vit", "timm_vit", "effnet")
 BAD = ("notes.jpg", "cut.jpg", "empty.png", "bomb.png")
+STARTUP_TIMEOUT_S = 300
 
 
 def photo(seed: int, size: tuple[int, int]) -> Image.Image:
@@ -83,9 +84,7 @@ class Server:
     """`python app.py` on a free port, with its memory read from /proc."""
 
     def __init__(self, checkpoints: str | None, workdir: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         self.url, self.cache = f"http://127.0.0.1:{port}/", workdir / "gradio_cache"
         env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
                "GRADIO_TEMP_DIR": str(self.cache)}
@@ -94,16 +93,13 @@ class Server:
         self.log = open(workdir / "server.log", "w")
         self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
-        self.started = time.perf_counter()
-        while True:
-            if self.proc.poll() is not None:
-                sys.exit("app.py exited:\n" + (workdir / "server.log").read_text())
-            try:
-                if httpx.get(self.url + "config", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
-        self.startup_s = time.perf_counter() - self.started
+        self.started = time.monotonic()
+        try:
+            wait_until_up(self.url, self.proc, self.started + STARTUP_TIMEOUT_S)
+        except (RuntimeError, TimeoutError) as e:
+            self.stop()
+            sys.exit(f"{e}:\n" + (workdir / "server.log").read_text())
+        self.startup_s = time.monotonic() - self.started
 
     def status(self, key: str) -> float:
         """A /proc/<pid>/status figure: VmRSS and VmHWM in MB, Threads as a count."""
@@ -126,8 +122,7 @@ class Server:
         return sum(p.stat().st_size for p in self.cache.rglob("*") if p.is_file()) / 1e6
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+        stop(self.proc)
         self.log.close()
 
 
