@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from vit import bench
-from vit.bench import machine_info
 from vit.checkpoint import CheckpointError, load
 from vit.predict import time_forward
 from vit.report import performance_markdown
@@ -33,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def machine() -> str:
     """CPU model, cores, torch threads and version: where a timing was taken."""
-    m = machine_info()
+    m = bench.machine_info()
     return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads"
 
 
