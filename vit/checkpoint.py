@@ -16,7 +16,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vit.zoo import FAMILIES, build
+from vit import families
+from vit.zoo import build
 
 FORMAT = "foodvision-vit/1"
 META_KEY = "foodvision"
@@ -85,7 +86,7 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: a safetensors file without FoodVision metadata; not one of our checkpoints")
     meta = json.loads(raw)
     missing = [k for k in REQUIRED if k not in meta]
-    if missing or meta.get("family") not in FAMILIES:
+    if missing or meta.get("family") not in families.names():
         raise CheckpointError(f"{path}: metadata lacks {missing} or names an unknown family {meta.get('family')!r}")
     return meta
 

