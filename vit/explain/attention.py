@@ -24,11 +24,12 @@ class Trace:
     """One explicit forward pass of a ViT."""
     logits: torch.Tensor  # (B, classes)
     maps: list[torch.Tensor]  # per block: (B, heads, N, N) softmax attention
-    block_inputs: list[torch.Tensor]  # per block: the (B, N, D) tokens entering it
+    attn_inputs: list[torch.Tensor]  # per block: the (B, N, D) tokens its attention reads (after norm1)
 
 
 def trace(model: nn.Module, x: torch.Tensor) -> Trace:
-    """Logits, every block's attention and every block's input tokens, for our ViT or a timm ViT."""
+    """Logits, every block's attention and every block's normalised attention input, for our ViT or a timm
+    ViT."""
     model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: trace the module itself
     if isinstance(model, VisionTransformer):
         return _scratch_vit_trace(model, x)
@@ -44,13 +45,17 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, lis
 
 
 def _scratch_vit_trace(model: VisionTransformer, x: torch.Tensor) -> Trace:
-    """Our ViT's forward (Eq. 1-4) with the explicit attention path of every block."""
+    """Our ViT's forward (Eq. 1-4), each `Block.forward` written out with the explicit attention path
+    so the normalised tokens entering attention are nodes of the graph too."""
     x = model.embed(x)  # (B, N, D)
     maps, inputs = [], []
     for block in model.blocks:
-        inputs.append(x)
-        x, weights = block(x, return_attn=True)
+        normed = block.norm1(x)  # (B, N, D)
+        attn_out, weights = block.attn(normed, return_attn=True)
+        x = x + block.drop_path(attn_out)  # Eq. 2
+        x = x + block.drop_path(block.mlp(block.norm2(x)))  # Eq. 3
         maps.append(weights)
+        inputs.append(normed)
     return Trace(model.forward_head(model.norm(x)), maps, inputs)
 
 
@@ -60,11 +65,12 @@ def _timm_vit_trace(model: nn.Module, x: torch.Tensor) -> Trace:
     x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))  # (B, N, D)
     maps, inputs = [], []
     for block in model.blocks:
-        inputs.append(x)
-        attn_out, weights = _timm_attention(block.attn, block.norm1(x))
+        normed = block.norm1(x)  # (B, N, D)
+        attn_out, weights = _timm_attention(block.attn, normed)
         x = x + block.drop_path1(block.ls1(attn_out))
         x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
         maps.append(weights)
+        inputs.append(normed)
     return Trace(model.forward_head(model.norm(x)), maps, inputs)
 
 

@@ -104,10 +104,11 @@ def chefer(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat
 
 
 def grad_cam_heat(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat:
-    """Grad-CAM (Selvaraju et al. 2017) for any model: a CNN's last feature map, or a ViT's patch tokens
-    entering its last block, reshaped to the token grid. (The last block's output patch tokens get no
-    gradient: the head reads the prefix tokens only; pytorch-grad-cam's ViT tutorial uses
-    `blocks[-1].norm1` for the same reason.)"""
+    """Grad-CAM (Selvaraju et al. 2017) for any model: a CNN's last feature map, or a ViT's last block's
+    normalised patch tokens (the output of `blocks[-1].norm1`, as pytorch-grad-cam's ViT tutorial),
+    reshaped to the token grid. Why not the last block's output: the head reads the prefix tokens only,
+    so the output patch tokens get no gradient. Why after norm1: LayerNorm is scale-invariant, so the
+    gradient w.r.t. its input is orthogonal to the (centred) input and Grad-CAM there is ~0."""
     if not (hasattr(model, "blocks") and hasattr(model, "patch_embed")):
         cam, logits = grad_cam(model, x, target)
         return _heat(cam, _target(logits, target), "grad-cam", logits)
@@ -115,7 +116,7 @@ def grad_cam_heat(model: nn.Module, x: torch.Tensor, target: int | None = None) 
     with torch.inference_mode(False), torch.enable_grad():
         t = trace(model, _graph_input(x))
         c = _target(t.logits, target)
-        tokens = t.block_inputs[-1]  # (1, N, D)
+        tokens = t.attn_inputs[-1]  # (1, N, D)
         (grads,) = torch.autograd.grad(t.logits[0, c], tokens)
     feats = tokens.detach()[0, prefix:].T.reshape(-1, *grid)  # (D, rows, cols)
     return _heat(cam_from(feats, grads[0, prefix:].T.reshape(-1, *grid)), c, "grad-cam", t.logits)
@@ -126,7 +127,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, class_idx: int | None = None) ->
     x: (1, 3, H, W). Returns the (h, w) map for `class_idx` (default: the top class) and the logits.
     Gradients come from autograd.grad on a graph of this call alone: no hooks, no .grad state."""
     with torch.inference_mode(False), torch.enable_grad():
-        feats = model.forward_features(x.detach().clone())  # (1, C, h, w)
+        feats = model.forward_features(_graph_input(x))  # (1, C, h, w)
         logits = model.forward_head(feats)  # (1, classes)
         c = _target(logits, class_idx)
         (grads,) = torch.autograd.grad(logits[0, c], feats)
