@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 KINDS = ("auto", "onnxruntime", "torch")
 ENV = "FOODVISION_ENGINE"
 CONCURRENT = 2  # requests the app computes at once (its queue's default_concurrency_limit)
-THREADS = 1  # ORT intra-op threads per session; see `session_options` and vit.bench's engine rows
+# ORT intra-op threads per session. On the 2-core host, with spinning off, 2 beat 1 both for one request
+# alone and for CONCURRENT at once (p50, all three checkpoints); ORT_PARALLEL was ~2x slower.
+THREADS = 2
 
 
 class EngineError(RuntimeError):
