@@ -173,13 +173,18 @@ def cache_path(ckpt: Checkpoint, *, int8: bool = False, digest: str | None = Non
     from vit.export import default_path, sha256
 
     beside = default_path(ckpt.path, int8=int8)
-    if os.access(beside.parent, os.W_OK) or (beside.is_file() and os.access(beside, os.W_OK)):
+    if os.access(beside.parent, os.W_OK):
         return beside
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    if not os.access(root, os.W_OK) and not (root / "foodvision").is_dir():
-        root = Path(tempfile.gettempdir())
-    digest = digest or sha256(ckpt.path)
-    return root / "foodvision" / "onnx" / f"{ckpt.path.stem}-{digest[:16]}{'.int8' if int8 else ''}.onnx"
+    name = f"{ckpt.path.stem}-{(digest or sha256(ckpt.path))[:16]}{'.int8' if int8 else ''}.onnx"
+    for root in (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"), Path(tempfile.gettempdir())):
+        folder = root / "foodvision" / "onnx"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder / name
+    raise OSError(f"no writable folder for {name}: not {beside.parent}, the cache or the temp dir")
 
 
 def ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = THREADS) -> OrtEngine:
