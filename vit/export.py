@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--int8", action="store_true", help="quantise: dynamic MatMul int8 (ViTs), static QDQ (CNNs)")
     p.add_argument("--calibration-dir", help="photos for static int8 (default: the data dir's sibling train/)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("vit").setLevel(logging.INFO)  # ours; the quantiser's INFO notices stay quiet
     ckpt = load(args.checkpoint)
     calibration = args.calibration_dir or (str(Path(args.data_dir).parent / "train") if args.data_dir else None)
     paths = export(ckpt, args.out, int8=args.int8, calibration_dir=calibration)
