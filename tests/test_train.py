@@ -19,6 +19,15 @@ from vit.train.distill import Normalize
 TINY = json.dumps(TINY_ARCH["scratch_vit"])
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared machine: one intra-op thread is 10x faster than oversubscribed cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def train_cli(folder, out, *extra, model="scratch_vit", arch=TINY):
     argv = ["--model", model, "--arch", arch, "--data-dir", str(folder), "--batch-size", "4",
             "--val-fraction", "0.25", "--workers", "0", "--fp32", "--out", str(out), *extra]
@@ -72,8 +81,7 @@ def test_freeze_epochs_leave_the_pretrained_stem_unchanged(tmp_path, image_folde
     stem = {k: v for k, v in w.items() if k.startswith("patch_embed.backbone.") and not k.endswith(
         ("running_mean", "running_var", "num_batches_tracked"))}
     assert stem and all(torch.equal(v, lite0[k.removeprefix("patch_embed.backbone.")]) for k, v in stem.items())
-    fresh = train.main  # the new weights did train: the head is not its initial value
-    assert not torch.equal(w["head.bias"], torch.zeros_like(w["head.bias"])) and fresh
+    assert not torch.equal(w["head.bias"], torch.zeros_like(w["head.bias"]))  # the new weights did train
 
 
 def constant_teacher(path, label: int):
