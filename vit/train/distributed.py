@@ -74,11 +74,3 @@ def reduce_eval(m: dict, d: Dist, device: str) -> dict:
             "loss": loss_sum / max(n, 1), "per_class_accuracy": dict(zip(m["class_names"], per_class.tolist())),
             "confusion_matrix": confusion.tolist()}
 
-
-def broadcast_flag(flag: bool, d: Dist, device: str) -> bool:
-    """Rank 0's decision, for every rank (e.g. early stopping)."""
-    if not d.enabled:
-        return flag
-    t = torch.tensor([int(flag)], device=device)
-    dist.broadcast(t, 0)
-    return bool(t.item())
