@@ -73,6 +73,16 @@ def test_scores_are_deterministic_and_a_shared_random_bar_gives_the_same_numbers
     assert c.deletion_auc == a.deletion_auc and c.random_insertion_auc == pytest.approx(a.random_insertion_auc)
 
 
+def test_the_random_bar_is_seeded_permutations_of_the_cells():
+    model, x = probe_vit(), probe_image(2, 0)
+    fwd = counting_forward(model, [])
+    perm = np.random.default_rng(7).permutation(16)
+    heat = np.empty(16)
+    heat[perm] = np.arange(16, 0, -1)  # a map whose order is that permutation
+    f = explain.score(fwd, x, heat.reshape(4, 4), 0, steps=16, seeds=(7,))
+    assert f.random_deletion_curve == f.deletion_curve and f.random_insertion_curve == f.insertion_curve
+
+
 def test_curves_plot_is_a_small_picture():
     model, x = probe_vit(), probe_image(0, 1)
     img = explain.curves_plot(explain.score(counting_forward(model, []), x, true_map(), 1, steps=4), "probe")
