@@ -254,3 +254,18 @@ def test_attention_method_picks_layer_and_head():
         _, maps = explain.attention_maps(model, x)
     h = explain.compute(model, x, "attention", layer=0, head=1)
     assert np.allclose(h.heat.ravel(), maps[0][0, 1, 0, 1:].numpy())
+
+
+def test_gradient_methods_on_an_int8_model_say_what_to_do():
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = quantize_dynamic(vit_model.VisionTransformer(vit_model.preset("vit_test_p8_32")).eval(),
+                             {torch.nn.Linear}, dtype=torch.qint8)
+    x = torch.randn(1, 3, 32, 32)
+    for method in ("chefer", "grad-cam"):
+        with pytest.raises(TypeError, match="float model"):
+            explain.compute(q, x, method)
+    assert explain.compute(q, x, "occlusion").heat.shape == (4, 4)  # forward-only methods still work
