@@ -269,3 +269,9 @@ def test_gradient_methods_on_an_int8_model_say_what_to_do():
         with pytest.raises(TypeError, match="float model"):
             explain.compute(q, x, method)
     assert explain.compute(q, x, "occlusion").heat.shape == (4, 4)  # forward-only methods still work
+
+
+def test_every_method_a_family_lists_is_a_method_compute_knows():
+    from vit import families
+    assert set(families.ALL_METHODS) == set(explain.METHODS)
+    assert all(set(families.get(n).methods) <= set(explain.METHODS) for n in families.names())

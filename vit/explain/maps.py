@@ -41,7 +41,9 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, *, target: int | Non
     """The `method` map for one normalised image x (1, 3, H, W) and class `target` (default: the top one).
 
     layer / head: which block (index, -1 = last) and head (index, "mean" or "max") `attention` shows;
-    discard: rollout's discard ratio; forward_batch: occlusion's batched forward (default `model`)."""
+    discard: rollout's discard ratio; forward_batch: occlusion's batched forward (default `model`).
+    `attention` and `rollout` do not depend on the class (their `target` only records the top one);
+    `chefer` and `grad-cam` need gradients (a float model); `occlusion` only forward passes."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of {METHODS}")
     if x.dim() != 4 or x.shape[0] != 1:
