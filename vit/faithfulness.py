@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.time:
             timings[ckpt_path.stem] = time_methods(ckpt, paths[0], args.methods, args.steps, tuple(args.seeds),
                                                    args.time)
-        log.info("%s\n%s", ckpt_path.stem, markdown({ckpt_path.stem: results[ckpt_path.stem]},
-                                                      {ckpt_path.stem: timings.get(ckpt_path.stem, {})}))
+        stem_timings = {ckpt_path.stem: timings[ckpt_path.stem]} if ckpt_path.stem in timings else None
+        log.info("%s\n%s", ckpt_path.stem, markdown({ckpt_path.stem: results[ckpt_path.stem]}, stem_timings))
     out = {"split": args.split, "images": len(paths), "steps": args.steps, "seeds": args.seeds,
            "results": results, "timings_s": timings}
     print(json.dumps(out, indent=2) if args.json else markdown(results, timings or None))
