@@ -194,12 +194,42 @@ def test_no_method_leaves_a_gradient_or_a_hook_even_from_inference_mode():
 
 def test_concurrent_requests_get_the_same_maps_as_sequential_ones():
     model = probe_vit()
-    jobs = [(method, probe_image(seed, seed % 3)) for seed in range(3) for method in explain.METHODS]
+    jobs = [(method, probe_image(seed, seed % 3)) for method in explain.METHODS for seed in range(4)]
     expected = [explain.compute(model, x, method).heat for method, x in jobs]
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:  # the same method on four images at once
         got = list(pool.map(lambda job: explain.compute(model, job[1], job[0]).heat, jobs * 2))
     for a, b in zip(expected * 2, got):
         assert np.array_equal(a, b)
+
+
+def chefer_reference(model, x, target):
+    """Chefer et al. 2021 written from the paper (Eq. 5-6), step by step, for a model of any depth."""
+    with torch.enable_grad():
+        t = explain.trace(model, x.clone().requires_grad_(True))
+        grads = torch.autograd.grad(t.logits[0, target], t.maps)
+    n = t.maps[0].shape[-1]
+    relevance = torch.eye(n)
+    for a, g in zip(t.maps, grads):
+        a_bar = (g[0] * a[0]).clamp(min=0).mean(0)  # Eq. 5
+        relevance = relevance + a_bar @ relevance  # Eq. 6
+    return relevance[0, 1:].reshape(explain.token_grid(model)).detach().numpy()
+
+
+def test_chefer_matches_the_paper_on_a_three_block_vit():
+    torch.manual_seed(1)
+    model = vit_model.VisionTransformer(vit_model.preset("vit_test_p8_32", depth=3)).eval()
+    x = torch.randn(1, 3, 32, 32)
+    h = explain.compute(model, x, "chefer", target=1)
+    assert np.allclose(h.heat, chefer_reference(model, x, 1), atol=1e-6, rtol=1e-4)
+
+
+def test_cnn_grad_cam_is_the_papers_weighted_sum():
+    """ProbeCNN: gradients are `gain` at one cell of the target channel, so the weights are gain / 16
+    there and 0 elsewhere: Grad-CAM = ReLU(gain / 16 * that channel's pooled map)."""
+    model, x = ProbeCNN(), probe_image(4, 2)
+    h = explain.compute(model, x, "grad-cam")
+    expected = torch.relu(model.gain.detach() / 16 * torch.nn.functional.avg_pool2d(x, 8)[0, 2])
+    assert np.allclose(h.heat, expected.numpy(), atol=1e-6)
 
 
 def test_occlusion_coarsens_a_14x14_grid_to_7x7_blocks_in_batches_of_at_most_32():
@@ -224,3 +254,24 @@ def test_attention_method_picks_layer_and_head():
         _, maps = explain.attention_maps(model, x)
     h = explain.compute(model, x, "attention", layer=0, head=1)
     assert np.allclose(h.heat.ravel(), maps[0][0, 1, 0, 1:].numpy())
+
+
+def test_gradient_methods_on_an_int8_model_say_what_to_do():
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = quantize_dynamic(vit_model.VisionTransformer(vit_model.preset("vit_test_p8_32")).eval(),
+                             {torch.nn.Linear}, dtype=torch.qint8)
+    x = torch.randn(1, 3, 32, 32)
+    for method in ("chefer", "grad-cam"):
+        with pytest.raises(TypeError, match="float model"):
+            explain.compute(q, x, method)
+    assert explain.compute(q, x, "occlusion").heat.shape == (4, 4)  # forward-only methods still work
+
+
+def test_every_method_a_family_lists_is_a_method_compute_knows():
+    from vit import families
+    assert set(families.ALL_METHODS) == set(explain.METHODS)
+    assert all(set(families.get(n).methods) <= set(explain.METHODS) for n in families.names())

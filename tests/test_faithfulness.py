@@ -7,6 +7,7 @@ from PIL import Image
 
 from probes import COL, ROW, probe_image, probe_vit
 from vit import explain
+from vit import model as vit_model
 from vit import faithfulness as cli
 from vit.explain import faithfulness as faith
 
@@ -73,6 +74,16 @@ def test_scores_are_deterministic_and_a_shared_random_bar_gives_the_same_numbers
     assert c.deletion_auc == a.deletion_auc and c.random_insertion_auc == pytest.approx(a.random_insertion_auc)
 
 
+def test_the_random_bar_is_seeded_permutations_of_the_cells():
+    model, x = probe_vit(), probe_image(2, 0)
+    fwd = counting_forward(model, [])
+    perm = np.random.default_rng(7).permutation(16)
+    heat = np.empty(16)
+    heat[perm] = np.arange(16, 0, -1)  # a map whose order is that permutation
+    f = explain.score(fwd, x, heat.reshape(4, 4), 0, steps=16, seeds=(7,))
+    assert f.random_deletion_curve == f.deletion_curve and f.random_insertion_curve == f.insertion_curve
+
+
 def test_curves_plot_is_a_small_picture():
     model, x = probe_vit(), probe_image(0, 1)
     img = explain.curves_plot(explain.score(counting_forward(model, []), x, true_map(), 1, steps=4), "probe")
@@ -101,6 +112,13 @@ def test_randomised_copy_leaves_the_loaded_model_alone():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not torch.equal(rand.head.weight, model.head.weight)
     assert not torch.equal(rand.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)  # top half of 1
+    assert torch.equal(rand.patch_embed.proj.weight, model.patch_embed.proj.weight)  # below: as trained
+    deep = vit_model.VisionTransformer(vit_model.preset("vit_test_p8_32", depth=4))
+    rand = cli.randomised(deep, "head")
+    same = [torch.equal(a.attn.qkv.weight, b.attn.qkv.weight) for a, b in zip(deep.blocks, rand.blocks)]
+    assert same == [True, True, False, False]
+    w, r = deep.blocks[3].mlp.fc1.weight, rand.blocks[3].mlp.fc1.weight
+    assert abs(r.std() / w.std() - 1) < 0.1  # redrawn at the trained scale
 
 
 def test_cli_scores_a_tiny_checkpoint(image_folder, tiny_checkpoints, capsys):

@@ -70,17 +70,21 @@ def _ranks(v: np.ndarray) -> np.ndarray:
 
 
 def randomised(model: nn.Module, head_prefix: str, seed: int = 0) -> nn.Module:
-    """A copy of `model` with its head and the top half of its blocks re-initialised (Adebayo et al.
-    2018, cascading randomisation to the middle); the original is left untouched."""
+    """A copy of `model` whose head and top half of blocks have random weights (Adebayo et al. 2018,
+    cascading randomisation down to the middle); the original is left untouched. Each weight matrix or
+    kernel is redrawn from a Gaussian of its own mean and std, so activations keep their scale (a default
+    `reset_parameters` shrinks them layer by layer until a trained BatchNorm above zeroes them all);
+    biases and normalisation layers stay as trained."""
     model = copy.deepcopy(model)
     blocks = list(model.blocks)
     modules = [m for b in blocks[len(blocks) // 2:] for m in b.modules()]
     modules += [m for name, m in model.named_modules() if name.startswith(head_prefix)]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
         for m in modules:
-            if hasattr(m, "reset_parameters") and m is not model:
-                m.reset_parameters()
+            for p in m.parameters(recurse=False):
+                if p.dim() >= 2:
+                    p.copy_(torch.randn(p.shape, generator=g) * p.std() + p.mean())
     return model.eval()
 
 
@@ -111,7 +115,8 @@ def evaluate_checkpoint(ckpt: Checkpoint, paths: list[Path], methods: list[str] 
             r["random_insertion"].append(f.random_insertion_auc)
             if rand_model is not None:
                 hr = compute(rand_model, x, method, target=h.target, forward_batch=inference(rand_model))
-                r["rho"].append(spearman(h.heat, hr.heat))
+                rho = spearman(h.heat, hr.heat)
+                r["rho"].append(0.0 if np.isnan(rho) else rho)  # a constant map shares no ranking
     return {m: summarise(r) for m, r in rows.items()}
 
 
@@ -124,7 +129,7 @@ def summarise(r: dict) -> dict:
     out["insertion_ratio"] = out["insertion"] / out["random_insertion"]
     out["meets_bar"] = out["deletion_ratio"] <= BAR_DELETION and out["insertion_ratio"] >= BAR_INSERTION
     if r["rho"]:
-        out["spearman_randomised"] = float(np.nanmean(r["rho"])) if not np.isnan(r["rho"]).all() else float("nan")
+        out["spearman_randomised"] = float(np.mean(r["rho"]))
     return out
 
 
@@ -202,8 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.time:
             timings[ckpt_path.stem] = time_methods(ckpt, paths[0], args.methods, args.steps, tuple(args.seeds),
                                                    args.time)
-        log.info("%s\n%s", ckpt_path.stem, markdown({ckpt_path.stem: results[ckpt_path.stem]},
-                                                      {ckpt_path.stem: timings.get(ckpt_path.stem, {})}))
+        stem_timings = {ckpt_path.stem: timings[ckpt_path.stem]} if ckpt_path.stem in timings else None
+        log.info("%s\n%s", ckpt_path.stem, markdown({ckpt_path.stem: results[ckpt_path.stem]}, stem_timings))
     out = {"split": args.split, "images": len(paths), "steps": args.steps, "seeds": args.seeds,
            "results": results, "timings_s": timings}
     print(json.dumps(out, indent=2) if args.json else markdown(results, timings or None))

@@ -41,7 +41,9 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, *, target: int | Non
     """The `method` map for one normalised image x (1, 3, H, W) and class `target` (default: the top one).
 
     layer / head: which block (index, -1 = last) and head (index, "mean" or "max") `attention` shows;
-    discard: rollout's discard ratio; forward_batch: occlusion's batched forward (default `model`)."""
+    discard: rollout's discard ratio; forward_batch: occlusion's batched forward (default `model`).
+    `attention` and `rollout` do not depend on the class (their `target` only records the top one);
+    `chefer` and `grad-cam` need gradients (a float model); `occlusion` only forward passes."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of {METHODS}")
     if x.dim() != 4 or x.shape[0] != 1:
@@ -78,6 +80,13 @@ def _heat(heat: np.ndarray | torch.Tensor, target: int, method: str, logits: tor
     return Heat(np.asarray(heat, dtype=np.float32), target, method, logits, logits.softmax(-1))
 
 
+def _check_differentiable(model: nn.Module, method: str) -> None:
+    """Gradient methods need float modules: dynamic int8 Linears (torch.ao) have no autograd."""
+    if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
+        raise TypeError(f"{method!r} needs gradients, which a dynamically quantised (int8) model has not: "
+                        "explain with the float model and pass the fast one as forward_batch")
+
+
 def _graph_input(x: torch.Tensor) -> torch.Tensor:
     """A copy of x that starts a fresh graph (also from inside inference_mode) and needs a gradient,
     so the graph exists even when no parameter requires one."""
@@ -89,6 +98,7 @@ def chefer(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat
     Explainability", Eq. 5-6): R = I; per block R <- R + mean_heads(ReLU(dA * A)) R, with dA the
     gradient of the target logit w.r.t. the block's attention A. The map is the prefix (class and,
     if distilled, distillation) tokens' relevance rows, averaged, over the patch tokens."""
+    _check_differentiable(model, "chefer")
     grid, prefix = token_grid(model), num_prefix_tokens(model)
     with torch.inference_mode(False), torch.enable_grad():
         t = trace(model, _graph_input(x))
@@ -109,6 +119,7 @@ def grad_cam_heat(model: nn.Module, x: torch.Tensor, target: int | None = None) 
     reshaped to the token grid. Why not the last block's output: the head reads the prefix tokens only,
     so the output patch tokens get no gradient. Why after norm1: LayerNorm is scale-invariant, so the
     gradient w.r.t. its input is orthogonal to the (centred) input and Grad-CAM there is ~0."""
+    _check_differentiable(model, "grad-cam")
     if not (hasattr(model, "blocks") and hasattr(model, "patch_embed")):
         cam, logits = grad_cam(model, x, target)
         return _heat(cam, _target(logits, target), "grad-cam", logits)

@@ -77,7 +77,7 @@ def curves_plot(f: Faithfulness, title: str = "") -> Image.Image:
     fig.axes[0].set_ylabel("p(target)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.11, right=0.98, bottom=0.18, top=0.8 if title else 0.88, wspace=0.25)
     fig.canvas.draw()
     image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
     fig.clear()
