@@ -118,5 +118,7 @@ def test_concurrent_forwards_equal_sequential(ckpt):
 
 def test_cnn_engines_have_no_attention_maps(tiny_checkpoints):
     ckpt = load(tiny_checkpoints["effnet"])
-    with pytest.raises(TypeError, match="no attention maps"):
-        make_engine(ckpt, "torch").forward_attention(torch.randn(1, 3, 224, 224))
+    engine = make_engine(ckpt, "torch")
+    assert not engine.attention  # the registry says so: callers pick Grad-CAM without trying
+    with pytest.raises(TypeError, match="torch engine: this model has no attention maps"):
+        engine.forward_attention(torch.randn(1, 3, 224, 224))
