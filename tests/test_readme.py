@@ -22,3 +22,9 @@ def test_readme_has_the_generated_blocks_and_one_test_command():
 def test_readme_pins_the_installed_gradio():
     import gradio
     assert f"sdk_version: {gradio.__version__}" in README
+
+
+def test_the_faithfulness_table_is_generated_from_the_saved_run():
+    from vit.readme import FAITHFULNESS, faithfulness_block
+    block = README.split("<!-- faithfulness:start -->\n")[1].split("\n<!-- faithfulness:end -->")[0]
+    assert FAITHFULNESS.is_file() and block == faithfulness_block()

@@ -2,6 +2,7 @@
 
     python -m vit.readme                  # rewrites the Results block of README.md in place
     python -m vit.readme --performance    # ... and the Performance block (runs vit.bench, minutes)
+    python -m vit.readme --faithfulness   # ... and the explanations table, from checkpoints/faithfulness.json
     python -m vit.readme --print          # prints instead of rewriting
 
 The Results block comes from the committed checkpoints' metadata (accuracy, data, recipe) plus a
@@ -108,18 +109,35 @@ def replace_block(text: str, name: str, block: str) -> str:
     return pattern.sub(lambda m: m.group(1) + block + m.group(2), text)
 
 
+FAITHFULNESS = ROOT / "checkpoints" / "faithfulness.json"
+
+
+def faithfulness_block(path: Path = FAITHFULNESS) -> str:
+    """`python -m vit.faithfulness --json`'s saved output (checkpoints/faithfulness.json) as its Markdown
+    table, with the run's size and commands under it."""
+    from vit.faithfulness import markdown
+
+    run = json.loads(path.read_text())
+    commands = "; ".join(f"`{c}`" for c in run.get("commands", []))
+    return (markdown(run["results"]) + f"\n\n{run['images']} photos of `{run['data_dir']}/{run['split']}`, "
+            f"K = {run['steps']}, random bar: seeds {run['seeds']}. Made by {commands}. {run.get('note', '')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vit.readme", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--readme", default=str(ROOT / "README.md"))
     p.add_argument("--runs", type=int, default=30, help="timed forward passes per model")
     p.add_argument("--performance", action="store_true", help="also run the benchmark for the Performance block")
+    p.add_argument("--faithfulness", action="store_true", help=f"also the explanations table, from {FAITHFULNESS.name}")
     p.add_argument("--print", action="store_true", help="print the blocks instead of rewriting the README")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     blocks = {"results": results_block(args.runs)}
     if args.performance:
         blocks["performance"] = performance_block(args.runs)
+    if args.faithfulness:
+        blocks["faithfulness"] = faithfulness_block()
     if args.print:
         print("\n\n".join(blocks.values()))
         return 0
