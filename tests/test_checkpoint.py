@@ -28,7 +28,7 @@ def test_fp16_storage_keeps_logits_close(tmp_path):
     built = build("scratch_vit", TINY_ARCH["scratch_vit"], num_classes=3)
     model = built.model.eval()
     meta = {"family": "scratch_vit", "arch": built.arch, "class_names": CLASSES, "init": built.init,
-            "preprocessing": {"input_size": [3, 32, 32]}}
+            "preprocessing": checkpoint.Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3).to_dict()}
     x = torch.randn(2, 3, 32, 32)
     loaded = checkpoint.load(checkpoint.save(tmp_path / "a.safetensors", model, meta)).model
     exact = checkpoint.load(checkpoint.save(tmp_path / "b.safetensors", model, meta, half=False)).model
@@ -37,8 +37,42 @@ def test_fp16_storage_keeps_logits_close(tmp_path):
 
 
 def test_missing_required_metadata_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="lacks"):
+    with pytest.raises(ValueError, match="missing"):
         checkpoint.save(tmp_path / "x.safetensors", torch.nn.Linear(2, 2), {"family": "effnet"})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("preprocessing.mean", None, r"preprocessing\.mean is missing"),
+    ("preprocessing.std", [0.5, 0.0, 0.5], r"preprocessing\.std = .*positive"),
+    ("preprocessing.input_size", [3, 32], r"preprocessing\.input_size = .*\[channels, height, width\]"),
+    ("preprocessing.interpolation", "lanczos9", r"preprocessing\.interpolation = .*expected one of"),
+    ("preprocessing.crop_pct", 1.5, r"preprocessing\.crop_pct = .*\(0, 1\]"),
+    ("class_names", ["pizza", "pizza", "sushi"], r"class_names = .*distinct"),
+    ("family", "resnet", r"family = 'resnet': unknown"),
+    ("arch", [], r"arch = \[\]: expected an object"),
+])
+def test_a_bad_record_is_refused_at_load_naming_the_file_and_the_field(tmp_path, tiny_checkpoints, field, value,
+                                                                       message):
+    from safetensors.torch import load_file, save_file
+    meta = checkpoint.read_meta(tiny_checkpoints["scratch_vit"])
+    where, _, key = field.rpartition(".")
+    target = meta[where] if where else meta
+    if value is None:
+        del target[key]
+    else:
+        target[key] = value
+    bad = tmp_path / "bad.safetensors"
+    save_file(load_file(str(tiny_checkpoints["scratch_vit"])), str(bad), metadata={"foodvision": json.dumps(meta)})
+    with pytest.raises(CheckpointError, match="bad.safetensors: bad metadata: " + message):
+        checkpoint.load(bad)
+
+
+def test_preprocessing_is_one_typed_accessor(tiny_checkpoints):
+    ckpt = checkpoint.load(tiny_checkpoints["timm_vit"])
+    pp = ckpt.preprocessing
+    assert pp.image_size == 64 and pp.input_size == (3, 64, 64)
+    assert pp.to_dict() == checkpoint.Preprocessing.from_dict(ckpt.meta["preprocessing"]).to_dict()
+    assert checkpoint.Preprocessing.from_dict(pp.to_dict()) == pp
 
 
 def test_missing_file_names_the_file(tmp_path):

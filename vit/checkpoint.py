@@ -12,12 +12,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING
 
 from vit import families
-from vit.zoo import build
+
+if TYPE_CHECKING:
+    from torch import nn
 
 FORMAT = "foodvision-vit/1"
 META_KEY = "foodvision"
@@ -26,6 +26,73 @@ REQUIRED = ("family", "arch", "class_names", "preprocessing", "init")
 
 class CheckpointError(RuntimeError):
     """A checkpoint file that is missing, unreadable or not one of ours; the message names the file."""
+
+
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model's input is made from a photo (a timm data config; torchvision weights carry the same)."""
+    input_size: tuple[int, int, int]  # (channels, height, width)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.875  # resize to size / crop_pct, then centre-crop `size`
+    crop_mode: str = "center"
+
+    @property
+    def image_size(self) -> int:
+        return self.input_size[-1]
+
+    def to_dict(self) -> dict:
+        return {"input_size": list(self.input_size), "interpolation": self.interpolation, "mean": list(self.mean),
+                "std": list(self.std), "crop_pct": self.crop_pct, "crop_mode": self.crop_mode}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "preprocessing") -> "Preprocessing":
+        """Validated: every field present and of the right type and range, else ValueError naming it."""
+        def field_(name, ok, why):
+            if name not in d:
+                raise ValueError(f"{where}.{name} is missing")
+            if not ok(d[name]):
+                raise ValueError(f"{where}.{name} = {d[name]!r}: {why}")
+            return d[name]
+
+        def numbers(n, positive=False):
+            return lambda v: (isinstance(v, (list, tuple)) and len(v) == n
+                              and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+                              and (not positive or all(x > 0 for x in v)))
+
+        size = field_("input_size", lambda v: numbers(3, True)(v) and all(float(x).is_integer() for x in v),
+                      "expected [channels, height, width], positive integers")
+        return cls(input_size=tuple(int(x) for x in size),
+                   mean=tuple(float(x) for x in field_("mean", numbers(3), "expected 3 numbers")),
+                   std=tuple(float(x) for x in field_("std", numbers(3, True), "expected 3 positive numbers")),
+                   interpolation=field_("interpolation", lambda v: v in INTERPOLATIONS, f"expected one of {INTERPOLATIONS}"),
+                   crop_pct=float(field_("crop_pct", lambda v: isinstance(v, (int, float)) and 0 < v <= 1,
+                                         "expected a number in (0, 1]")),
+                   crop_mode=field_("crop_mode", lambda v: isinstance(v, str), "expected a string"))
+
+
+def validate(meta: dict) -> dict:
+    """Check a metadata record field by field; raises ValueError naming the first bad field."""
+    if not isinstance(meta, dict):
+        raise ValueError("the record is not a JSON object")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"fields {missing} are missing")
+    if meta["family"] not in families.names():
+        raise ValueError(f"family = {meta['family']!r}: unknown; registered families are {families.names()}")
+    names = meta["class_names"]
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) and n for n in names)
+            and len(set(names)) == len(names)):
+        raise ValueError(f"class_names = {names!r}: expected a list of two or more distinct, non-empty strings")
+    for key in ("arch", "init"):
+        if not isinstance(meta[key], dict):
+            raise ValueError(f"{key} = {meta[key]!r}: expected an object")
+    Preprocessing.from_dict(meta["preprocessing"] if isinstance(meta["preprocessing"], dict) else {})
+    return meta
 
 
 @dataclass
@@ -43,19 +110,30 @@ class Checkpoint:
         return self.meta["class_names"]
 
     @property
+    def spec(self) -> families.Family:
+        return families.get(self.family)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.from_dict(self.meta["preprocessing"])
+
+    @property
     def size_mb(self) -> float:
         return self.path.stat().st_size / 1e6
 
 
-def num_params(model: nn.Module) -> int:
+def num_params(model: "nn.Module") -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def save(path: str | os.PathLike, model: nn.Module, meta: dict, *, half: bool = True) -> Path:
-    """Write weights (fp16 if `half`) and `meta` (JSON-serialisable; must hold REQUIRED keys)."""
-    missing = [k for k in REQUIRED if k not in meta]
-    if missing:
-        raise ValueError(f"checkpoint metadata lacks {missing}")
+def save(path: str | os.PathLike, model: "nn.Module", meta: dict, *, half: bool = True) -> Path:
+    """Write weights (fp16 if `half`) and `meta` (JSON-serialisable; validated by `validate`)."""
+    from safetensors.torch import save_file
+
+    try:
+        validate(meta)
+    except ValueError as e:
+        raise ValueError(f"checkpoint metadata: {e}") from e
     meta = {"format": FORMAT, **meta, "num_params": num_params(model), "weights_dtype": "float16" if half else "float32"}
     tensors = {}
     for name, t in model.state_dict().items():
@@ -84,15 +162,19 @@ def read_meta(path: str | os.PathLike) -> dict:
     raw = header.get("__metadata__", {}).get(META_KEY)
     if raw is None:
         raise CheckpointError(f"{path}: a safetensors file without FoodVision metadata; not one of our checkpoints")
-    meta = json.loads(raw)
-    missing = [k for k in REQUIRED if k not in meta]
-    if missing or meta.get("family") not in families.names():
-        raise CheckpointError(f"{path}: metadata lacks {missing} or names an unknown family {meta.get('family')!r}")
-    return meta
+    try:
+        return validate(json.loads(raw))
+    except (json.JSONDecodeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad metadata: {e}") from e
 
 
 def load(path: str | os.PathLike, *, expect_family: str | None = None) -> Checkpoint:
     """Rebuild the model from the file alone and load its weights (fp32, eval mode)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from vit.zoo import build
+
     path = Path(path)
     meta = read_meta(path)
     if expect_family is not None and meta["family"] != expect_family:

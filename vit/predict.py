@@ -2,10 +2,13 @@
 
     p = Predictor.from_checkpoint("checkpoints/effnet.safetensors")
     p.predict(Image.open("pizza.jpg"))          # {"pizza": 0.97, "steak": 0.02, "sushi": 0.01}
-    r = p.explain(Image.open("pizza.jpg"))     # probabilities, latency, attention maps or Grad-CAM
+    r = p.explain(Image.open("pizza.jpg"), "grad-cam")  # probabilities, latency, the map and its score
     Predictor.from_checkpoint(path, optimisation="channels_last")  # a CPU speed-up; see `optimise`
 
-A Predictor holds no per-request state, so one instance serves concurrent requests.
+One request path: the image is decoded and prepared once, one timed forward pass gives the
+probabilities (and, for a ViT, every layer's attention), and the `Result` carries its own geometry,
+so a renderer needs nothing else. A Predictor holds no per-request state, so one instance serves
+concurrent requests.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vit import explain
+from vit import explain, families
 from vit.checkpoint import Checkpoint, load
 from vit.data import split_eval_transform
 from vit.images import open_image
@@ -65,8 +68,8 @@ def optimise(model: nn.Module, family: str, mode: str = "none") -> nn.Module:
     if mode == "compile":
         return torch.compile(model)
     if mode == "int8":
-        if family == "effnet":
-            raise ValueError("int8 dynamic quantisation covers nn.Linear layers: EfficientNet is convolutions")
+        if not families.get(family).int8:
+            raise ValueError(f"int8 dynamic quantisation covers nn.Linear layers: {family} is convolutions")
         with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
             warnings.simplefilter("ignore")
             from torch.ao.quantization import quantize_dynamic
@@ -76,32 +79,83 @@ def optimise(model: nn.Module, family: str, mode: str = "none") -> nn.Module:
 
 @dataclass
 class Result:
+    """One request's answer, with the geometry of its maps: renderers need nothing else."""
     probs: dict[str, float]  # class name -> probability, highest first
-    latency_ms: float  # the forward pass alone (the attention / Grad-CAM pass when explaining)
+    latency_ms: float  # the timed forward pass that gave `probs` (see `timed`)
     view: Image.Image  # the resized, cropped image the model saw: overlays are drawn on it
+    grid: tuple[int, int]  # (rows, cols) of the model's map: token grid (ViTs) or last feature map (CNNs)
+    prefix: int = 0  # class / distillation tokens ahead of the patch tokens (ViTs)
+    timed: str = "forward pass"  # what latency_ms measures
+    engine: str = "torch"  # which engine ran the timed pass
     maps: list[torch.Tensor] = field(default_factory=list)  # ViTs: per layer (heads, N, N)
-    cam: np.ndarray | None = None  # CNNs: Grad-CAM (h, w) for the top class
+    method: str | None = None  # the explanation method of `heat`
+    heat: np.ndarray | None = None  # (rows, cols) map of `method` for the top class
+    faithfulness: object | None = None  # vit.explain's deletion / insertion scores of `heat`
+    explain_ms: float = 0.0  # the map and its score, after the timed pass
 
     @property
     def top(self) -> str:
         return next(iter(self.probs))
+
+    @property
+    def cell_px(self) -> float:
+        """Pixels of `view` per map cell (a ViT's patch side)."""
+        return self.view.width / self.grid[1]
+
+
+class _TorchEngine:
+    """Forward passes on PyTorch eager, under inference_mode."""
+    name = "torch"
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @torch.inference_mode()
+    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return explain.attention_maps(self.model, x)
 
 
 class Predictor:
     def __init__(self, ckpt: Checkpoint, optimisation: str = "none") -> None:
         """`optimisation`: one of OPTIMISATIONS, applied to the model once (see `optimise`)."""
         self.ckpt = ckpt
+        self.spec = families.get(ckpt.family)
         self.optimisation = optimisation
         self.model = optimise(ckpt.model.eval(), ckpt.family, optimisation)
+        self.engine = _TorchEngine(self.model)
         self.meta = ckpt.meta
         self.class_names = ckpt.class_names
-        self.view_transform, self.to_tensor = split_eval_transform(ckpt.meta["preprocessing"])
-        self.image_size = ckpt.meta["preprocessing"]["input_size"][-1]
-        self.is_vit = ckpt.family in ("scratch_vit", "timm_vit")
+        self.preprocessing = ckpt.preprocessing
+        self.view_transform, self.to_tensor = split_eval_transform(self.preprocessing.to_dict())
+        self.image_size = self.preprocessing.image_size
+        self.grid = explain.token_grid(self.model) if self.spec.attention else None  # CNNs: known after a pass
+        self.prefix = explain.num_prefix_tokens(self.model) if self.spec.attention else 0
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, optimisation: str = "none") -> "Predictor":
         return cls(load(path), optimisation)
+
+    @property
+    def id(self) -> str:
+        """The model's id in the app and its API: the checkpoint's file name without the extension."""
+        return self.ckpt.path.stem
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """Explanation methods this model supports, its default first."""
+        return self.spec.methods
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.model.blocks) if self.spec.attention else 0
+
+    @property
+    def num_heads(self) -> int:
+        return self.model.blocks[0].attn.num_heads if self.spec.attention else 0
 
     def prepare(self, image) -> tuple[Image.Image, torch.Tensor]:
         """Any image input -> (the model's view as PIL, its (1, 3, H, W) normalised tensor)."""
@@ -112,49 +166,52 @@ class Predictor:
         p = logits.float().softmax(-1)[0].tolist()
         return dict(sorted(zip(self.class_names, p), key=lambda kv: -kv[1]))
 
-    @torch.inference_mode()
     def predict(self, image) -> dict[str, float]:
         return self.classify(image).probs
 
-    @torch.inference_mode()
     def classify(self, image) -> Result:
-        """Probabilities and the latency of the plain (fast-path) forward pass."""
+        """Probabilities from one plain (fast-path) forward pass, and its latency."""
         view, x = self.prepare(image)
         start = time.perf_counter()
-        logits = self.model(x)
+        logits = self.engine.forward(x)
         latency = (time.perf_counter() - start) * 1e3
-        return Result(self._probs(logits), latency, view)
+        return Result(self._probs(logits), latency, view, self.grid or (1, 1), self.prefix,
+                      engine=self.engine.name)
 
-    def explain(self, image) -> Result:
-        """Probabilities plus attention maps (ViTs) or Grad-CAM (CNNs), from one forward pass."""
+    def explain(self, image, method: str | None = None, *, layer: int = -1, head: int | str = "mean",
+                discard: float = 0.9, score: bool = False) -> Result:
+        """Probabilities plus the map of `method` (default: the model's own) for the top class.
+
+        One timed pass gives the probabilities: for a ViT the forward that also returns every layer's
+        attention (so attention and rollout need nothing more), for a CNN the plain forward. Gradient
+        methods then run their own forward + backward on PyTorch; occlusion and the faithfulness score
+        (`score=True`) run batched forwards on the engine."""
+        method = method or self.methods[0]
+        if method not in self.methods:
+            raise ValueError(f"unknown method {method!r} for {self.id}; choose one of {list(self.methods)}")
         view, x = self.prepare(image)
         start = time.perf_counter()
-        if self.is_vit:
-            with torch.inference_mode():
-                logits, maps = explain.attention_maps(self.model, x)
-            latency = (time.perf_counter() - start) * 1e3
-            return Result(self._probs(logits), latency, view, maps=[m[0] for m in maps])
-        cam, logits = explain.grad_cam(self.model, x)
+        if self.spec.attention:
+            logits, maps = self.engine.forward_attention(x)
+            maps, timed = [m[0] for m in maps], "forward pass with attention maps"
+        else:
+            logits, maps, timed = self.engine.forward(x), [], "forward pass"
         latency = (time.perf_counter() - start) * 1e3
-        return Result(self._probs(logits), latency, view, cam=cam)
+        result = Result(self._probs(logits), latency, view, self.grid or (1, 1), self.prefix, timed,
+                        self.engine.name, maps, method)
+        start = time.perf_counter()
+        target = self.class_names.index(result.top)
+        result.heat = self._heat(x, method, maps, target, layer, head, discard)
+        result.grid = result.heat.shape
+        result.explain_ms = (time.perf_counter() - start) * 1e3
+        return result
 
-    # Geometry of the explanation, for the app's overlays.
-    @property
-    def token_grid(self) -> tuple[int, int]:
-        return explain.token_grid(self.model)
-
-    @property
-    def prefix_tokens(self) -> int:
-        return explain.num_prefix_tokens(self.model)
-
-    @property
-    def patch_px(self) -> int:
-        return explain.patch_size_px(self.model, self.image_size) if self.is_vit else 0
-
-    @property
-    def num_layers(self) -> int:
-        return len(self.model.blocks) if self.is_vit else 0
-
-    @property
-    def num_heads(self) -> int:
-        return self.model.blocks[0].attn.num_heads if self.is_vit else 0
+    def _heat(self, x: torch.Tensor, method: str, maps: list[torch.Tensor], target: int, layer: int,
+              head: int | str, discard: float) -> np.ndarray:
+        if method == "attention":
+            return explain.cls_attention(maps[layer], self.grid, self.prefix, head)
+        if method == "rollout":
+            return explain.rollout_map(maps, self.grid, self.prefix, discard, head)
+        if method == "grad-cam" and not self.spec.attention:
+            return explain.grad_cam(self.ckpt.model, x, target)[0]
+        raise ValueError(f"method {method!r} is not available yet")

@@ -1,0 +1,88 @@
+"""The family registry: every family-specific rule is asked of vit.families, so a new family is one
+`register` call; here a throw-away timm CNN goes through build, checkpoint, predict and explain."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CLASSES, make_image
+from vit import checkpoint, families
+from vit.data import preprocessing
+from vit.predict import Predictor
+from vit.zoo import build, build_timm_cnn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def resnet_family():
+    spec = families.register(families.Family(
+        name="toy_resnet", title="Toy ResNet", build=build_timm_cnn,
+        default_arch={"model_name": "resnet10t"}, attention=False, methods=("grad-cam", "occlusion"),
+        channels_last=True, head="fc"))
+    yield spec
+    families.unregister("toy_resnet")
+
+
+def test_a_fourth_family_needs_only_the_registry(tmp_path, resnet_family):
+    torch.manual_seed(0)
+    built = build("toy_resnet", num_classes=len(CLASSES))
+    assert built.family == "toy_resnet" and built.arch["model_name"] == "resnet10t"
+    pp = preprocessing(built.model, "toy_resnet")
+    meta = {"family": "toy_resnet", "arch": built.arch, "class_names": CLASSES, "init": built.init,
+            "preprocessing": pp}
+    path = checkpoint.save(tmp_path / "toy.safetensors", built.model, meta)
+    p = Predictor.from_checkpoint(path)
+    assert p.id == "toy" and p.methods == ("grad-cam", "occlusion")
+    r = p.classify(make_image(1, (120, 100)))
+    assert set(r.probs) == set(CLASSES) and abs(sum(r.probs.values()) - 1) < 1e-5
+    e = p.explain(make_image(1, (120, 100)))
+    assert e.method == "grad-cam" and e.heat.ndim == 2 and e.heat.shape == e.grid
+    assert e.probs == pytest.approx(r.probs, abs=1e-5)
+    with pytest.raises(ValueError, match="choose one of \\['grad-cam', 'occlusion'\\]"):
+        p.explain(make_image(1), "attention")
+
+
+def test_unknown_family_lists_the_registered_ones():
+    with pytest.raises(ValueError, match="unknown model family 'resnet'; choose one of .*scratch_vit"):
+        families.get("resnet")
+
+
+def test_a_cnn_cannot_claim_attention_methods():
+    with pytest.raises(ValueError, match="attention methods need attention maps"):
+        families.register(families.Family(name="bad", title="Bad", build=build_timm_cnn, default_arch={},
+                                          attention=False, methods=("rollout",)))
+    assert "bad" not in families.names()
+
+
+def test_pretrained_parameters_come_from_the_spec():
+    hybrid, effnet = families.get("timm_vit"), families.get("effnet")
+    imagenet = {"weights": "imagenet"}
+    assert hybrid.is_pretrained_param("patch_embed.backbone.conv_stem.weight", imagenet)
+    assert not hybrid.is_pretrained_param("blocks.0.attn.qkv.weight", imagenet)
+    assert effnet.is_pretrained_param("blocks.0.0.conv_dw.weight", imagenet)
+    assert not effnet.is_pretrained_param("classifier.weight", imagenet)
+    assert not effnet.is_pretrained_param("blocks.0.0.conv_dw.weight", {"weights": "random"})
+
+
+def _family_name_comparisons(path: Path) -> list[str]:
+    """`x == "effnet"`, `x in ("scratch_vit", ...)` and the like: string comparisons with a family name."""
+    names = set(families.names())
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            for part in [node.left, *node.comparators]:
+                elts = part.elts if isinstance(part, (ast.Tuple, ast.List, ast.Set)) else [part]
+                for e in elts:
+                    if isinstance(e, ast.Constant) and e.value in names:
+                        found.append(f"{path.name}:{node.lineno}: {e.value!r}")
+    return found
+
+
+def test_no_module_outside_the_registry_compares_with_a_family_name():
+    files = [ROOT / "app.py", *sorted((ROOT / "vit").rglob("*.py"))]
+    found = [hit for f in files if f.name != "families.py" for hit in _family_name_comparisons(f)]
+    assert not found, found
