@@ -52,8 +52,9 @@ EXAMPLES = example_photos.find(ROOT / "examples")
 # Examples are cached at first use, on disk; key the cache by the checkpoints and this code, so a new
 # checkpoint folder or a new app never shows another's answers.
 _code = hashlib.sha256(Path(__file__).read_bytes() + Path(ui.__file__).read_bytes()).hexdigest()[:8]
-os.environ.setdefault("GRADIO_EXAMPLES_CACHE",
-                      str(Path(tempfile.gettempdir()) / "foodvision-examples" / f"{MODELS.fingerprint()}-{_code}"))
+EXAMPLES_CACHE = (Path(os.environ.get("FOODVISION_EXAMPLES_CACHE") or Path(tempfile.gettempdir()) / "foodvision-examples")
+                  / f"{MODELS.fingerprint()}-{_code}")
+os.environ["GRADIO_EXAMPLES_CACHE"] = str(EXAMPLES_CACHE)  # read by gr.Examples when it is built
 
 
 def _model(model_id: str):
@@ -85,8 +86,8 @@ def _render(p, r, view, layer, head, opacity, discard):
     except ValueError as e:
         raise gr.Error(str(e)) from e
     view = ("attention" if view == "grad-cam" else view) if r.maps else "grad-cam"
-    return (result_file(ui.render_overlay(p, r, view, layer, head, opacity, discard)),
-            result_file(ui.render_layers(p, r, head, opacity)))
+    return (result_file(ui.render_overlay(r, view, layer, head, opacity, discard)),
+            result_file(ui.render_layers(r, head, opacity)))
 
 
 def classify(image, model, view, layer, head, opacity, discard):
@@ -105,11 +106,9 @@ def classify(image, model, view, layer, head, opacity, discard):
         attention) and the patch grid.
     """
     p, img = _model(model), _image(image)
-    fast = p.classify(img)
-    r = p.explain(img)
-    what = "attention maps" if r.maps else "Grad-CAM"
-    return (fast.probs, ui.latency_text(p, fast.latency_ms, r.latency_ms, what),
-            *_render(p, r, view, layer, head, opacity, discard), result_file(ui.render_patches(p, r)), (model, r))
+    r = p.explain(img, ui.base_method(p))  # one timed pass: probabilities and the maps
+    return (r.probs, ui.latency_text(p, r),
+            *_render(p, r, view, layer, head, opacity, discard), result_file(ui.render_patches(r)), (model, r))
 
 
 def show_example(image, model):
@@ -158,7 +157,7 @@ def attention(image: ImageFile, model: str = DEFAULT, view: str = "attention", l
         The overlay image and the per-layer mosaic (None for a model without attention).
     """
     p, img = _model(model), _image(image)
-    return tuple(file_data(f) for f in _render(p, p.explain(img), view, layer, head, opacity, discard))
+    return tuple(file_data(f) for f in _render(p, p.explain(img, ui.base_method(p)), view, layer, head, opacity, discard))
 
 
 def compare(image, discard):
@@ -171,10 +170,9 @@ def compare(image, discard):
         except ui.ModelError as e:
             outputs += [None, str(e).replace(f"{MODELS.titles[i]} is ", ""), None]
             continue
-        fast, r = p.classify(img), p.explain(img)
-        what = "attention maps" if r.maps else "Grad-CAM"
-        outputs += [fast.probs, ui.latency_text(p, fast.latency_ms, r.latency_ms, what),
-                    result_file(ui.render_overlay(p, r, "rollout" if r.maps else "grad-cam", discard=discard))]
+        r = p.explain(img, ui.base_method(p))
+        outputs += [r.probs, ui.latency_text(p, r),
+                    result_file(ui.render_overlay(r, "rollout" if r.maps else "grad-cam", discard=discard))]
     return outputs
 
 
@@ -293,12 +291,10 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                               elem_id="layers")
             patches = gr.Image(label="How the model cuts the image (patches / Grad-CAM cells)", type="filepath",
                                interactive=False)
-        if EXAMPLES:
-            gr.Examples([[str(p), DEFAULT] for p in EXAMPLES], inputs=[image, model],
-                        outputs=[label, timing, overlay, layers, patches], fn=show_example,
-                        cache_examples=True, cache_mode="lazy", preprocess=False,
-                        label=f"Examples (answered by {MODELS.titles.get(DEFAULT)}; see examples/README.md)",
-                        elem_id="examples")
+        example_set = None if not EXAMPLES else gr.Examples(
+            [[str(p), DEFAULT] for p in EXAMPLES], inputs=[image, model], outputs=[label, timing, overlay, layers, patches],
+            fn=show_example, cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples",
+            label=f"Examples (answered by {MODELS.titles.get(DEFAULT)}; see examples/README.md)")
         with gr.Row(visible=False, equal_height=True, elem_id="compare-row") as compare_row:
             compare_outputs = []
             for i in IDS:

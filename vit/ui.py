@@ -8,7 +8,6 @@ while they load.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import tempfile
@@ -21,6 +20,7 @@ import torch
 from PIL import Image
 
 from vit import families
+from vit.checkpoint import CheckpointError, read_meta  # the header alone: no timm, no weights
 
 if TYPE_CHECKING:  # vit.predict imports timm (seconds): only the loading thread needs it
     from vit.predict import Predictor, Result
@@ -28,7 +28,6 @@ if TYPE_CHECKING:  # vit.predict imports timm (seconds): only the loading thread
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
-META_KEY = "foodvision"  # vit.checkpoint.META_KEY
 LAYER_DEFAULT = 4  # the layer an example's overlay shows (clipped to the model's last)
 DISPLAY_SIDE = 336  # overlays are drawn on the model's view, enlarged to this for the screen
 LOAD_WAIT_S = 120.0  # a request for a model still loading waits this long, then gets a message
@@ -37,28 +36,6 @@ HEAD_REDUCTIONS = ("mean", "max")  # vit.explain.HEAD_REDUCTIONS
 
 class ModelError(LookupError):
     """A model that is unknown, still loading or unavailable; the message is meant for the user."""
-
-
-def read_meta(path: str | os.PathLike) -> dict:
-    """A checkpoint's metadata from its safetensors header alone: no weights read, no timm imported.
-    (vit.checkpoint.read_meta does the same once vit.checkpoint no longer imports timm.)"""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such checkpoint file")
-    try:
-        with safe_open(str(path), "pt") as f:
-            raw = (f.metadata() or {}).get(META_KEY)
-    except Exception as e:  # noqa: BLE001 - safetensors raises several kinds for a file that is not one
-        raise ValueError(f"{path}: not a safetensors file ({e})") from e
-    if raw is None:
-        raise ValueError(f"{path}: a safetensors file without FoodVision metadata; not one of our checkpoints")
-    meta = json.loads(raw)
-    if not isinstance(meta, dict) or meta.get("family") not in families.names() or "class_names" not in meta:
-        raise ValueError(f"{path}: metadata lacks class names or names an unknown family "
-                         f"{meta.get('family') if isinstance(meta, dict) else None!r}")
-    return meta
 
 
 def checkpoint_paths(directory: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -85,7 +62,7 @@ class ModelSet:
         for i, path in paths.items():
             try:
                 self.meta[i] = read_meta(path)
-            except (ValueError, OSError) as e:
+            except (CheckpointError, OSError) as e:
                 self._fail(i, str(e))
         order = {name: k for k, name in enumerate(families.names())}
         self.ids = sorted(paths, key=lambda i: (order.get(self.meta.get(i, {}).get("family"), len(order)), i))
@@ -105,7 +82,7 @@ class ModelSet:
 
     def load(self) -> "ModelSet":
         """Build every model whose metadata was read, in order (what `start` runs)."""
-        from vit.checkpoint import CheckpointError, load
+        from vit.checkpoint import load
         from vit.predict import Predictor
 
         for i in self.ids:
@@ -246,9 +223,10 @@ def describe_arch(meta: dict) -> str:
     return ", ".join(parts) + (f" ({family.description})" if family.description else "")
 
 
-def latency_text(p: "Predictor", predict_ms: float, explain_ms: float, what: str = "explanation") -> str:
-    """Model time of this request's prediction and explanation passes, where they ran, and the model's size."""
-    return (f"⏱️ **{predict_ms:.1f} ms prediction** · {explain_ms:.1f} ms {what} · {device_text()}  \n"
+def latency_text(p: "Predictor", r: "Result") -> str:
+    """Model time of this request (its one timed pass, then its map), where it ran, and the model's size."""
+    return (f"⏱️ **{r.latency_ms:.1f} ms prediction** ({r.timed}) · {r.explain_ms:.1f} ms {r.method} map · "
+            f"{device_text()}  \n"
             f"📦 {p.ckpt.size_mb:.1f} MB on disk · {p.meta.get('num_params', 0) / 1e6:.2f} M parameters")
 
 
@@ -261,44 +239,50 @@ def _display(view: Image.Image) -> tuple[Image.Image, float]:
     return view.resize((DISPLAY_SIDE, round(view.height * scale)), Image.BICUBIC), scale
 
 
-def heat_map(p: "Predictor", r: "Result", view: str, layer: int, head: int | str, discard: float) -> np.ndarray:
-    """The (rows, cols) map the chosen view shows: one layer's class-token attention, the
-    rollout over all layers, or Grad-CAM (the only map a model without attention has). `layer` counts from 1."""
+def base_method(p: "Predictor") -> str:
+    """The method the page runs first: "attention" where the model has it (its maps give every layer and
+    the rollout without another pass), else the model's default."""
+    return "attention" if "attention" in p.methods else p.methods[0]
+
+
+def heat_map(r: "Result", view: str, layer: int, head: int | str, discard: float) -> np.ndarray:
+    """The (rows, cols) map the chosen view shows: one layer's class-token attention or the rollout over
+    all layers, both redrawn from the result's maps; any other view is the result's own map (`r.heat`).
+    `layer` counts from 1."""
     from vit import explain
 
-    if not r.maps:
-        return r.cam
-    if view == "rollout":
-        return explain.rollout_map(r.maps, p.token_grid, p.prefix_tokens, discard, head)
-    layer = int(np.clip(layer, 1, len(r.maps)))
-    return explain.cls_attention(r.maps[layer - 1], p.token_grid, p.prefix_tokens, head)
+    if r.maps and view == "rollout":
+        return explain.rollout_map(r.maps, r.grid, r.prefix, discard, head)
+    if r.maps and view == "attention":
+        layer = int(np.clip(layer, 1, len(r.maps)))
+        return explain.cls_attention(r.maps[layer - 1], r.grid, r.prefix, head)
+    return r.heat
 
 
-def render_overlay(p: "Predictor", r: "Result", view: str = "attention", layer: int = 1, head: int | str = "mean",
+def render_overlay(r: "Result", view: str = "attention", layer: int = 1, head: int | str = "mean",
                    opacity: float = 0.5, discard: float = 0.9) -> Image.Image:
     from vit import explain
 
     shown, _ = _display(r.view)
-    return explain.overlay(shown, heat_map(p, r, view, layer, head, discard), opacity)
+    return explain.overlay(shown, heat_map(r, view, layer, head, discard), opacity)
 
 
-def render_layers(p: "Predictor", r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:
+def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:
     """Every layer's class-token attention at once (models with attention only)."""
     from vit import explain
 
     if not r.maps:
         return None
-    heats = [explain.cls_attention(m, p.token_grid, p.prefix_tokens, head) for m in r.maps]
+    heats = [explain.cls_attention(m, r.grid, r.prefix, head) for m in r.maps]
     return explain.layer_mosaic(r.view, heats, opacity)
 
 
-def render_patches(p: "Predictor", r: "Result") -> Image.Image:
-    """The model's view cut into its patches (ViTs) or its Grad-CAM cells (CNNs)."""
+def render_patches(r: "Result") -> Image.Image:
+    """The model's view cut into its patches (ViTs) or its map's cells (CNNs)."""
     from vit import explain
 
     shown, scale = _display(r.view)
-    cell = p.patch_px if r.maps else r.view.width / r.cam.shape[1]
-    return explain.patch_grid(shown, max(1, round(cell * scale)))
+    return explain.patch_grid(shown, max(1, round(r.cell_px * scale)))
 
 
 def parse_head(head: str | int | None, num_heads: int) -> int | str:
