@@ -12,9 +12,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from vit.data import list_images
-from vit.evaluate import split_dir
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
@@ -26,6 +23,9 @@ def find(folder: str | Path = EXAMPLES) -> list[Path]:
 
 
 def fill(data_dir: str | Path, per_class: int = 2, dest: Path = EXAMPLES) -> list[Path]:
+    from vit.data import list_images  # imports timm: only here, so that the app's import of `find` stays quick
+    from vit.evaluate import split_dir
+
     samples, classes = list_images(split_dir(data_dir, "test"))
     dest.mkdir(parents=True, exist_ok=True)
     copied = []
