@@ -6,7 +6,6 @@
 
 Widgets are wired to functions in `vit.ui`; the page is served at once and the models load behind it.
 """
-from __future__ import annotations
 
 import argparse
 import hashlib
