@@ -343,7 +343,7 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     demo.load(status_text, None, status, api_visibility="private", queue=False)
 
 demo.queue(**QUEUE)
-MODELS.start()  # after the page is built: the server answers while the models load
+MODELS.start(first=DEFAULT)  # after the page is built: the server answers while the models load
 
 if __name__ == "__main__":
     demo.launch(max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(),

@@ -166,3 +166,16 @@ def test_optimisations_come_from_a_spec_or_the_environment(monkeypatch, tiny_che
     p = models.get("scratch_vit")
     assert p.optimisation == "int8" and sum(p.predict(make_image(3)).values()) == pytest.approx(1.0, abs=1e-5)
     assert p.explain(make_image(3), "attention").maps  # attention maps still come out of the quantised model
+
+
+def test_a_model_asked_for_is_built_next(tiny_checkpoints, monkeypatch):
+    """The first request should not wait for every model: the one it asks for is built first."""
+    from vit import predict
+
+    order = []
+    monkeypatch.setattr(predict.Predictor, "__init__", lambda self, ckpt, *a: order.append(ckpt.path.stem))
+    models = ui.ModelSet(tiny_checkpoints)
+    with pytest.raises(ui.ModelError, match="still loading"):
+        models.get("effnet", timeout=0)  # asked for before loading starts
+    models.start(first="timm_vit")
+    assert models.wait(120) and order == ["effnet", "timm_vit", "scratch_vit"]

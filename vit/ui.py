@@ -58,6 +58,8 @@ class ModelSet:
         self.models: dict[str, Predictor] = {}
         self.errors: dict[str, str] = {}
         self._ready = {i: threading.Event() for i in paths}
+        self._wanted: list[str] = []  # ids asked for while loading: built next
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         for i, path in paths.items():
             try:
@@ -73,21 +75,31 @@ class ModelSet:
         self._ready[i].set()
         log.warning("%s unavailable: %s", i, why)
 
-    def start(self) -> "ModelSet":
-        """Build every model in a background thread; returns at once."""
+    def start(self, first: str | None = None) -> "ModelSet":
+        """Build every model in a background thread, `first` first; returns at once."""
+        if first is not None:
+            self._want(first)
         if self._thread is None:
             self._thread = threading.Thread(target=self.load, name="load-models", daemon=True)
             self._thread.start()
         return self
 
+    def _want(self, i: str) -> None:
+        with self._lock:
+            if i not in self._wanted:
+                self._wanted.append(i)
+
     def load(self) -> "ModelSet":
-        """Build every model whose metadata was read, in order (what `start` runs)."""
+        """Build every model whose metadata was read: those asked for first, then in order (what `start` runs)."""
         from vit.checkpoint import load
         from vit.predict import Predictor
 
-        for i in self.ids:
-            if self._ready[i].is_set():
-                continue
+        while True:
+            with self._lock:
+                pending = [i for i in self._wanted + self.ids if not self._ready[i].is_set()]
+            if not pending:
+                return self
+            i = pending[0]
             try:
                 self.models[i] = Predictor(load(self.paths[i]), self.optimise.get(i, "none"))
                 log.info("%s loaded from %s", i, self.paths[i])
@@ -98,7 +110,6 @@ class ModelSet:
                            else f"{path}: cannot be loaded ({type(e).__name__}: {e})")
             finally:
                 self._ready[i].set()
-        return self
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every model is loaded or failed; False on timeout."""
@@ -112,6 +123,8 @@ class ModelSet:
         """The model with id `i`, waiting up to `timeout` s for one still loading; ModelError otherwise."""
         if i not in self._ready:
             raise ModelError(f"unknown model {i!r}; choose one of {self.ids}")
+        if not self._ready[i].is_set():
+            self._want(i)  # the loading thread builds it next
         if not self._ready[i].wait(timeout):
             raise ModelError(f"{self.titles[i]} is still loading; please try again in a few seconds.")
         if i in self.errors:
