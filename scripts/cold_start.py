@@ -69,10 +69,11 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def floor_s() -> float:
-    """Seconds of `python -c "import gradio, torch"`: no app can start faster."""
+def floor_s(modules: str = "gradio, torch") -> float:
+    """Seconds of `python -c "import gradio, torch"`: no app can start faster. With timm added: no first
+    prediction of a timm model can come faster."""
     start = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import gradio, torch"], cwd=ROOT, check=True,
+    subprocess.run([sys.executable, "-c", f"import {modules}"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.monotonic() - start
 
@@ -84,7 +85,7 @@ def cold_start(model: str, checkpoints: str | None, timeout: float, workdir: Pat
     photo = workdir / "photo.jpg"
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(photo)
-    floor = floor_s()
+    floor, floor_timm = floor_s(), floor_s("gradio, torch, timm")
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     argv = [sys.executable, "app.py"] + (["--checkpoints", str(Path(checkpoints).resolve())] if checkpoints else [])
@@ -108,7 +109,7 @@ def cold_start(model: str, checkpoints: str | None, timeout: float, workdir: Pat
             raise
         finally:
             stop(proc)
-    return {"model": model, "floor_s": floor, "server_up_s": up, "first_prediction_s": first - start,
+    return {"model": model, "floor_s": floor, "floor_with_timm_s": floor_timm, "server_up_s": up, "first_prediction_s": first - start,
             "server_up_ratio": up / floor, "first_prediction_ratio": (first - start) / floor,
             "first_request_s": first - asked, "warm_request_s": warm, "server_peak_rss_mb": rss,
             "top_class": probs.get("label") if isinstance(probs, dict) else None,
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"floor:             {r['floor_s']:.1f} s for `python -c \"import gradio, torch\"`")
         print(f"server up:         {r['server_up_s']:.1f} s after `python app.py` "
               f"({r['server_up_ratio']:.2f} x floor; bar 1.15)")
+        print(f"                   (`import gradio, torch, timm`: {r['floor_with_timm_s']:.1f} s = "
+              f"{r['floor_with_timm_s'] / r['floor_s']:.2f} x floor, the least a timm model's first answer needs)")
         print(f"first prediction:  {r['first_prediction_s']:.1f} s after `python app.py` "
               f"({r['first_prediction_ratio']:.2f} x floor; bar 1.3) (that request: {r['first_request_s']:.2f} s; the next: {r['warm_request_s']:.2f} s; "
               f"{r['model']} forward {r['model_latency_ms']} ms)")
