@@ -5,6 +5,7 @@ from PIL import Image
 
 from conftest import TINY_ARCH
 from vit import explain
+from vit import model as vit_model
 from vit.zoo import build
 
 
@@ -99,3 +100,127 @@ def test_patch_grid_draws_a_line_every_patch():
 def test_layer_mosaic_tiles_every_layer():
     m = explain.layer_mosaic(Image.new("RGB", (50, 50)), [np.random.rand(4, 4) for _ in range(6)], tile=40)
     assert m.size == (4 * 40, 2 * 40)
+
+
+# ---------------------------------------------------------------- compute(): ground truth and hygiene
+
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+from probes import COL, ROW, ProbeCNN, probe_image, probe_vit  # noqa: E402
+
+
+def argmax2d(heat: np.ndarray) -> tuple[int, int]:
+    return tuple(int(i) for i in np.unravel_index(heat.argmax(), heat.shape))
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="chefer.*grad-cam.*occlusion"):
+        explain.compute(probe_vit(), probe_image(), "gradcam")
+
+
+@pytest.mark.parametrize("method", explain.METHODS)
+@pytest.mark.parametrize("cls", [0, 1, 2])
+def test_every_vit_method_finds_the_one_patch_the_class_token_reads(method, cls):
+    h = explain.compute(probe_vit(), probe_image(cls, cls), method)
+    assert h.heat.shape == (4, 4) and h.target == cls and h.method == method
+    assert argmax2d(h.heat) == (ROW, COL)
+    assert h.probs is not None and torch.allclose(h.probs.sum(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("method", ["grad-cam", "occlusion"])
+def test_cnn_methods_find_the_one_cell_the_head_reads(method):
+    h = explain.compute(ProbeCNN(), probe_image(3, 1), method)
+    assert h.heat.shape == (4, 4) and h.target == 1 and argmax2d(h.heat) == (ROW, COL)
+
+
+def test_chefer_relevance_only_where_attention_and_gradient_agree():
+    """One block with one-hot class attention: R = I + relu(dA * A), so the class row is 0 off the patch."""
+    h = explain.compute(probe_vit(), probe_image(1, 0), "chefer")
+    off = np.delete(h.heat.ravel(), ROW * 4 + COL)
+    assert h.heat[ROW, COL] > 0 and np.all(off == 0)
+
+
+def test_explicit_target_is_explained_not_the_top_class():
+    m, x = probe_vit(), probe_image(0, 0)
+    for method in ("chefer", "grad-cam", "occlusion"):
+        h = explain.compute(m, x, method, target=2)
+        assert h.target == 2
+    with pytest.raises(ValueError, match="target"):
+        explain.compute(m, x, "chefer", target=3)
+
+
+def test_attention_maps_are_in_the_autograd_graph_when_asked():
+    model = probe_vit()
+    with torch.enable_grad():
+        t = explain.trace(model, probe_image().requires_grad_(True))
+        assert all(a.requires_grad for a in t.maps) and t.attn_inputs[-1].requires_grad
+    assert torch.allclose(t.logits.detach(), model(probe_image()), atol=1e-5)
+
+
+def test_trace_reproduces_the_model_forward():
+    torch.manual_seed(0)
+    model = build("scratch_vit", {"preset": "vit_foodvision_p8_96"}, num_classes=3).model.eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.inference_mode():
+        t = explain.trace(model, x)
+        assert torch.allclose(t.logits, model(x), atol=1e-5) and len(t.attn_inputs) == len(model.blocks)
+
+
+def tiny_models():
+    torch.manual_seed(0)
+    out = [(probe_vit(), probe_image()), (ProbeCNN(), probe_image())]
+    for family in ("timm_vit", "effnet"):
+        model = build(family, TINY_ARCH[family], num_classes=3).model.eval()
+        out.append((model, torch.randn(1, 3, 64, 64)))
+    return out
+
+
+def no_state_left(model: torch.nn.Module) -> bool:
+    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return (all(p.grad is None for p in model.parameters())
+            and all(not getattr(m, h, None) for m in model.modules() for h in hooks))
+
+
+def test_no_method_leaves_a_gradient_or_a_hook_even_from_inference_mode():
+    for model, x in tiny_models():
+        family_methods = explain.METHODS if hasattr(model, "patch_embed") else ("grad-cam", "occlusion")
+        for method in family_methods:
+            explain.compute(model, x, method)
+            with torch.inference_mode():
+                h = explain.compute(model, x, method)
+            assert np.isfinite(h.heat).all(), (type(model).__name__, method)
+            assert no_state_left(model), (type(model).__name__, method)
+
+
+def test_concurrent_requests_get_the_same_maps_as_sequential_ones():
+    model = probe_vit()
+    jobs = [(method, probe_image(seed, seed % 3)) for seed in range(3) for method in explain.METHODS]
+    expected = [explain.compute(model, x, method).heat for method, x in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        got = list(pool.map(lambda job: explain.compute(model, job[1], job[0]).heat, jobs * 2))
+    for a, b in zip(expected * 2, got):
+        assert np.array_equal(a, b)
+
+
+def test_occlusion_coarsens_a_14x14_grid_to_7x7_blocks_in_batches_of_at_most_32():
+    torch.manual_seed(0)
+    model = vit_model.VisionTransformer(vit_model.preset("vit_test_p8_32", image_size=112)).eval()
+    sizes = []
+
+    def forward(x):
+        sizes.append(len(x))
+        with torch.inference_mode():
+            return model(x)
+    h = explain.compute(model, torch.randn(1, 3, 112, 112), "occlusion", forward_batch=forward)
+    assert h.heat.shape == (14, 14) and sum(sizes) == 1 + 49 and max(sizes) <= 32
+    blocks = h.heat.reshape(7, 2, 7, 2)
+    assert np.allclose(blocks, blocks[:, :1, :, :1])  # constant within each 2 x 2 block
+
+
+def test_attention_method_picks_layer_and_head():
+    model = vit_model.VisionTransformer(vit_model.preset("vit_test_p8_32")).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.inference_mode():
+        _, maps = explain.attention_maps(model, x)
+    h = explain.compute(model, x, "attention", layer=0, head=1)
+    assert np.allclose(h.heat.ravel(), maps[0][0, 1, 0, 1:].numpy())

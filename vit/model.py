@@ -205,12 +205,16 @@ class VisionTransformer(nn.Module):
                 if m.bias is not None:  # qkv_bias=False has none
                     nn.init.zeros_(m.bias)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 1: patch embeddings with the class (and distillation) token prepended, plus positions."""
+        x = self.patch_embed(x)  # (B, N_patches, D)
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        return self.pos_drop(torch.cat([*prefix, x], dim=1) + self.pos_embed)  # (B, N, D)
+
     def forward_features(self, x: torch.Tensor, return_attn: bool = False
                          ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Tokens after the final LayerNorm (B, N, D) and, if asked, each block's (B, heads, N, N) weights."""
-        x = self.patch_embed(x)  # (B, N_patches, D)
-        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
-        x = self.pos_drop(torch.cat([*prefix, x], dim=1) + self.pos_embed)  # Eq. 1: (B, N, D)
+        x = self.embed(x)  # (B, N, D)
         maps = []
         for block in self.blocks:
             x, weights = block(x, return_attn)

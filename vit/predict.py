@@ -203,15 +203,17 @@ class Predictor:
         target = self.class_names.index(result.top)
         result.heat = self._heat(x, method, maps, target, layer, head, discard)
         result.grid = result.heat.shape
+        if score:
+            result.faithfulness = explain.score(self.engine.forward, x, result.heat, target)
         result.explain_ms = (time.perf_counter() - start) * 1e3
         return result
 
     def _heat(self, x: torch.Tensor, method: str, maps: list[torch.Tensor], target: int, layer: int,
               head: int | str, discard: float) -> np.ndarray:
+        """The map: attention and rollout from the timed pass's maps; gradient methods on the fp32
+        PyTorch model (whatever engine serves the forward passes); occlusion batched on the engine."""
         if method == "attention":
             return explain.cls_attention(maps[layer], self.grid, self.prefix, head)
         if method == "rollout":
             return explain.rollout_map(maps, self.grid, self.prefix, discard, head)
-        if method == "grad-cam" and not self.spec.attention:
-            return explain.grad_cam(self.ckpt.model, x, target)[0]
-        raise ValueError(f"method {method!r} is not available yet")
+        return explain.compute(self.ckpt.model, x, method, target=target, forward_batch=self.engine.forward).heat

@@ -1,42 +1,83 @@
-"""Why a model predicts what it does: attention maps, attention rollout, Grad-CAM, patch grids, overlays.
+"""Attention maps on request: an explicit, block-by-block forward pass of our ViT or a timm ViT that
+returns the softmax weights (and the tokens entering every block), class-token attention, rollout.
 
 Attention maps come from an explicit softmax computed on request, never from hooks on modules
 that the fused (SDPA) path skips, and nothing is stored on the model: two requests at once get
-their own maps.
+their own maps. With autograd on, every returned tensor is in this call's graph (for Chefer
+relevance and ViT Grad-CAM).
 """
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from matplotlib import colormaps
-from PIL import Image, ImageDraw
 from torch import nn
+
+from vit.model import VisionTransformer
 
 HEAD_REDUCTIONS = ("mean", "max")
 
 
-def attention_maps(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Logits and one (B, heads, N, N) attention map per block, for our ViT or a timm ViT."""
-    if hasattr(model, "forward_with_attention"):
-        return model.forward_with_attention(x)
+@dataclass
+class Trace:
+    """One explicit forward pass of a ViT."""
+    logits: torch.Tensor  # (B, classes)
+    maps: list[torch.Tensor]  # per block: (B, heads, N, N) softmax attention
+    attn_inputs: list[torch.Tensor]  # per block: the (B, N, D) tokens its attention reads (after norm1)
+
+
+def trace(model: nn.Module, x: torch.Tensor) -> Trace:
+    """Logits, every block's attention and every block's normalised attention input, for our ViT or a timm
+    ViT."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: trace the module itself
+    if isinstance(model, VisionTransformer):
+        return _scratch_vit_trace(model, x)
     if hasattr(model, "blocks") and hasattr(model, "patch_embed"):
-        return _timm_vit_with_attention(model, x)
+        return _timm_vit_trace(model, x)
     raise TypeError(f"{type(model).__name__} has no attention maps (not a ViT)")
 
 
-def _timm_vit_with_attention(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def attention_maps(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits and one (B, heads, N, N) attention map per block, for our ViT or a timm ViT."""
+    t = trace(model, x)
+    return t.logits, t.maps
+
+
+def _scratch_vit_trace(model: VisionTransformer, x: torch.Tensor) -> Trace:
+    """Our ViT's forward (Eq. 1-4), each `Block.forward` written out with the explicit attention path
+    so the normalised tokens entering attention are nodes of the graph too."""
+    x = model.embed(x)  # (B, N, D)
+    maps, inputs = [], []
+    for block in model.blocks:
+        normed = block.norm1(x)  # (B, N, D)
+        attn_out, weights = block.attn(normed, return_attn=True)
+        x = x + block.drop_path(attn_out)  # Eq. 2
+        x = x + block.drop_path(block.mlp(block.norm2(x)))  # Eq. 3
+        maps.append(weights)
+        inputs.append(normed)
+    return Trace(model.forward_head(model.norm(x)), maps, inputs)
+
+
+def _timm_vit_trace(model: nn.Module, x: torch.Tensor) -> Trace:
     """timm's VisionTransformer.forward, block by block, with timm's own explicit attention math
     (`Attention.forward` when fused_attn is off) so the softmax weights can be returned."""
     x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))  # (B, N, D)
-    maps = []
+    maps, inputs = [], []
     for block in model.blocks:
-        attn_out, weights = _timm_attention(block.attn, block.norm1(x))
+        normed = block.norm1(x)  # (B, N, D)
+        attn_out, weights = _timm_attention(block.attn, normed)
         x = x + block.drop_path1(block.ls1(attn_out))
         x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
         maps.append(weights)
-    return model.forward_head(model.norm(x)), maps
+        inputs.append(normed)
+    return Trace(model.forward_head(model.norm(x)), maps, inputs)
+
+
+def _timm_vit_with_attention(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Logits and per-block attention of a timm ViT (kept for callers of the old name)."""
+    t = _timm_vit_trace(model, x)
+    return t.logits, t.maps
 
 
 def _timm_attention(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,64 +153,3 @@ def rollout_map(maps: list[torch.Tensor], grid: tuple[int, int], prefix: int, di
                 head: int | str = "mean") -> np.ndarray:
     """Rolled-out attention from the class token to the patches, as a (rows, cols) array."""
     return rollout(maps, discard_ratio, head)[0, prefix:].reshape(grid).numpy()
-
-
-def grad_cam(model: nn.Module, x: torch.Tensor, class_idx: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
-    """Grad-CAM (Selvaraju et al. 2017) on a timm CNN's last feature map (`forward_features`).
-    x: (1, 3, H, W). Returns the (h, w) map for `class_idx` (default: the top class) and the logits.
-    Gradients come from autograd.grad on a graph of this call alone: no hooks, no .grad state."""
-    with torch.enable_grad():
-        feats = model.forward_features(x.requires_grad_(False))  # (1, C, h, w)
-        logits = model.forward_head(feats)  # (1, classes)
-        c = int(logits[0].argmax()) if class_idx is None else class_idx
-        (grads,) = torch.autograd.grad(logits[0, c], feats)
-    return cam_from(feats.detach()[0], grads[0]), logits.detach()
-
-
-def cam_from(feats: torch.Tensor, grads: torch.Tensor) -> np.ndarray:
-    """Grad-CAM from one image's (C, h, w) activations and their gradients: ReLU of the
-    activations weighted by the spatially averaged gradients."""
-    weights = grads.mean(dim=(1, 2))  # (C,)
-    cam = torch.relu((weights[:, None, None] * feats).sum(0))  # (h, w)
-    return cam.float().cpu().numpy()
-
-
-def normalise(heat: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] (all zeros stays all zeros)."""
-    heat = heat - heat.min()
-    top = heat.max()
-    return heat / top if top > 0 else heat
-
-
-def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
-    """Blend a (rows, cols) heat map, stretched to the image's size, over the image."""
-    h = Image.fromarray(np.uint8(normalise(heat) * 255)).resize(image.size, Image.BILINEAR)
-    colour = (colormaps[cmap](np.asarray(h) / 255.0)[..., :3] * 255).astype(np.uint8)
-    return Image.blend(image.convert("RGB"), Image.fromarray(colour), float(np.clip(alpha, 0.0, 1.0)))
-
-
-def patch_grid(image: Image.Image, patch: int, colour: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
-    """The image with lines between the patches the ViT cuts it into (Eq. 1)."""
-    out = image.convert("RGB").copy()
-    draw = ImageDraw.Draw(out)
-    for x in range(patch, out.width, patch):
-        draw.line([(x, 0), (x, out.height)], fill=colour, width=1)
-    for y in range(patch, out.height, patch):
-        draw.line([(0, y), (out.width, y)], fill=colour, width=1)
-    return out
-
-
-def layer_mosaic(image: Image.Image, heats: list[np.ndarray], alpha: float = 0.5, cols: int | None = None,
-                 tile: int = 160) -> Image.Image:
-    """Every layer's overlay at once, in reading order, each labelled with its layer number."""
-    cols = cols or min(len(heats), 4)
-    rows = math.ceil(len(heats) / cols)
-    small = image.convert("RGB").resize((tile, tile), Image.BICUBIC)
-    mosaic = Image.new("RGB", (cols * tile, rows * tile), (255, 255, 255))
-    draw = ImageDraw.Draw(mosaic)
-    for i, heat in enumerate(heats):
-        x, y = (i % cols) * tile, (i // cols) * tile
-        mosaic.paste(overlay(small, heat, alpha), (x, y))
-        draw.rectangle([x, y + tile - 14, x + 26, y + tile], fill=(0, 0, 0))  # bottom-left: clear of labels
-        draw.text((x + 2, y + tile - 13), f"L{i + 1}", fill=(255, 255, 255))
-    return mosaic

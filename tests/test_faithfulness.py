@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from probes import COL, ROW, probe_image, probe_vit
+from vit import explain
+from vit import faithfulness as cli
+from vit.explain import faithfulness as faith
+
+
+def counting_forward(model, sizes):
+    def forward(x):
+        sizes.append(len(x))
+        with torch.inference_mode():
+            return model(x)
+    return forward
+
+
+def true_map() -> np.ndarray:
+    heat = np.zeros((4, 4))
+    heat[ROW, COL] = 1.0
+    return heat
+
+
+def test_auc_is_the_trapezoid_rule_over_0_1():
+    assert faith.auc([1.0, 0.0]) == pytest.approx(0.5)
+    assert faith.auc([1.0, 1.0, 1.0]) == pytest.approx(1.0)
+    assert faith.auc([0.0, 1.0, 1.0]) == pytest.approx(0.75)
+
+
+def test_the_true_map_beats_random_orders():
+    model, x = probe_vit(), probe_image(0, 1)
+    f = explain.score(counting_forward(model, []), x, true_map(), 1)
+    assert f.deletion_auc < f.random_deletion_auc and f.insertion_auc > f.random_insertion_auc
+    assert f.random_deletion_auc - f.deletion_auc > 0.03 and f.insertion_auc - f.random_insertion_auc > 0.03
+    assert f.deletion_ratio < 1 < f.insertion_ratio
+
+
+def test_curves_start_and_end_at_the_intact_and_blurred_images_in_small_batches():
+    model, x = probe_vit(), probe_image(0, 1)
+    sizes = []
+    f = explain.score(counting_forward(model, sizes), x, true_map(), 1, steps=8, seeds=(0, 1))
+    with torch.inference_mode():
+        intact = model(x).softmax(-1)[0, 1].item()
+        blurred = model(explain.blur(x)).softmax(-1)[0, 1].item()
+    assert len(f.deletion_curve) == len(f.insertion_curve) == 9 and f.steps == 8
+    assert f.deletion_curve[0] == pytest.approx(intact, abs=1e-5) == f.insertion_curve[-1]
+    assert f.deletion_curve[-1] == pytest.approx(blurred, abs=1e-5) == f.insertion_curve[0]
+    assert max(sizes) <= 32 and sum(sizes) == 2 + 2 * 7 * 3  # intact, blurred, 2 curves x 7 inner steps x 3 orders
+    assert f.baseline.startswith("gaussian blur sigma=")
+
+
+def test_deletion_removes_the_top_cells_first():
+    """With K = cells, step k blurs exactly the k highest cells: the probe's probability falls at step 1."""
+    model, x = probe_vit(), probe_image(0, 2)
+    f = explain.score(counting_forward(model, []), x, true_map(), 2, steps=16, seeds=(0,))
+    assert f.deletion_curve[1] < f.deletion_curve[0] - 0.05
+    assert np.allclose(f.deletion_curve[1:], f.deletion_curve[-1], atol=1e-4)  # nothing else matters
+
+
+def test_scores_are_deterministic_and_a_shared_random_bar_gives_the_same_numbers():
+    model, x = probe_vit(), probe_image(5, 0)
+    h = explain.compute(model, x, "chefer")
+    fwd = counting_forward(model, [])
+    a = explain.score(fwd, x, h.heat, h.target)
+    b = explain.score(fwd, x, h.heat, h.target)
+    assert a == b
+    bar = explain.random_curves(fwd, x, h.heat.shape, h.target)
+    c = explain.score(fwd, x, h.heat, h.target, random=bar)
+    assert c.deletion_auc == a.deletion_auc and c.random_insertion_auc == pytest.approx(a.random_insertion_auc)
+
+
+def test_curves_plot_is_a_small_picture():
+    model, x = probe_vit(), probe_image(0, 1)
+    img = explain.curves_plot(explain.score(counting_forward(model, []), x, true_map(), 1, steps=4), "probe")
+    assert isinstance(img, Image.Image) and img.mode == "RGB" and max(img.size) <= 600
+    assert len(np.unique(np.asarray(img).reshape(-1, 3), axis=0)) > 10  # something was drawn
+
+
+def test_spearman_handles_ties_and_matches_pearson_on_ranks():
+    assert cli.spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
+    assert cli.spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
+    assert cli.spearman(np.array([0, 0, 1, 1]), np.array([0, 0, 1, 1])) == pytest.approx(1.0)
+    assert cli.spearman(np.array([1.0, 2, 2, 3]), np.array([1.0, 3, 2, 4])) == pytest.approx(0.9486833, abs=1e-6)
+    assert np.isnan(cli.spearman(np.zeros(4), np.arange(4)))
+
+
+def test_bootstrap_interval_brackets_the_mean():
+    v = list(np.linspace(0, 1, 20))
+    lo, hi = cli.bootstrap_ci(v)
+    assert lo < np.mean(v) < hi and hi - lo < 0.5
+
+
+def test_randomised_copy_leaves_the_loaded_model_alone():
+    model = probe_vit()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rand = cli.randomised(model, "head")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not torch.equal(rand.head.weight, model.head.weight)
+    assert not torch.equal(rand.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)  # top half of 1
+
+
+def test_cli_scores_a_tiny_checkpoint(image_folder, tiny_checkpoints, capsys):
+    out = cli.main(["--data-dir", str(image_folder), "--checkpoints", str(tiny_checkpoints["scratch_vit"]),
+                    "--methods", "chefer", "occlusion", "--limit", "3", "--steps", "4", "--seeds", "0",
+                    "--sanity", "--json"])
+    printed = json.loads(capsys.readouterr().out)
+    r = printed["results"]["scratch_vit"]
+    assert set(r) == {"chefer", "occlusion"} and r["chefer"]["images"] == 3 == out["images"]
+    assert r["occlusion"]["deletion_ci"][0] <= r["occlusion"]["deletion"] <= r["occlusion"]["deletion_ci"][1]
+    assert "spearman_randomised" in r["chefer"]
+    assert "| scratch_vit | chefer | 3 |" in cli.markdown(out["results"])
+
+
+def test_image_paths_are_balanced_across_classes(image_folder):
+    names = [p.parent.name for p in cli.image_paths(image_folder, "test", 3)]
+    assert sorted(names) == ["pizza", "steak", "sushi"]

@@ -1,0 +1,23 @@
+"""Why a model predicts what it does: explanation maps, their faithfulness, and pictures of both.
+
+    h = compute(model, x, "chefer")                     # Heat: (rows, cols) map on the model's grid
+    f = score(forward_batch, x, h.heat, h.target)        # deletion / insertion AUC vs random orders
+    curves_plot(f, "chefer"); overlay(view, h.heat)      # PIL images
+
+Modules: `attention` (explicit attention forward, rollout), `maps` (the methods), `perturb` (blur
+baseline, batched perturbed passes), `faithfulness` (deletion / insertion), `render` (pictures).
+"""
+from vit.explain.attention import (HEAD_REDUCTIONS, Trace, _timm_attention, _timm_vit_with_attention,
+                                   attention_maps, cls_attention, head_select, num_prefix_tokens, patch_size_px,
+                                   rollout, rollout_map, token_grid, trace)
+from vit.explain.faithfulness import Faithfulness, RandomCurves, auc, random_curves, score
+from vit.explain.maps import (METHODS, ForwardBatch, Heat, cam_from, chefer, compute, grad_cam, grad_cam_heat,
+                              model_grid, occlusion)
+from vit.explain.perturb import blur
+from vit.explain.render import curves_plot, layer_mosaic, normalise, overlay, patch_grid
+
+__all__ = ["HEAD_REDUCTIONS", "METHODS", "Faithfulness", "ForwardBatch", "Heat", "RandomCurves", "Trace",
+           "attention_maps", "auc", "blur", "cam_from", "chefer", "cls_attention", "compute", "curves_plot",
+           "grad_cam", "grad_cam_heat", "head_select", "layer_mosaic", "model_grid", "normalise", "num_prefix_tokens",
+           "occlusion", "overlay", "patch_grid", "patch_size_px", "random_curves", "rollout", "rollout_map", "score",
+           "token_grid", "trace"]

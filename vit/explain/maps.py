@@ -1,0 +1,182 @@
+"""Explanation methods behind one entry point, `compute(model, x, method)`, each a map on the model's
+own grid (the token grid of a ViT, the last feature map of a CNN).
+
+Every method is per request: no hooks, nothing stored on the model, and gradients come from
+`torch.autograd.grad` on a graph built by this call alone, so no parameter keeps a `.grad` and two
+concurrent requests on one model cannot mix. (pytorch-grad-cam and captum register hooks on the
+shared modules instead: two requests at once could read each other's activations. That is why the
+math is written out here.)
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from vit.explain.attention import cls_attention, num_prefix_tokens, rollout_map, token_grid, trace
+from vit.explain.perturb import blur, cell_index, perturbed_logits
+
+METHODS = ("attention", "rollout", "chefer", "grad-cam", "occlusion")
+MAX_OCCLUSION_CELLS = 8  # occlusion cells per side at most: larger grids are occluded in blocks
+
+ForwardBatch = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, classes) logits
+
+
+@dataclass
+class Heat:
+    """One explanation map and the pass that made it."""
+    heat: np.ndarray  # (rows, cols) on the model's grid, larger = more important
+    target: int  # the explained class index
+    method: str  # one of METHODS
+    logits: torch.Tensor | None = None  # (1, classes) of the pass, when the method ran one
+    probs: torch.Tensor | None = None  # (1, classes) softmax of `logits`
+
+
+def compute(model: nn.Module, x: torch.Tensor, method: str, *, target: int | None = None, layer: int = -1,
+            head: int | str = "mean", discard: float = 0.9, forward_batch: ForwardBatch | None = None) -> Heat:
+    """The `method` map for one normalised image x (1, 3, H, W) and class `target` (default: the top one).
+
+    layer / head: which block (index, -1 = last) and head (index, "mean" or "max") `attention` shows;
+    discard: rollout's discard ratio; forward_batch: occlusion's batched forward (default `model`)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown explanation method {method!r}; choose one of {METHODS}")
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"x must be one image of shape (1, 3, H, W), got {tuple(x.shape)}")
+    if method == "occlusion":
+        return occlusion(model, x, target, forward_batch=forward_batch)
+    if method == "grad-cam":
+        return grad_cam_heat(model, x, target)
+    if method == "chefer":
+        return chefer(model, x, target)
+    with torch.inference_mode():
+        t = trace(model, x)
+    grid, prefix = token_grid(model), num_prefix_tokens(model)
+    maps = [m[0] for m in t.maps]  # per layer (heads, N, N)
+    c = _target(t.logits, target)
+    if method == "attention":
+        heat = cls_attention(maps[layer], grid, prefix, head)
+    else:
+        heat = rollout_map(maps, grid, prefix, discard, head)
+    return _heat(heat, c, method, t.logits)
+
+
+def _target(logits: torch.Tensor, target: int | None) -> int:
+    c = int(logits[0].argmax()) if target is None else int(target)
+    if not 0 <= c < logits.shape[-1]:
+        raise ValueError(f"target {c} is not a class index (0 .. {logits.shape[-1] - 1})")
+    return c
+
+
+def _heat(heat: np.ndarray | torch.Tensor, target: int, method: str, logits: torch.Tensor) -> Heat:
+    if isinstance(heat, torch.Tensor):
+        heat = heat.detach().float().cpu().numpy()
+    logits = logits.detach().float()
+    return Heat(np.asarray(heat, dtype=np.float32), target, method, logits, logits.softmax(-1))
+
+
+def _graph_input(x: torch.Tensor) -> torch.Tensor:
+    """A copy of x that starts a fresh graph (also from inside inference_mode) and needs a gradient,
+    so the graph exists even when no parameter requires one."""
+    return x.detach().clone().requires_grad_(True)
+
+
+def chefer(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat:
+    """Gradient-weighted attention relevance (Chefer, Gur & Wolf 2021, "Generic Attention-model
+    Explainability", Eq. 5-6): R = I; per block R <- R + mean_heads(ReLU(dA * A)) R, with dA the
+    gradient of the target logit w.r.t. the block's attention A. The map is the prefix (class and,
+    if distilled, distillation) tokens' relevance rows, averaged, over the patch tokens."""
+    grid, prefix = token_grid(model), num_prefix_tokens(model)
+    with torch.inference_mode(False), torch.enable_grad():
+        t = trace(model, _graph_input(x))
+        c = _target(t.logits, target)
+        grads = torch.autograd.grad(t.logits[0, c], t.maps)
+    n = t.maps[0].shape[-1]
+    r = torch.eye(n, dtype=torch.float64)
+    for a, g in zip(t.maps, grads):
+        cam = (g[0] * a[0].detach()).clamp(min=0).mean(0).double()  # (N, N): Eq. 5, heads averaged
+        r = r + cam @ r  # Eq. 6
+    heat = r[:prefix, prefix:].mean(0).reshape(grid)  # (rows, cols)
+    return _heat(heat, c, "chefer", t.logits)
+
+
+def grad_cam_heat(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat:
+    """Grad-CAM (Selvaraju et al. 2017) for any model: a CNN's last feature map, or a ViT's last block's
+    normalised patch tokens (the output of `blocks[-1].norm1`, as pytorch-grad-cam's ViT tutorial),
+    reshaped to the token grid. Why not the last block's output: the head reads the prefix tokens only,
+    so the output patch tokens get no gradient. Why after norm1: LayerNorm is scale-invariant, so the
+    gradient w.r.t. its input is orthogonal to the (centred) input and Grad-CAM there is ~0."""
+    if not (hasattr(model, "blocks") and hasattr(model, "patch_embed")):
+        cam, logits = grad_cam(model, x, target)
+        return _heat(cam, _target(logits, target), "grad-cam", logits)
+    grid, prefix = token_grid(model), num_prefix_tokens(model)
+    with torch.inference_mode(False), torch.enable_grad():
+        t = trace(model, _graph_input(x))
+        c = _target(t.logits, target)
+        tokens = t.attn_inputs[-1]  # (1, N, D)
+        (grads,) = torch.autograd.grad(t.logits[0, c], tokens)
+    feats = tokens.detach()[0, prefix:].T.reshape(-1, *grid)  # (D, rows, cols)
+    return _heat(cam_from(feats, grads[0, prefix:].T.reshape(-1, *grid)), c, "grad-cam", t.logits)
+
+
+def grad_cam(model: nn.Module, x: torch.Tensor, class_idx: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """Grad-CAM (Selvaraju et al. 2017) on a timm CNN's last feature map (`forward_features`).
+    x: (1, 3, H, W). Returns the (h, w) map for `class_idx` (default: the top class) and the logits.
+    Gradients come from autograd.grad on a graph of this call alone: no hooks, no .grad state."""
+    with torch.inference_mode(False), torch.enable_grad():
+        feats = model.forward_features(_graph_input(x))  # (1, C, h, w)
+        logits = model.forward_head(feats)  # (1, classes)
+        c = _target(logits, class_idx)
+        (grads,) = torch.autograd.grad(logits[0, c], feats)
+    return cam_from(feats.detach()[0], grads[0]), logits.detach()
+
+
+def cam_from(feats: torch.Tensor, grads: torch.Tensor) -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017, Eq. 1-2) from one image's (C, h, w) activations and their
+    gradients: ReLU of the activations weighted by the spatially averaged gradients."""
+    weights = grads.mean(dim=(1, 2))  # (C,)
+    cam = torch.relu((weights[:, None, None] * feats).sum(0))  # (h, w)
+    return cam.float().cpu().numpy()
+
+
+def model_grid(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    """(rows, cols) of the model's own grid: ViT tokens, or a CNN's last feature map."""
+    if hasattr(model, "patch_embed"):
+        return token_grid(model)
+    info = getattr(model, "feature_info", None)
+    if info is not None:  # timm: the last stage's stride
+        stride = info[-1]["reduction"]
+        return math.ceil(x.shape[-2] / stride), math.ceil(x.shape[-1] / stride)
+    with torch.inference_mode():
+        return tuple(model.forward_features(x).shape[-2:])
+
+
+def occlusion(model: nn.Module, x: torch.Tensor, target: int | None = None, *,
+              forward_batch: ForwardBatch | None = None, max_cells: int = MAX_OCCLUSION_CELLS) -> Heat:
+    """Occlusion (Zeiler & Fergus 2014) with a blurred, not grey, patch: each cell of the model's grid
+    (blocks of cells when the grid has more than `max_cells` a side) is replaced by a Gaussian blur
+    of the image; the map is the drop in the target's probability, one value per block. All
+    occluded images go through `forward_batch` (default: `model` in inference mode) in batches."""
+    forward_batch = forward_batch or _inference(model)
+    rows, cols = model_grid(model, x)
+    f = math.ceil(max(rows, cols) / max_cells)  # model cells per block side
+    cr, cc = cell_index(x.shape[-2], x.shape[-1], rows, cols)  # (H,), (W,)
+    block = (cr[:, None] // f) * math.ceil(cols / f) + (cc[None, :] // f)  # (H, W) block id
+    n_blocks = math.ceil(rows / f) * math.ceil(cols / f)
+    masks = torch.from_numpy(block[None] == np.arange(-1, n_blocks)[:, None, None])  # (1 + blocks, H, W)
+    logits = perturbed_logits(forward_batch, x, blur(x), masks)  # row 0: the intact image
+    p = logits.float().softmax(-1)
+    c = _target(logits[:1], target)
+    drop = (p[0, c] - p[1:, c]).numpy()  # (n_blocks,)
+    heat = drop[(np.arange(rows)[:, None] // f) * math.ceil(cols / f) + np.arange(cols)[None, :] // f]
+    return _heat(heat, c, "occlusion", logits[:1])
+
+
+def _inference(model: nn.Module) -> ForwardBatch:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x)
+    return forward

@@ -1,0 +1,84 @@
+"""Pictures of explanations: heat-map overlays, the patch grid, a mosaic of every layer, and the
+deletion / insertion curves of a faithfulness score."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
+
+from vit.explain.faithfulness import Faithfulness
+
+
+def normalise(heat: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] (all zeros stays all zeros)."""
+    heat = heat - heat.min()
+    top = heat.max()
+    return heat / top if top > 0 else heat
+
+
+def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
+    """Blend a (rows, cols) heat map, stretched to the image's size, over the image."""
+    h = Image.fromarray(np.uint8(normalise(heat) * 255)).resize(image.size, Image.BILINEAR)
+    colour = (colormaps[cmap](np.asarray(h) / 255.0)[..., :3] * 255).astype(np.uint8)
+    return Image.blend(image.convert("RGB"), Image.fromarray(colour), float(np.clip(alpha, 0.0, 1.0)))
+
+
+def patch_grid(image: Image.Image, patch: int, colour: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """The image with lines between the patches the ViT cuts it into (Eq. 1)."""
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    for x in range(patch, out.width, patch):
+        draw.line([(x, 0), (x, out.height)], fill=colour, width=1)
+    for y in range(patch, out.height, patch):
+        draw.line([(0, y), (out.width, y)], fill=colour, width=1)
+    return out
+
+
+def layer_mosaic(image: Image.Image, heats: list[np.ndarray], alpha: float = 0.5, cols: int | None = None,
+                 tile: int = 160) -> Image.Image:
+    """Every layer's overlay at once, in reading order, each labelled with its layer number."""
+    cols = cols or min(len(heats), 4)
+    rows = math.ceil(len(heats) / cols)
+    small = image.convert("RGB").resize((tile, tile), Image.BICUBIC)
+    mosaic = Image.new("RGB", (cols * tile, rows * tile), (255, 255, 255))
+    draw = ImageDraw.Draw(mosaic)
+    for i, heat in enumerate(heats):
+        x, y = (i % cols) * tile, (i // cols) * tile
+        mosaic.paste(overlay(small, heat, alpha), (x, y))
+        draw.rectangle([x, y + tile - 14, x + 26, y + tile], fill=(0, 0, 0))  # bottom-left: clear of labels
+        draw.text((x + 2, y + tile - 13), f"L{i + 1}", fill=(255, 255, 255))
+    return mosaic
+
+
+def curves_plot(f: Faithfulness, title: str = "") -> Image.Image:
+    """A small figure of the deletion and insertion curves against random orders, AUCs in the legend
+    (matplotlib's Agg backend; the figure is closed before returning)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.8, 2.6), dpi=100)
+    FigureCanvasAgg(fig)
+    xs = np.linspace(0, 1, f.steps + 1)
+    for ax, name, curve, rnd, a, ra in (
+            (fig.add_subplot(1, 2, 1), "deletion", f.deletion_curve, f.random_deletion_curve,
+             f.deletion_auc, f.random_deletion_auc),
+            (fig.add_subplot(1, 2, 2), "insertion", f.insertion_curve, f.random_insertion_curve,
+             f.insertion_auc, f.random_insertion_auc)):
+        ax.plot(xs, curve, color="tab:red" if name == "deletion" else "tab:green", label=f"map {a:.3f}")
+        if rnd:
+            ax.plot(xs, rnd, color="grey", linestyle="--", label=f"random {ra:.3f}")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(f"fraction {'blurred' if name == 'deletion' else 'revealed'}", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, title="AUC", title_fontsize=7)
+    fig.axes[0].set_ylabel("p(target)", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+    fig.clear()
+    return image
