@@ -43,7 +43,6 @@ IDS = MODELS.ids
 DEFAULT = max((i for i in IDS if i in MODELS.meta), default=IDS[0] if IDS else None,
               key=lambda i: (MODELS.has_attention(i), MODELS.meta[i].get("metrics", {}).get("test", {}).get("accuracy", 0)))
 CLASSES = ui.classes_text(MODELS.class_names())
-VIEW_CHOICES = [("Attention: one layer", "attention"), ("Attention rollout", "rollout"), ("Grad-CAM", "grad-cam")]
 QUEUE = {"default_concurrency_limit": 2, "max_size": 32}  # 2 CPU cores: two requests compute at once
 MODEL_RUNS = "model"  # the one concurrency_id of every event that runs a model: the limit is for all together
 MAX_FILE_SIZE = "25mb"
@@ -78,49 +77,72 @@ def _image(value):
     return img
 
 
-def _render(p, r, view, layer, head, opacity, discard):
-    """(overlay, all-layer mosaic) files for a result; a view the model lacks falls back to the one it has."""
+def _method(model: str, method: str | None) -> str:
+    """`method` if model `model` has it (None: its default); else a gr.Error naming the ones it has."""
+    methods = ui.methods_of(MODELS, model)
+    if method in (None, ""):
+        return methods[0] if methods else method
+    if method not in methods:
+        raise gr.Error(f"unknown method {method!r} for {model}; choose one of {list(methods)}")
+    return method
+
+
+def _explain(model: str, image, method: str | None, layer: int = -1, head: str = "mean", discard: float = 0.9,
+             score: bool = True):
+    """(predictor, result): one request's probabilities, map and (by default) its faithfulness."""
+    if model not in MODELS.meta:
+        _model(model)  # the message: unknown, or why it is unavailable
+    method = _method(model, method)
+    p, img = _model(model), _image(image)
     try:
-        head = ui.parse_head(head, p.num_heads) if r.maps else "mean"
+        head = ui.parse_head(head, p.num_heads) if p.num_heads else "mean"
     except ValueError as e:
         raise gr.Error(str(e)) from e
-    view = ("attention" if view == "grad-cam" else view) if r.maps else "grad-cam"
-    return (result_file(ui.render_overlay(r, view, layer, head, opacity, discard)),
-            result_file(ui.render_layers(r, head, opacity)))
+    layer = int(layer) - 1 if int(layer) >= 1 else -1  # the page counts layers from 1
+    return p, p.explain(img, method, layer=min(layer, p.num_layers - 1) if p.num_layers else -1, head=head,
+                        discard=float(discard), score=score)
 
 
-def classify(image, model, view, layer, head, opacity, discard):
+def _page(p, r, opacity, head):
+    """What the page shows for a result: overlay, faithfulness text and curves, every layer, patches."""
+    parsed = ui.parse_head(head, p.num_heads) if p.num_heads else "mean"
+    return (result_file(ui.render_overlay(r, opacity)), ui.faithfulness_text(r),
+            result_file(ui.curves_image(r)), result_file(ui.render_layers(r, parsed, opacity)),
+            result_file(ui.render_patches(r)))
+
+
+def classify(image, model, method, layer, head, opacity, discard):
     """Classify a food photo with one model and explain the prediction: what the page shows.
 
     Args:
         image: the food photo (JPEG, PNG, WebP, ...).
         model: the model's id (its checkpoint's file stem, e.g. "scratch_vit").
-        view: "attention" (one layer), "rollout" or "grad-cam".
-        layer: the attention layer shown, from 1.
-        head: "mean", "max" or "head N".
+        method: the explanation method (see /methods), e.g. "chefer", "rollout", "grad-cam".
+        layer: the attention layer shown by "attention", from 1.
+        head: "mean", "max" or "head N" (attention and rollout).
         opacity: the overlay's opacity, 0 to 1.
         discard: rollout's share of the weakest attention dropped, 0 to 0.99.
     Returns:
-        Class probabilities, timing text, the explanation overlay, every layer's attention (models with
-        attention) and the patch grid.
+        Class probabilities, timing text, the overlay, the faithfulness text, the deletion / insertion
+        curves, every layer's attention (models with attention) and the patch grid.
     """
-    p, img = _model(model), _image(image)
-    r = p.explain(img, ui.base_method(p))  # one timed pass: probabilities and the maps
-    return (r.probs, ui.latency_text(p, r),
-            *_render(p, r, view, layer, head, opacity, discard), result_file(ui.render_patches(r)), (model, r))
+    p, r = _explain(model, image, method, layer, head, discard)
+    return (r.probs, ui.latency_text(p, r), *_page(p, r, opacity, head), (model, r))
 
 
 def show_example(image, model):
-    """A clicked example, with the default explanation settings (cached after its first click)."""
-    return classify(image, model, "attention", ui.LAYER_DEFAULT, "mean", 0.5, 0.9)[:5]
+    """A clicked example, with the model's default method (cached after its first click)."""
+    return classify(image, model, None, ui.LAYER_DEFAULT, "mean", 0.5, 0.9)[:7]
 
 
-def rerender(state, view, layer, head, opacity, discard):
-    """Redraw the overlays from the last result (no model run) when a control moves."""
+def redraw(state, opacity, head):
+    """Redraw the overlay and the layer mosaic at a new opacity (no model run)."""
     if not state:
         return gr.skip(), gr.skip()
     model, r = state
-    return _render(_model(model), r, view, layer, head, opacity, discard)
+    p = _model(model)
+    parsed = ui.parse_head(head, p.num_heads) if p.num_heads else "mean"
+    return result_file(ui.render_overlay(r, opacity)), result_file(ui.render_layers(r, parsed, opacity))
 
 
 def predict(image: ImageFile, model: str = DEFAULT) -> tuple[dict, dict]:
@@ -139,15 +161,31 @@ def predict(image: ImageFile, model: str = DEFAULT) -> tuple[dict, dict]:
                                   "size_mb": round(p.ckpt.size_mb, 2), "num_params": p.meta.get("num_params")}
 
 
+def explain(image: ImageFile, model: str = DEFAULT, method: str = "") -> tuple[ImageFile, dict]:
+    """Explain a prediction with one method: a heat map over the pixels the model saw, and how faithful it is.
+
+    Args:
+        image: the food photo.
+        model: the model's id, its checkpoint's file stem (e.g. "scratch_vit", "timm_vit", "effnet").
+        method: an explanation method of that model (see /methods); empty for the model's default.
+    Returns:
+        The overlay image, and a record: model, method, label, probs, deletion_auc, insertion_auc,
+        random_deletion_auc, random_insertion_auc (deletion: lower is better; insertion: higher),
+        latency_ms (the forward pass) and explain_ms (the map and its score).
+    """
+    p, r = _explain(model, image, method or None)
+    return file_data(result_file(ui.render_overlay(r, 0.5))), ui.explain_record(model, r)
+
+
 def attention(image: ImageFile, model: str = DEFAULT, view: str = "attention", layer: int = 1, head: str = "mean",
               opacity: float = 0.5, discard: float = 0.9) -> tuple[ImageFile | None, ImageFile | None]:
-    """Explain a prediction: a heat map over the pixels the model saw, and every layer's attention.
+    """Attention maps: one layer's class-token attention or the rollout over all layers, and every layer.
 
     Args:
         image: the food photo.
         model: the model's id (its checkpoint's file stem).
         view: "attention" (one layer), "rollout" (all layers) or "grad-cam"; a model without attention
-            always gives Grad-CAM.
+            always gives its default map.
         layer: the attention layer, from 1.
         head: "mean", "max" or "head N".
         opacity: the overlay's opacity, 0 to 1.
@@ -155,52 +193,88 @@ def attention(image: ImageFile, model: str = DEFAULT, view: str = "attention", l
     Returns:
         The overlay image and the per-layer mosaic (None for a model without attention).
     """
-    p, img = _model(model), _image(image)
-    return tuple(file_data(f) for f in _render(p, p.explain(img, ui.base_method(p)), view, layer, head, opacity, discard))
+    methods = ui.methods_of(MODELS, model)
+    method = view if view in methods else ("grad-cam" if "grad-cam" in methods else None)
+    p, r = _explain(model, image, method, layer, head, discard, score=False)
+    overlay_file, _, _, layers_file, _ = _page(p, r, opacity, head)
+    return file_data(overlay_file), file_data(layers_file)
 
 
-def compare(image, discard):
-    """Every model on the same image: predictions, latency, and rollout (attention) or Grad-CAM."""
-    img = _image(image)
+def methods() -> dict:
+    """Which explanation methods each model offers.
+
+    Returns:
+        {model id: [method ids, the model's default first]}.
+    """
+    return {i: list(ui.methods_of(MODELS, i)) for i in IDS if i in MODELS.meta}
+
+
+def compare(image, method, discard):
+    """Every model on the same image with the same explanation method (a model without it: its default),
+    with the map's faithfulness."""
+    _image(image)  # the message once, not once per model
     outputs = []
     for i in IDS:
         try:
-            p = MODELS.get(i)
+            MODELS.get(i)
         except ui.ModelError as e:
             outputs += [None, str(e).replace(f"{MODELS.titles[i]} is ", ""), None]
             continue
-        r = p.explain(img, ui.base_method(p))
-        outputs += [r.probs, ui.latency_text(p, r),
-                    result_file(ui.render_overlay(r, "rollout" if r.maps else "grad-cam", discard=discard))]
+        own = method if method in ui.methods_of(MODELS, i) else None
+        p, r = _explain(i, image, own, discard=discard)
+        note = "" if own else f"*{ui.METHOD_TITLES.get(method, method)} does not apply: its default instead.*  \n"
+        outputs += [r.probs, note + ui.latency_text(p, r) + "  \n" + ui.faithfulness_text(r),
+                    result_file(ui.render_overlay(r, 0.5))]
     return outputs
 
 
 def on_model_change(model):
-    """The chosen model's card; the controls that apply to it shown, the others hidden: layer, head,
-    view and the per-layer mosaic for a model with attention, none of them for a CNN (Grad-CAM)."""
+    """The chosen model's card and its methods; the controls that apply shown, the others hidden."""
     if model not in MODELS.meta:
         return (f"**{MODELS.titles.get(model, model)} is unavailable:** {MODELS.errors.get(model)}",
-                gr.update(), gr.update(), gr.update(), gr.update())
+                gr.update(), gr.update(), gr.update(choices=[], value=None), gr.update(visible=False))
     card = ui.model_card(MODELS.meta[model], MODELS.titles[model], MODELS.paths[model])
     status = MODELS.status(model)
     if status != "ready":
         card = (f"⏳ *Loading this model; a request for it waits until it is ready.*\n\n" if status == "loading"
                 else f"⚠️ **Unavailable:** {MODELS.errors[model]}\n\n") + card
-    if not MODELS.has_attention(model):
-        return (card, gr.update(visible=False), gr.update(value="mean", visible=False),
-                gr.update(choices=VIEW_CHOICES[2:], value="grad-cam", visible=False), gr.update(visible=False))
-    layers, heads = ui.geometry(MODELS, model)
-    layer = (gr.update(minimum=1, maximum=layers, value=layers, visible=True) if layers > 1
-             else gr.update(value=1, visible=False))  # a Slider needs minimum < maximum
-    return (card, layer, gr.update(choices=ui.head_choices(heads), value="mean", visible=True),
-            gr.update(choices=VIEW_CHOICES[:2], value="attention", visible=True), gr.update(visible=True))
+    methods_ = ui.methods_of(MODELS, model)
+    layers_, heads = ui.geometry(MODELS, model)
+    return (card, *_controls(methods_[0], layers_, heads),
+            gr.update(choices=ui.method_choices(methods_), value=methods_[0]),
+            gr.update(visible=MODELS.has_attention(model)))
 
 
-def rerun(image, model, view, layer, head, opacity, discard):
-    """After the user switches model: classify the image shown with the new model, or clear the old results."""
+def _controls(method, layers_: int, heads: int):
+    """Layer slider and head menu: shown for the methods that use them, hidden (not greyed) otherwise."""
+    layered = method in ui.LAYERED
+    layer = (gr.update(minimum=1, maximum=layers_, value=layers_, visible=layered and method == "attention")
+             if layers_ > 1 else gr.update(value=1, visible=False))  # a Slider needs minimum < maximum
+    return layer, gr.update(choices=ui.head_choices(heads), value="mean", visible=layered and heads > 0)
+
+
+def on_method_change(model, method):
+    """Fit the controls to the method: layer for one layer's attention, head for attention and rollout,
+    the discard ratio for rollout alone."""
+    layers_, heads = ui.geometry(MODELS, model)
+    layer, head = _controls(method, layers_, heads)
+    return gr.update(visible=layer.get("visible", False)), gr.update(visible=head["visible"]), \
+        gr.update(visible=method == "rollout")
+
+
+def on_model_default_method(model):
+    """The discard slider for the model's default method (rollout alone uses it)."""
+    return gr.update(visible=(ui.methods_of(MODELS, model) or (None,))[0] == "rollout")
+
+
+def rerun(image, model, method, layer, head, opacity, discard):
+    """After the user switches model or method or moves a map control: explain the image shown again, or
+    clear the old results."""
     if image is None:
-        return None, "", None, None, None, None
-    return classify(image, model, view, layer, head, opacity, discard)
+        return None, "", None, "", None, None, None, None
+    if method not in ui.methods_of(MODELS, model):  # the menu still shows the last model's method
+        method = None
+    return classify(image, model, method, layer, head, opacity, discard)
 
 
 def check_upload(image):
@@ -217,11 +291,6 @@ def check_upload(image):
         raise gr.Error(describe_error(e, image_name(image))) from e
 
 
-def on_view_change(view):
-    """The discard ratio matters to rollout alone."""
-    return gr.update(visible=view == "rollout")
-
-
 def status_text() -> str:
     """The header's line about models still loading or unavailable (re-read on every page load)."""
     lines = [f"> ⏳ **{MODELS.titles[i]} is loading** (requests for it wait)" for i in IDS
@@ -231,25 +300,16 @@ def status_text() -> str:
 
 
 def tick(model, settled):
-    """While models load: refresh the status line and, when the chosen model is ready, its card."""
+    """While models load: refresh the status line and, as models become ready, the chosen one's card."""
     now = frozenset(i for i in IDS if MODELS.status(i) != "loading")
     done = len(now) == len(IDS)
     if now == settled:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=not done)
-    return (status_text(), now, *on_model_change(model), gr.Timer(active=not done))
+        return gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=not done)
+    return status_text(), now, on_model_change(model)[0], gr.Timer(active=not done)
 
 
 def measure_latency():
     return ui.comparison_rows(MODELS, ui.measure_p50(MODELS))
-
-
-def methods() -> dict:
-    """Which explanation views each model offers.
-
-    Returns:
-        {model id: [view ids, the default first]}.
-    """
-    return {i: (["attention", "rollout"] if MODELS.has_attention(i) else ["grad-cam"]) for i in IDS if i in MODELS.meta}
 
 
 with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # result images: kept for an hour
@@ -276,32 +336,38 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                 timing = gr.Markdown(elem_id="timing")
                 overlay = gr.Image(label="Explanation (on the pixels the model saw)", type="filepath", height=336,
                                    interactive=False, elem_id="overlay")
+                faithfulness = gr.Markdown(elem_id="faithfulness")
         with gr.Accordion("Explanation controls", open=True):
             with gr.Row():
-                view = gr.Radio(VIEW_CHOICES[:2], value="attention", label="Show", elem_id="view-radio")
-                layer = gr.Slider(1, 12, value=ui.LAYER_DEFAULT, step=1, label="Layer", elem_id="layer-slider")
+                default_methods = ui.methods_of(MODELS, DEFAULT) if DEFAULT else ()
+                method = gr.Dropdown(ui.method_choices(default_methods), value=(default_methods or (None,))[0],
+                                     label="Explanation method", elem_id="method-dropdown")
+                layer = gr.Slider(1, 12, value=ui.LAYER_DEFAULT, step=1, label="Layer", elem_id="layer-slider",
+                                  visible=False)
                 head = gr.Dropdown(ui.head_choices(ui.max_heads(MODELS)), value="mean", label="Head",
-                                   allow_custom_value=True, elem_id="head-dropdown")
-                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity")
+                                   allow_custom_value=True, elem_id="head-dropdown", visible=False)
+                opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay opacity", elem_id="opacity-slider")
                 discard = gr.Slider(0.0, 0.99, value=0.9, step=0.01, label="Rollout discard", visible=False,
                                     info="share of the weakest attention dropped", elem_id="discard-slider")
         with gr.Row():
+            curves = gr.Image(label="Deletion / insertion curves of this map vs random", type="filepath",
+                              interactive=False, elem_id="curves")
             layers = gr.Image(label="Class-token attention, every layer", type="filepath", interactive=False,
                               elem_id="layers")
-            patches = gr.Image(label="How the model cuts the image (patches / Grad-CAM cells)", type="filepath",
+            patches = gr.Image(label="How the model cuts the image (patches / map cells)", type="filepath",
                                interactive=False)
+        page_outputs = [label, timing, overlay, faithfulness, curves, layers, patches]
         example_set = None if not EXAMPLES else gr.Examples(
-            [[str(p), DEFAULT] for p in EXAMPLES], inputs=[image, model], outputs=[label, timing, overlay, layers, patches],
+            [[str(p), DEFAULT] for p in EXAMPLES], inputs=[image, model], outputs=page_outputs,
             fn=show_example, cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples",
-            label=f"Examples (answered by {MODELS.titles.get(DEFAULT)}; see examples/README.md)")
+            label=f"Examples (answered by {MODELS.titles.get(DEFAULT)} with its default method; see examples/README.md)")
         with gr.Row(visible=False, equal_height=True, elem_id="compare-row") as compare_row:
             compare_outputs = []
             for i in IDS:
                 with gr.Column():
                     gr.Markdown(f"### {MODELS.titles[i]}")
                     compare_outputs += [gr.Label(num_top_classes=3, label="Prediction"), gr.Markdown(),
-                                        gr.Image(type="filepath", interactive=False, height=240,
-                                                 label="Attention rollout" if MODELS.has_attention(i) else "Grad-CAM")]
+                                        gr.Image(type="filepath", interactive=False, height=240, label="Explanation")]
         last = gr.State()
         settled = gr.State(frozenset())
         timer = gr.Timer(1.0)
@@ -317,30 +383,32 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                             x="epoch", y="value", color="curve", title=title, height=360,
                             y_title="accuracy" if metric == "acc" else "cross-entropy", elem_id=f"curves-{metric}")
 
-    explain_inputs = [view, layer, head, opacity, discard]
-    page_outputs = [label, timing, overlay, layers, patches, last]
-    run.click(classify, [image, model, *explain_inputs], page_outputs, api_name="classify",
+    explain_inputs = [method, layer, head, opacity, discard]
+    page_state = [*page_outputs, last]
+    run.click(classify, [image, model, *explain_inputs], page_state, api_name="classify",
               concurrency_id=MODEL_RUNS, preprocess=False)
     run_all.click(lambda: gr.update(visible=True), None, compare_row, api_visibility="private").then(
-        compare, [image, discard], compare_outputs, api_name="compare", concurrency_id=MODEL_RUNS, preprocess=False)
-    for control in explain_inputs:
-        control.change(rerender, [last, *explain_inputs], [overlay, layers], api_visibility="private",
-                       show_progress="hidden")
-    view.change(on_view_change, [view], [discard], api_visibility="private", show_progress="hidden", queue=False)
-    image.upload(check_upload, [image], None, api_visibility="private", show_progress="hidden", preprocess=False)
-    image.change(lambda: None, None, last, api_visibility="private", show_progress="hidden", queue=False)
-    control_outputs = [card, layer, head, view, layers]
-    model.change(on_model_change, [model], control_outputs, api_visibility="private", queue=False)
-    model.input(rerun, [image, model, *explain_inputs], page_outputs, api_visibility="private",
-                concurrency_id=MODEL_RUNS, preprocess=False)
-    timer.tick(tick, [model, settled], [status, settled, *control_outputs, timer], api_visibility="private",
-               show_progress="hidden", queue=False)
+        compare, [image, method, discard], compare_outputs, api_name="compare", concurrency_id=MODEL_RUNS,
+        preprocess=False)
+    private = {"api_visibility": "private", "show_progress": "hidden"}
+    opacity.release(redraw, [last, opacity, head], [overlay, layers], **private)
+    method.input(on_method_change, [model, method], [layer, head, discard], queue=False, **private)
+    model.change(on_model_default_method, [model], [discard], queue=False, **private)
+    for event in (method.input, layer.release, head.input, discard.release, model.input):
+        event(rerun, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
+              api_visibility="private")
+    image.upload(check_upload, [image], None, preprocess=False, **private)
+    image.change(lambda: None, None, last, queue=False, **private)
+    control_outputs = [card, layer, head, method, layers]
+    model.change(on_model_change, [model], control_outputs, queue=False, **private)
+    timer.tick(tick, [model, settled], [status, settled, card, timer], queue=False, **private)
     measure.click(measure_latency, None, [table], api_name="measure_latency", concurrency_id=MODEL_RUNS)
     gr.api(predict, api_name="predict", concurrency_id=MODEL_RUNS)
+    gr.api(explain, api_name="explain", concurrency_id=MODEL_RUNS)
     gr.api(attention, api_name="attention", concurrency_id=MODEL_RUNS)
     gr.api(methods, api_name="methods", queue=False)
-    demo.load(on_model_change, [model], control_outputs, api_visibility="private", queue=False)
-    demo.load(status_text, None, status, api_visibility="private", queue=False)
+    demo.load(on_model_change, [model], control_outputs, queue=False, **private)
+    demo.load(status_text, None, status, queue=False, **private)
 
 demo.queue(**QUEUE)
 MODELS.start(first=DEFAULT)  # after the page is built: the server answers while the models load

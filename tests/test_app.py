@@ -30,7 +30,7 @@ def test_every_model_loaded(app):
 
 def test_named_endpoints_are_published(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/predict", "/attention", "/methods", "/classify", "/compare", "/measure_latency"}
+    assert names == {"/predict", "/explain", "/attention", "/methods", "/classify", "/compare", "/measure_latency"}
 
 
 def test_no_invisible_buttons_carry_the_api(app):
@@ -65,20 +65,54 @@ def test_attention_endpoint(client, photo, family, view, head, app):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_classify_endpoint_returns_everything_the_page_shows(client, app, photo, family):
-    label, timing, overlay, layers, patches = client.predict(
-        handle_file(str(photo)), family, "attention", 2, "mean", 0.5, 0.9, api_name="/classify")
+    method = "rollout" if app.MODELS.has_attention(family) else "grad-cam"
+    label, timing, overlay, faithful, curves, layers, patches = client.predict(
+        handle_file(str(photo)), family, method, 2, "mean", 0.5, 0.9, api_name="/classify")
     assert sum(label_probs(label).values()) == pytest.approx(1.0, abs=1e-4)
-    assert "ms prediction" in timing and "MB" in timing and "threads" in timing
+    assert "ms prediction" in timing and "MB" in timing and "threads" in timing and f"{method} map" in timing
+    assert "deletion AUC" in faithful and "insertion AUC" in faithful and Image.open(curves).size[0] > 300
     assert Image.open(overlay).mode in ("RGB", "RGBA") and Image.open(patches).size[0] == 336
     assert (layers is None) == (not app.MODELS.has_attention(family))
 
 
-def test_compare_endpoint_runs_every_model(client, app, photo):
-    out = client.predict(handle_file(str(photo)), 0.9, api_name="/compare")
+@pytest.mark.parametrize("family, method", [("scratch_vit", m) for m in ("chefer", "attention", "rollout", "grad-cam",
+                                                                          "occlusion")]
+                         + [("timm_vit", "chefer"), ("effnet", "grad-cam"), ("effnet", "occlusion")])
+def test_explain_endpoint_gives_the_overlay_and_its_scores(client, app, photo, family, method):
+    overlay, record = client.predict(handle_file(str(photo)), family, method, api_name="/explain")
+    assert Image.open(overlay).size == (336, 336)
+    assert record["model"] == family and record["method"] == method and record["label"] in CLASSES
+    assert record["label"] == max(record["probs"], key=record["probs"].get) and record["latency_ms"] > 0
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"):
+        assert 0.0 <= record[key] <= 1.0, (method, key, record)
+    if method == app.MODELS.models[family].methods[0]:  # the same numbers as the Python API
+        expected = app.MODELS.models[family].explain(str(photo), method, score=True).faithfulness
+        assert record["deletion_auc"] == pytest.approx(expected.deletion_auc, abs=1e-3)
+
+
+def test_explain_with_no_method_uses_the_models_default(client, app, photo):
+    _, record = client.predict(handle_file(str(photo)), "effnet", "", api_name="/explain")
+    assert record["method"] == app.MODELS.models["effnet"].methods[0]
+
+
+@pytest.mark.parametrize("model, method, message", [
+    ("effnet", "rollout", "unknown method 'rollout' for effnet; choose one of ['grad-cam', 'occlusion']"),
+    ("resnet", "grad-cam", "unknown model 'resnet'; choose one of ['scratch_vit', 'timm_vit', 'effnet']"),
+])
+def test_explain_names_the_valid_ids(client, photo, model, method, message):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match=re.escape(message)):
+        client.predict(handle_file(str(photo)), model, method, api_name="/explain")
+
+
+def test_compare_endpoint_puts_one_method_on_every_model(client, app, photo):
+    out = client.predict(handle_file(str(photo)), "grad-cam", 0.9, api_name="/compare")
     assert len(out) == 3 * len(FAMILIES)
-    for label, timing, overlay in zip(out[::3], out[1::3], out[2::3]):
+    for label, text, overlay in zip(out[::3], out[1::3], out[2::3]):
         assert sum(label_probs(label).values()) == pytest.approx(1.0, abs=1e-4)
-        assert "ms prediction" in timing and Image.open(overlay).size[0] == 336
+        assert "grad-cam map" in text and "deletion AUC" in text and Image.open(overlay).size[0] == 336
+    out = client.predict(handle_file(str(photo)), "rollout", 0.9, api_name="/compare")  # the CNN lacks it
+    assert "rollout map" in out[1] and "its default instead" in out[7] and "grad-cam map" in out[7]
 
 
 def test_api_matches_the_python_api(client, photo, app):
@@ -89,9 +123,9 @@ def test_api_matches_the_python_api(client, photo, app):
         assert label_probs(label) == pytest.approx(expected, abs=1e-5)
 
 
-def test_methods_lists_each_models_views(client, app):
-    assert client.predict(api_name="/methods") == {"scratch_vit": ["attention", "rollout"],
-                                                   "timm_vit": ["attention", "rollout"], "effnet": ["grad-cam"]}
+def test_methods_lists_each_models_methods(client, app):
+    assert client.predict(api_name="/methods") == {i: list(app.MODELS.models[i].methods) for i in FAMILIES}
+    assert client.predict(api_name="/methods")["effnet"] == ["grad-cam", "occlusion"]
 
 
 def test_measure_latency_fills_the_table(client, app):
@@ -134,8 +168,8 @@ def test_examples_are_offered_and_cached_lazily(app):
 def test_example_shows_a_prediction(app):
     """What a click on an example shows: the default model's prediction for it."""
     photo = {"path": str(app.EXAMPLES[0]), "meta": {"_type": "gradio.FileData"}}
-    label, timing, overlay, layers, patches = app.show_example(photo, app.DEFAULT)
-    assert max(label, key=label.get) in CLASSES and "ms prediction" in timing
+    label, timing, overlay, faithful, curves, layers, patches = app.show_example(photo, app.DEFAULT)
+    assert max(label, key=label.get) in CLASSES and "ms prediction" in timing and "deletion AUC" in faithful
     assert Image.open(overlay).size[0] == 336
 
 

@@ -126,7 +126,8 @@ def test_unreadable_upload_is_a_message(client, uploads, good, name):
     assert_serves(client, good)
 
 
-@pytest.mark.parametrize("endpoint, args", [("/classify", ("attention", 1, "mean", 0.5, 0.9)), ("/compare", (0.9,)),
+@pytest.mark.parametrize("endpoint, args", [("/classify", ("grad-cam", 1, "mean", 0.5, 0.9)),
+                                            ("/compare", ("grad-cam", 0.9)), ("/explain", ("occlusion",)),
                                             ("/attention", ("rollout", 1, "mean", 0.5, 0.9))])
 def test_every_endpoint_gives_the_message(client, uploads, good, endpoint, args):
     family = () if endpoint == "/compare" else ("effnet",)
@@ -291,7 +292,7 @@ def test_app_starts_with_the_models_that_load(broken_app, photo):
         client.predict(handle_file(str(photo)), "timm_vit", api_name="/predict")
     with pytest.raises(AppError, match=r"^effnet is unavailable: \S+effnet.safetensors: not a safetensors file"):
         client.predict(handle_file(str(photo)), "effnet", "grad-cam", 1, "mean", 0.5, 0.9, api_name="/attention")
-    out = client.predict(handle_file(str(photo)), 0.9, api_name="/compare")
+    out = client.predict(handle_file(str(photo)), "grad-cam", 0.9, api_name="/compare")
     assert not out[3] and out[4].startswith("unavailable: ") and "truncated" in out[4]
     assert not out[6] and "not a safetensors file" in out[7] and "ms prediction" in out[1]
     rows = client.predict(api_name="/measure_latency")["data"]

@@ -28,8 +28,10 @@ CHROMIUM = Path(os.environ.get("FOODVISION_CHROMIUM", "/usr/bin/chromium"))
 # Without the background-networking flags Chromium phones home, which a closed network refuses.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TITLES = {"scratch_vit": "Scratch ViT (ours)", "timm_vit": "Hybrid ViT (timm)", "effnet": "EfficientNet-Lite0"}
+TITLES = {"scratch_vit": "Scratch ViT", "timm_vit": "Hybrid ViT (timm)", "effnet": "EfficientNet-Lite0"}
 TIMEOUT_MS = 30_000
+METHOD_TITLES = {"attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
+                 "grad-cam": "Grad-CAM", "occlusion": "Occlusion"}
 ERROR_TOAST = "[data-testid=toast-body].error"  # gr.Error: a toast with the message
 ERROR_STATUS = re.compile(r"^\s*Error\s*$")  # any other exception: 'Error' on each output's status tracker
 SHOWN_ERRORS = """() => [...document.querySelectorAll('[data-testid=toast-body].error')]
@@ -133,9 +135,8 @@ def pick_model(page, app, family: str) -> None:
     failed = page.locator(ERROR_TOAST).or_(page.locator("[data-testid=status-tracker]", has_text=ERROR_STATUS))
     expect(card_title.or_(failed).first).to_be_visible()
     assert_no_error(page, f"after picking {TITLES[family]}")
-    p, slider = app.MODELS.models[family], page.locator("#layer-slider input[type=range]")
-    if p.is_vit:  # the slider spans this model's layers; a CNN's is locked (checked after Classify)
-        expect(slider).to_have_attribute("max", str(p.num_layers))
+    method = page.locator("#method-dropdown input")
+    expect(method).to_have_value(METHOD_TITLES[app.MODELS.models[family].methods[0]])  # the model's default
     settle(page)
 
 
@@ -181,13 +182,30 @@ def assert_clean(page, js_errors: list[str], when: str) -> None:
     assert not js_errors, f"JavaScript errors {when}: {js_errors}"
 
 
+def pick_method(page, method: str) -> None:
+    page.locator("#method-dropdown input").click()
+    page.get_by_role("option", name=METHOD_TITLES[method], exact=True).click()
+    expect(page.locator("#method-dropdown input")).to_have_value(METHOD_TITLES[method])
+
+
 def change_overlay(page, family: str, before: str) -> str:
-    """Move a ViT's layer slider to layer 1 (scratch) or pick head 1 (hybrid); the overlay must be redrawn."""
+    """A ViT: one layer's attention, then layer 1 (scratch), or the rollout of head 1 (hybrid); the
+    controls each needs appear, and the overlay is redrawn."""
     if family == "scratch_vit":
+        pick_method(page, "attention")
+        expect(page.locator("#layer-slider")).to_be_visible()
+        page.wait_for_function(OVERLAY_LOADED, arg=before)
+        before = overlay_src(page)
         page.locator("#layer-slider input[type=range]").focus()
         page.keyboard.press("Home")
         expect(page.locator("#layer-slider input[type=number]")).to_have_value("1")
+        page.locator("#layer-slider input[type=range]").dispatch_event("pointerup")  # the slider's release
     else:
+        pick_method(page, "rollout")
+        expect(page.locator("#discard-slider")).to_be_visible()
+        expect(page.locator("#layer-slider")).to_be_hidden()  # rollout takes every layer
+        page.wait_for_function(OVERLAY_LOADED, arg=before)
+        before = overlay_src(page)
         page.locator("#head-dropdown input").click()
         page.get_by_role("option", name="head 1", exact=True).click()
         expect(page.locator("#head-dropdown input")).to_have_value("head 1")
@@ -208,11 +226,14 @@ def test_each_model_classifies_and_explains(page, running_app, food_photo, shots
         pick_model(page, app, family)
         overlays.append(classify(page, app, family))
         check_prediction(page.locator("#prediction"), app, family, food_photo)
-        if app.MODELS.models[family].is_vit:
+        expect(page.locator("#faithfulness")).to_contain_text("deletion AUC")
+        expect(page.locator("#curves img")).to_be_visible()
+        if app.MODELS.has_attention(family):
             overlays.append(change_overlay(page, family, overlays[-1]))
-        else:  # a CNN has no layers or heads to pick: the controls are locked
-            expect(page.locator("#layer-slider input[type=range]")).to_be_disabled()
-            expect(page.locator("#head-dropdown input")).to_be_disabled()
+        else:  # a CNN has no layers or heads to pick: those controls are hidden, not greyed out
+            expect(page.locator("#layer-slider")).to_be_hidden()
+            expect(page.locator("#head-dropdown")).to_be_hidden()
+            expect(page.locator("#layers")).to_be_hidden()
         assert_clean(page, js_errors, f"with {TITLES[family]}")
         save_shot(page, shots, family, full_page=True)
     assert len(set(overlays)) == len(overlays), "an overlay did not change between models or controls"
@@ -231,6 +252,7 @@ def test_compare_all_three(page, running_app, food_photo, shots, js_errors):
     assert len(set(row.locator("img").evaluate_all("imgs => imgs.map(i => i.src)"))) == len(FAMILIES)
     assert [t.strip() for t in row.locator("h3").all_inner_texts()] == [TITLES[f] for f in FAMILIES]
     expect(row.get_by_text("ms prediction")).to_have_count(len(FAMILIES))
+    expect(row.get_by_text("deletion AUC")).to_have_count(len(FAMILIES))
     assert_clean(page, js_errors, "after Compare all three")
     row.scroll_into_view_if_needed()
     save_shot(row, shots, "compare")
@@ -256,3 +278,22 @@ def test_a_text_file_named_jpg_is_a_message_then_a_photo_works(page, running_app
     classify(page, app, app.DEFAULT)
     check_prediction(page.locator("#prediction"), app, app.DEFAULT, food_photo)
     assert_clean(page, js_errors, "after the good photo")
+
+
+def test_an_example_shows_a_prediction_and_its_second_click_too(page, running_app, shots, js_errors):
+    """Examples are cached at first use; a second click shows the same answer (from the cache)."""
+    app, _ = running_app
+    examples = page.locator("#examples")
+    expect(examples.locator("img")).to_have_count(len(app.EXAMPLES))
+    photo = app.EXAMPLES[0]
+    expected = app.MODELS.get(app.DEFAULT).predict(str(photo))
+    for click in range(2):
+        if click:
+            page.locator("#image-input button[aria-label='Clear']").first.click()
+            expect(page.locator("#image-input img")).to_have_count(0)
+        examples.locator("img").first.click()
+        expect(page.locator("#prediction [data-testid=label-output-value]")).to_have_text(max(expected, key=expected.get))
+        page.wait_for_function(OVERLAY_LOADED, arg="")
+        expect(page.locator("#faithfulness")).to_contain_text("deletion AUC")
+    assert_clean(page, js_errors, "after clicking an example twice")
+    save_shot(page, shots, "example", full_page=True)

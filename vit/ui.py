@@ -204,6 +204,7 @@ def model_card(meta: dict, title: str, path: Path) -> str:
                         if teacher else ""))
     size_mb = path.stat().st_size / 1e6 if path.is_file() else 0.0
     lines += ["- **Classes:** " + ", ".join(m["class_names"]),
+              "- **Explanations:** " + ", ".join(METHOD_TITLES.get(x, x) for x in families.get(m["family"]).methods),
               "- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured"),
               f"- **Size:** {size_mb:.1f} MB on disk, {m.get('num_params', 0):,} parameters, "
               f"input {m['preprocessing']['input_size'][-1]} px"]
@@ -252,32 +253,59 @@ def _display(view: Image.Image) -> tuple[Image.Image, float]:
     return view.resize((DISPLAY_SIDE, round(view.height * scale)), Image.BICUBIC), scale
 
 
-def base_method(p: "Predictor") -> str:
-    """The method the page runs first: "attention" where the model has it (its maps give every layer and
-    the rollout without another pass), else the model's default."""
-    return "attention" if "attention" in p.methods else p.methods[0]
+METHOD_TITLES = {  # what the method menu says; ids are vit.families' (and the API's)
+    "attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
+    "grad-cam": "Grad-CAM", "occlusion": "Occlusion"}
+LAYERED = ("attention", "rollout")  # methods with a layer / head to pick (rollout: heads and discard)
 
 
-def heat_map(r: "Result", view: str, layer: int, head: int | str, discard: float) -> np.ndarray:
-    """The (rows, cols) map the chosen view shows: one layer's class-token attention or the rollout over
-    all layers, both redrawn from the result's maps; any other view is the result's own map (`r.heat`).
-    `layer` counts from 1."""
-    from vit import explain
-
-    if r.maps and view == "rollout":
-        return explain.rollout_map(r.maps, r.grid, r.prefix, discard, head)
-    if r.maps and view == "attention":
-        layer = int(np.clip(layer, 1, len(r.maps)))
-        return explain.cls_attention(r.maps[layer - 1], r.grid, r.prefix, head)
-    return r.heat
+def methods_of(models: ModelSet, i: str) -> tuple[str, ...]:
+    """Model `i`'s explanation methods, its default first, from its family (known before it loads)."""
+    return families.get(models.meta[i]["family"]).methods if i in models.meta else ()
 
 
-def render_overlay(r: "Result", view: str = "attention", layer: int = 1, head: int | str = "mean",
-                   opacity: float = 0.5, discard: float = 0.9) -> Image.Image:
+def method_choices(methods: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(METHOD_TITLES.get(m, m), m) for m in methods]
+
+
+def render_overlay(r: "Result", opacity: float = 0.5) -> Image.Image:
+    """The result's map over the pixels the model saw, enlarged for the screen."""
     from vit import explain
 
     shown, _ = _display(r.view)
-    return explain.overlay(shown, heat_map(r, view, layer, head, discard), opacity)
+    return explain.overlay(shown, r.heat, opacity)
+
+
+def faithfulness_record(r: "Result") -> dict:
+    """The map's deletion / insertion AUCs and the random bar's (None where not scored)."""
+    f = r.faithfulness
+    keys = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
+    return {k: (round(float(getattr(f, k)), 4) if f is not None else None) for k in keys}
+
+
+def faithfulness_text(r: "Result", title: str = "") -> str:
+    """Markdown: how faithful the map is, against random orders of the same cells."""
+    f = faithfulness_record(r)
+    if f["deletion_auc"] is None:
+        return ""
+    return (f"**Is the map faithful?** ({METHOD_TITLES.get(r.method, r.method)}{', ' + title if title else ''})  \n"
+            f"Blurring the hottest cells first: deletion AUC **{f['deletion_auc']:.3f}** vs "
+            f"{f['random_deletion_auc']:.3f} at random (lower is better).  \n"
+            f"Revealing them first: insertion AUC **{f['insertion_auc']:.3f}** vs "
+            f"{f['random_insertion_auc']:.3f} at random (higher is better).")
+
+
+def curves_image(r: "Result", title: str = "") -> Image.Image | None:
+    """The deletion / insertion curves against random orders (None where not scored)."""
+    from vit import explain
+
+    return None if r.faithfulness is None else explain.curves_plot(r.faithfulness, title)
+
+
+def explain_record(model_id: str, r: "Result") -> dict:
+    """What /explain returns beside the overlay."""
+    return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
+            "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2), "grid": list(r.grid)}
 
 
 def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:
