@@ -2,6 +2,9 @@
 # Regenerate the three committed checkpoints from the FoodVision Mini images (about 2 h on 2 CPU cores;
 # minutes on a GPU). Each command also writes <checkpoint>.png, the loss/accuracy curves.
 # Usage: bash scripts/train_all.sh [DATA_ROOT]   (default: ../shared/data)
+#   Data parallel on N GPUs or CPU processes: PY="torchrun --standalone --nproc_per_node=N" bash scripts/train_all.sh
+#   (--batch-size is per process). An interrupted step goes on where it stopped: rerun its command with --resume
+#   (each run writes <out>.state.pt after every epoch). Every flag's meaning: python -m vit.train --help.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import CLASSES
-from vit import bench, checkpoint, report
+from vit import bench, checkpoint, families, report
+from vit.bench import memory, optimisations
 from vit.checkpoint import load
 from vit.model import VisionTransformer, preset
 from vit.predict import Predictor, optimise
@@ -71,12 +72,14 @@ def run_cli(args, capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_path, capsys):
+def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(optimisations, "ATOL", 0.0)  # every variant that is not bit-exact gets re-checked
     for family in ("scratch_vit", "timm_vit"):
         shutil.copy(tiny_checkpoints[family], tmp_path / f"{family}.safetensors")
     small_effnet(tiny_checkpoints["effnet"], tmp_path / "effnet.safetensors")
     out = run_cli(["--json", "--checkpoints", str(tmp_path), "--runs", "2", "--warmup", "0", "--batch-size", "2",
-                   "--matmul-size", "256", "--threads", "1", "--test-dir", str(image_folder / "test"), "--no-rss"],
+                   "--matmul-size", "256", "--threads", "1", "--test-dir", str(image_folder / "test"), "--no-rss",
+                    "--engine-batches", "1,3"],
                   capsys)
     assert {"machine", "settings", "floor", "models", "references", "optimisations", "bench_peak_rss_mb"} <= set(out)
     assert {"cpu", "cores", "torch_threads", "torch"} <= set(out["machine"])
@@ -96,11 +99,22 @@ def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_pat
     assert "int8" in variants["scratch_vit"] and "channels_last" in variants["effnet"]
     assert "int8" not in variants["effnet"] and "no_grad" in variants["timm_vit"]
     int8 = next(v for v in out["optimisations"]["scratch_vit"] if v["variant"] == "int8")
-    if not int8["allclose"]:  # changed numerics: the test split was re-checked
-        assert int8["test"]["n_images"] == len(CLASSES) * 2
+    assert not int8["bit_exact"] and not int8["allclose"]  # changed numerics: the test split was re-checked
+    assert int8["test"]["n_images"] == int8["baseline_test"]["n_images"] == len(CLASSES) * 2
+    assert 0 <= int8["test"]["agreement"] <= 1 and int8["baseline_test"]["agreement"] == 1.0
+    no_grad = next(v for v in out["optimisations"]["scratch_vit"] if v["variant"] == "no_grad")
+    assert no_grad["bit_exact"] and "test" not in no_grad  # the same logits: nothing to re-check
+    for family, rows in out["engines"].items():  # every engine at both batch sizes, top-1 checked against eager
+        engines = {"torch", "onnxruntime", "bare onnxruntime"} | ({"onnxruntime int8"} if families.get(family).int8 else set())
+        assert {(r["engine"], r["batch_size"]) for r in rows} == {(e, b) for e in engines for b in (1, 3)}, family
+        for r in rows:
+            assert r["latency_ms"]["runs"] == 2 and r["over_floor"] > 0 and 0 <= r["top1_agreement"] <= 1
+            if r["engine"] in ("torch", "onnxruntime", "bare onnxruntime"):  # fp32: the same top-1 as eager
+                assert r["top1_agreement"] == 1.0, r
     md = report.performance_markdown(out)
     assert md.startswith("Measured by `python -m vit.bench") and out["machine"]["cpu"] in md
     assert all(title in md for title in ("Scratch ViT (ours)", "Hybrid ViT (timm)", "EfficientNet-Lite0"))
+    assert "### Engines" in md and "ONNX Runtime (vit.engines)" in md and "bare ONNX Runtime session" in md
     assert out["machine"]["cpu"] in report.performance_text(out)
 
 
@@ -112,9 +126,13 @@ def test_missing_checkpoint_is_reported_not_fatal(tmp_path):
     assert "missing" in report.performance_markdown(out)
 
 
-def test_rss_probe_reports_a_fresh_process(tiny_checkpoints):
+def test_rss_probe_reports_the_child_not_the_parent(tiny_checkpoints):
+    """ru_maxrss survives fork + exec: a child that read it would report at least this process's peak."""
+    ballast = torch.ones(512 * 2**20 // 4)  # 512 MB, touched, in the parent only
+    parent_peak = memory.max_rss_mb()
     rss = bench.probe_rss(tiny_checkpoints["scratch_vit"], threads=1)
-    assert 0 < rss["import_mb"] <= rss["serve_mb"]
+    del ballast
+    assert 0 < rss["import_mb"] <= rss["serve_mb"] < parent_peak
 
 
 def test_optimise_keeps_the_original_and_channels_last_keeps_the_logits(tiny_checkpoints):

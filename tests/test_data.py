@@ -62,11 +62,60 @@ def test_train_transform_gives_unnormalised_crops(image_folder):
         data.train_transform(48, "autoaugment")
 
 
-def test_mixing_gives_soft_targets():
-    mix = data.mix_transform(3, mixup=0.8, cutmix=1.0)
-    x, y = mix(torch.rand(8, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
-    assert y.shape == (8, 3) and torch.allclose(y.sum(1), torch.ones(8))
+def test_mixup_mixes_images_and_targets_with_the_same_weight():
+    import numpy as np
+    np.random.seed(0)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    x = torch.rand(8, 3, 16, 16)
+    mixed, y = data.mix_transform(3, mixup=0.8, cutmix=0.0)(x.clone(), labels)
+    one_hot = torch.nn.functional.one_hot(labels, 3).float()
+    lam = y[0, 0].item()  # image 0 (pizza) is mixed with image 7 (steak)
+    assert 0.01 < lam < 0.99  # really mixed: not a one-hot target
+    assert torch.allclose(y, lam * one_hot + (1 - lam) * one_hot.flip(0))
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0), atol=1e-6)
     assert data.mix_transform(3, 0, 0) is None
+
+
+def test_cutmix_pastes_a_box_whose_area_is_the_target_weight():
+    import numpy as np
+    labels = torch.tensor([0, 1, 2, 0])
+    one_hot = torch.nn.functional.one_hot(labels, 3).float()
+    mix = data.mix_transform(3, mixup=0.0, cutmix=1.0, label_smoothing=0.1)
+    areas = []
+    for seed in range(5):
+        np.random.seed(seed)
+        x = torch.zeros(4, 1, 20, 20) + torch.arange(4.0).view(4, 1, 1, 1)  # image i is all i
+        mixed, y = mix(x, labels)
+        pasted = (mixed[0] == 3).float().mean().item()  # image 0 received a box from image 3
+        lam = 1 - pasted
+        expected = lam * one_hot + (1 - lam) * one_hot.flip(0)
+        assert torch.allclose(y, expected * 0.9 + 0.1 / 3, atol=1e-6)  # label smoothing 0.1 on top
+        areas.append(pasted)
+    assert any(0 < a < 1 for a in areas)  # some boxes were pasted
+
+
+def test_streaming_and_in_memory_datasets_give_the_same_images(image_folder):
+    samples, _ = data.list_images(image_folder / "train")
+    tf = data.eval_transform({"input_size": [3, 32, 32], "interpolation": "bicubic", "mean": [0.5] * 3,
+                              "std": [0.5] * 3, "crop_pct": 0.875, "crop_mode": "center"})
+    memory = data.make_dataset(samples, tf, "memory", cache_side=40)
+    stream = data.make_dataset(samples, tf, "stream", cache_side=40)
+    assert isinstance(stream, data.StreamingImageDataset) and not hasattr(stream, "images")
+    assert len(memory) == len(stream) == 12
+    for i in (0, 5, 11):
+        assert torch.equal(memory[i][0], stream[i][0]) and memory[i][1] == stream[i][1]
+    assert isinstance(data.make_dataset(samples, tf, "auto"), data.ImageDataset)
+
+
+def test_named_sources_offline_fail_at_once_saying_to_pass_data_dir(tmp_path, monkeypatch):
+    import socket
+
+    def offline(*a, **k):
+        raise OSError("Name or service not known")
+    monkeypatch.setattr(socket, "create_connection", offline)
+    for name in ("cifar10", "food101"):
+        with pytest.raises(RuntimeError, match="unreachable.*--data-dir"):
+            data.named_source(name, tmp_path)
 
 
 def test_download_offline_says_to_pass_data_dir(tmp_path, monkeypatch):

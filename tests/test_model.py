@@ -105,3 +105,30 @@ def test_foodvision_preset_is_the_trained_shape():
     cfg = PRESETS["vit_foodvision_p8_96"]
     assert (cfg.image_size, cfg.patch_size, cfg.grid_size, cfg.num_classes) == (96, 8, 12, 3)
     assert cfg.distilled
+
+
+PRESET_PARAMS = {  # every preset, at its own num_classes (issue 9): a changed layer changes a count
+    "vit_base_patch16_224": 86_567_656, "vit_large_patch16_224": 304_326_632, "vit_huge_patch16_224": 632_199_400,
+    "vit_foodvision_p8_96": 2_736_198, "vit_cifar10_p4_32": 2_098_762, "vit_test_p8_32": 32_323,
+}
+
+
+def test_every_preset_has_its_pinned_parameter_count():
+    assert set(PRESET_PARAMS) == set(PRESETS)  # a new preset needs its count here
+    for name, expected in PRESET_PARAMS.items():
+        with torch.device("meta"):
+            model = VisionTransformer(PRESETS[name])
+        assert n_params(model) == expected, name
+
+
+def test_cifar10_preset_is_the_tutorial_vit():
+    # 4 px patches on 32 px: 64 tokens (+ class token), width 192, depth 6, MLP 512, no qkv bias,
+    # classifier LayerNorm + Linear. 2,098,762 = patch conv 9,408 + class token 192 + position 12,480
+    # + 6 blocks x 345,728 + norm 384 + head 1,930.
+    cfg = PRESETS["vit_cifar10_p4_32"]
+    assert (cfg.grid_size**2, cfg.embed_dim, cfg.depth, cfg.mlp_hidden, cfg.num_classes) == (64, 192, 6, 512, 10)
+    model = VisionTransformer(cfg)
+    assert model.blocks[0].attn.qkv.bias is None and model.head_dist is None
+    assert model.blocks[0].mlp.fc1.out_features == 512
+    assert n_params(model) == 2_098_762
+    assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -64,10 +64,22 @@ def test_distill_loss_kinds():
     assert train.distill_loss(s, t, "soft", 2.0) > 0
 
 
-def test_schedule_warms_up_then_decays_to_the_floor():
-    lrs = [train.lr_at(s, 100, 10, 1.0, 0.01) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(0.01, abs=1e-3)
+def test_schedule_warms_up_then_decays_to_the_floor_with_the_backbone_scale():
+    from vit.train.loop import make_optimizer, make_scheduler
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    cfg = train.TrainConfig(model="scratch_vit", out="x", epochs=10, lr=1.0, min_lr=0.01, warmup_epochs=1,
+                            backbone_lr_scale=0.5)
+    opt = make_optimizer(model, cfg, lambda name: name.startswith("0."))
+    sched = make_scheduler(opt, cfg, updates_per_epoch=10)
+    lrs = []
+    for update in range(101):
+        sched.step_update(update)
+        lrs.append({g["lr_scale"]: g["lr"] for g in opt.param_groups})
+    assert lrs[0][1.0] == pytest.approx(0.01) and lrs[10][1.0] == pytest.approx(1.0) and lrs[10][0.5] == 0.5
+    new = [lr[1.0] for lr in lrs]
+    assert all(a <= b for a, b in zip(new[:10], new[1:11])) and all(a >= b for a, b in zip(new[10:], new[11:]))
+    assert new[-1] == pytest.approx(0.01, abs=1e-6)
+    assert {g["weight_decay"] for g in opt.param_groups} == {0.0, cfg.weight_decay}  # biases: none
 
 
 def test_help_works():

@@ -1,4 +1,5 @@
-"""Data: ImageFolder listings, a train/validation split, transforms per model, the course's zips.
+"""Data: ImageFolder listings, a train/validation split, transforms per model, the course's zips,
+datasets held in memory or streamed from disk, and named torchvision sources (Food-101, CIFAR-10).
 
 Layout: `<root>/{train,test}/<class>/<image>`, torchvision's ImageFolder layout. Preprocessing
 is a timm data-config dict (input_size, interpolation, mean, std, crop_pct, crop_mode) that each
@@ -18,7 +19,6 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
-from torchvision.transforms import v2
 
 from vit import families
 
@@ -76,11 +76,13 @@ def train_transform(size: int, augment: str = "trivial") -> T.Compose:
     ])
 
 
-def mix_transform(num_classes: int, mixup: float, cutmix: float):
-    """Batch-level MixUp/CutMix (one of the two per batch) -> soft (B, C) targets; None if both off."""
-    mixes = ([v2.MixUp(alpha=mixup, num_classes=num_classes)] if mixup > 0 else []) + \
-            ([v2.CutMix(alpha=cutmix, num_classes=num_classes)] if cutmix > 0 else [])
-    return v2.RandomChoice(mixes) if mixes else None
+def mix_transform(num_classes: int, mixup: float, cutmix: float, label_smoothing: float = 0.0):
+    """timm's batch-level MixUp/CutMix (one of the two per batch, chosen at random; draws from numpy's
+    RNG) -> (mixed x, label-smoothed soft (B, C) targets); None if both are off. The batch must be even."""
+    if mixup <= 0 and cutmix <= 0:
+        return None
+    return timm.data.Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=label_smoothing,
+                           num_classes=num_classes, mode="batch")
 
 
 def list_images(root: str | Path) -> tuple[list[Sample], list[str]]:
@@ -122,6 +124,38 @@ def split_train_val(samples: list[Sample], fraction: float) -> tuple[list[Sample
         val += group[:n_val]
         train += group[n_val:]
     return train, val
+
+
+STREAM_ABOVE = 5000  # --data-cache auto: keep smaller sets decoded in memory, stream larger ones
+
+
+def make_dataset(samples: list[Sample], transform, cache: str = "auto", cache_side: int | None = None,
+                 repeats: int = 1) -> Dataset:
+    """An in-memory (`ImageDataset`) or streaming (`StreamingImageDataset`) dataset; the two give the
+    same images. cache="auto": memory below STREAM_ABOVE images."""
+    if cache == "auto":
+        cache = "memory" if len(samples) < STREAM_ABOVE else "stream"
+    if cache not in ("memory", "stream"):
+        raise ValueError(f"unknown data cache {cache!r}; choose memory, stream or auto")
+    kind = ImageDataset if cache == "memory" else StreamingImageDataset
+    return kind(samples, transform, cache_side=cache_side, repeats=repeats)
+
+
+class StreamingImageDataset(Dataset):
+    """Images decoded per item, in the DataLoader's workers: memory stays flat however large the folder."""
+
+    def __init__(self, samples: list[Sample], transform, cache_side: int | None = None, repeats: int = 1) -> None:
+        self.samples = samples
+        self.transform = transform
+        self.cache_side = cache_side  # shrink as ImageDataset does, so both give the same pixels
+        self.repeats = repeats
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.repeats
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        s = self.samples[i % len(self.samples)]
+        return self.transform(_load_rgb(s.path, self.cache_side)), s.label
 
 
 class ImageDataset(Dataset):
@@ -174,3 +208,58 @@ def download(variant: str, dest: str | Path) -> Path:
         z.extractall(target)
     archive.unlink()
     return target
+
+
+NAMED = ("food101", "cifar10")
+
+
+def named_source(name: str, root: str | Path) -> tuple[list[Sample], list[Sample], list[str]]:
+    """(train samples, test samples, class names) of a torchvision data set kept under `root`:
+    read if present, downloaded when online, and offline a RuntimeError at once (no network timeouts)."""
+    from torchvision import datasets
+
+    root = Path(root)
+    if name == "food101":
+        try:
+            parts = [datasets.Food101(root, split=s, download=False) for s in ("train", "test")]
+        except RuntimeError:
+            _require_host(datasets.Food101._URL, name)
+            parts = [datasets.Food101(root, split=s, download=True) for s in ("train", "test")]
+        return (*[[Sample(Path(f), int(c)) for f, c in zip(p._image_files, p._labels)] for p in parts],
+                list(parts[0].classes))
+    if name == "cifar10":
+        folder = root / "cifar10_imagefolder"
+        if not (folder / "complete").is_file():
+            try:
+                parts = [datasets.CIFAR10(root, train=t, download=False) for t in (True, False)]
+            except RuntimeError:
+                _require_host(datasets.CIFAR10.url, name)
+                parts = [datasets.CIFAR10(root, train=t, download=True) for t in (True, False)]
+            _write_imagefolder(folder, parts)
+        (train, classes), (test, _) = list_images(folder / "train"), list_images(folder / "test")
+        return train, test, classes
+    raise ValueError(f"unknown data set {name!r}; choose imagefolder or one of {NAMED}")
+
+
+def _write_imagefolder(folder: Path, parts) -> None:
+    """CIFAR-10's arrays as PNGs in ImageFolder layout (once; 32 px images, ~150 MB)."""
+    for split, ds in zip(("train", "test"), parts):
+        for i, (array, label) in enumerate(zip(ds.data, ds.targets)):
+            path = folder / split / ds.classes[label] / f"{i:05d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+    (folder / "complete").touch()
+
+
+def _require_host(url: str, name: str) -> None:
+    """Fail in seconds when the data set's server is out of reach."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    try:
+        socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=3).close()
+    except OSError as e:
+        raise RuntimeError(f"cannot download {name}: {u.hostname} is unreachable ({e}). Offline, pass --data-dir "
+                           "with the data set already downloaded there, or --dataset imagefolder --data-dir "
+                           "pointing at an ImageFolder directory with train/ and test/") from e

@@ -29,7 +29,8 @@ class ViTConfig:
     embed_dim: int = 768  # D, the width of every token
     depth: int = 12  # L, the number of encoder blocks
     num_heads: int = 12  # attention heads per block; embed_dim must be a multiple of it
-    mlp_ratio: float = 4.0  # MLP hidden size = mlp_ratio * embed_dim
+    mlp_ratio: float = 4.0  # MLP hidden size = mlp_ratio * embed_dim (unless mlp_dim is set)
+    mlp_dim: int | None = None  # MLP hidden size, when it is not a multiple of embed_dim (None: mlp_ratio)
     qkv_bias: bool = True  # bias in the fused qkv projection
     dropout: float = 0.0  # after the embeddings (Eq. 1) and after each dense layer (Eq. 2-3)
     attn_dropout: float = 0.0  # on the attention weights
@@ -45,6 +46,10 @@ class ViTConfig:
     @property
     def grid_size(self) -> int:
         return self.image_size // self.patch_size
+
+    @property
+    def mlp_hidden(self) -> int:
+        return self.mlp_dim if self.mlp_dim is not None else int(self.embed_dim * self.mlp_ratio)
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -69,6 +74,12 @@ PRESETS: dict[str, ViTConfig] = {
     "vit_foodvision_p8_96": ViTConfig(
         image_size=96, patch_size=8, num_classes=3, embed_dim=192, depth=6, num_heads=3,
         dropout=0.0, drop_path=0.1, distilled=True),
+    # The CIFAR-10 ViT of the ViT-from-scratch tutorials: 4 px patches on 32 px images (an 8x8 grid, 64
+    # tokens + the class token), width 192, 6 blocks, MLP 512, no qkv bias; classifier = final LayerNorm
+    # (`norm`) + Linear (`head`) on the class token. 2,098,762 parameters with 10 classes.
+    "vit_cifar10_p4_32": ViTConfig(
+        image_size=32, patch_size=4, num_classes=10, embed_dim=192, depth=6, num_heads=3, mlp_dim=512,
+        qkv_bias=False, drop_path=0.1),
     # Tiny model for tests: a forward pass takes milliseconds.
     "vit_test_p8_32": ViTConfig(image_size=32, patch_size=8, num_classes=3, embed_dim=32, depth=2, num_heads=2),
 }
@@ -166,7 +177,7 @@ class Block(nn.Module):
         self.attn = Attention(dim=cfg.embed_dim, num_heads=cfg.num_heads, qkv_bias=cfg.qkv_bias,
                               attn_dropout=cfg.attn_dropout, dropout=cfg.dropout)
         self.norm2 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
-        self.mlp = Mlp(dim=cfg.embed_dim, hidden_dim=int(cfg.embed_dim * cfg.mlp_ratio), dropout=cfg.dropout)
+        self.mlp = Mlp(dim=cfg.embed_dim, hidden_dim=cfg.mlp_hidden, dropout=cfg.dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

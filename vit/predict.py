@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 import warnings
 from contextlib import AbstractContextManager
@@ -25,7 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vit import explain, families
+from vit import engines, explain, families
 from vit.checkpoint import Checkpoint, load
 from vit.data import split_eval_transform
 from vit.images import open_image
@@ -103,30 +104,27 @@ class Result:
         return self.view.width / self.grid[1]
 
 
-class _TorchEngine:
-    """Forward passes on PyTorch eager, under inference_mode."""
-    name = "torch"
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    @torch.inference_mode()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    @torch.inference_mode()
-    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return explain.attention_maps(self.model, x)
-
-
 class Predictor:
-    def __init__(self, ckpt: Checkpoint, optimisation: str = "none") -> None:
-        """`optimisation`: one of OPTIMISATIONS, applied to the model once (see `optimise`)."""
+    def __init__(self, ckpt: Checkpoint, optimisation: str = "none", engine: str | None = None) -> None:
+        """`optimisation`: one of OPTIMISATIONS, applied to the PyTorch model once (see `optimise`).
+        `engine` (default $FOODVISION_ENGINE, else "auto"): where forward passes run (vit.engines).
+        "auto" answers on PyTorch at once and moves to ONNX Runtime as soon as its session is ready
+        (an export of the checkpoint is written on first use, in a background thread), so loading
+        never waits for an export; "onnxruntime" and "torch" decide here and now."""
         self.ckpt = ckpt
         self.spec = families.get(ckpt.family)
         self.optimisation = optimisation
         self.model = optimise(ckpt.model.eval(), ckpt.family, optimisation)
-        self.engine = _TorchEngine(self.model)
+        self.engine: engines.Engine = engines.TorchEngine(self.model, attention=self.spec.attention)
+        self._engine_ready = threading.Event()
+        kind = (engine or os.environ.get(engines.ENV) or "auto").strip().lower()
+        if optimisation != "none" or kind == "torch":
+            self._engine_ready.set()
+        elif kind == "auto":
+            threading.Thread(target=self._upgrade_engine, name=f"engine-{ckpt.path.stem}", daemon=True).start()
+        else:
+            self.engine = engines.make_engine(ckpt, kind)
+            self._engine_ready.set()
         self.meta = ckpt.meta
         self.class_names = ckpt.class_names
         self.preprocessing = ckpt.preprocessing
@@ -136,8 +134,20 @@ class Predictor:
         self.prefix = explain.num_prefix_tokens(self.model) if self.spec.attention else 0
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, optimisation: str = "none") -> "Predictor":
-        return cls(load(path), optimisation)
+    def from_checkpoint(cls, path: str | os.PathLike, optimisation: str = "none",
+                        engine: str | None = None) -> "Predictor":
+        return cls(load(path), optimisation, engine)
+
+    def _upgrade_engine(self) -> None:
+        try:
+            self.engine = engines.make_engine(self.ckpt, "auto")  # PyTorch again, with the reason logged
+        finally:
+            self._engine_ready.set()
+
+    def wait_for_engine(self, timeout: float | None = None) -> str:
+        """Block until the engine choice is final (see __init__); returns its name."""
+        self._engine_ready.wait(timeout)
+        return self.engine.name
 
     @property
     def id(self) -> str:
@@ -172,11 +182,11 @@ class Predictor:
     def classify(self, image) -> Result:
         """Probabilities from one plain (fast-path) forward pass, and its latency."""
         view, x = self.prepare(image)
+        engine = self.engine  # one engine for the whole request, even if it is upgraded meanwhile
         start = time.perf_counter()
-        logits = self.engine.forward(x)
+        logits = engine.forward(x)
         latency = (time.perf_counter() - start) * 1e3
-        return Result(self._probs(logits), latency, view, self.grid or (1, 1), self.prefix,
-                      engine=self.engine.name)
+        return Result(self._probs(logits), latency, view, self.grid or (1, 1), self.prefix, engine=engine.name)
 
     def explain(self, image, method: str | None = None, *, layer: int = -1, head: int | str = "mean",
                 discard: float = 0.9, score: bool = False) -> Result:
@@ -190,30 +200,31 @@ class Predictor:
         if method not in self.methods:
             raise ValueError(f"unknown method {method!r} for {self.id}; choose one of {list(self.methods)}")
         view, x = self.prepare(image)
+        engine = self.engine  # one engine for the whole request, even if it is upgraded meanwhile
         start = time.perf_counter()
         if self.spec.attention:
-            logits, maps = self.engine.forward_attention(x)
+            logits, maps = engine.forward_attention(x)
             maps, timed = [m[0] for m in maps], "forward pass with attention maps"
         else:
-            logits, maps, timed = self.engine.forward(x), [], "forward pass"
+            logits, maps, timed = engine.forward(x), [], "forward pass"
         latency = (time.perf_counter() - start) * 1e3
         result = Result(self._probs(logits), latency, view, self.grid or (1, 1), self.prefix, timed,
-                        self.engine.name, maps, method)
+                        engine.name, maps, method)
         start = time.perf_counter()
         target = self.class_names.index(result.top)
-        result.heat = self._heat(x, method, maps, target, layer, head, discard)
+        result.heat = self._heat(engine, x, method, maps, target, layer, head, discard)
         result.grid = result.heat.shape
         if score:
-            result.faithfulness = explain.score(self.engine.forward, x, result.heat, target)
+            result.faithfulness = explain.score(engine.forward_batches, x, result.heat, target)
         result.explain_ms = (time.perf_counter() - start) * 1e3
         return result
 
-    def _heat(self, x: torch.Tensor, method: str, maps: list[torch.Tensor], target: int, layer: int,
-              head: int | str, discard: float) -> np.ndarray:
+    def _heat(self, engine: engines.Engine, x: torch.Tensor, method: str, maps: list[torch.Tensor], target: int,
+              layer: int, head: int | str, discard: float) -> np.ndarray:
         """The map: attention and rollout from the timed pass's maps; gradient methods on the fp32
         PyTorch model (whatever engine serves the forward passes); occlusion batched on the engine."""
         if method == "attention":
             return explain.cls_attention(maps[layer], self.grid, self.prefix, head)
         if method == "rollout":
             return explain.rollout_map(maps, self.grid, self.prefix, discard, head)
-        return explain.compute(self.ckpt.model, x, method, target=target, forward_batch=self.engine.forward).heat
+        return explain.compute(self.ckpt.model, x, method, target=target, forward_batch=engine.forward_batches).heat

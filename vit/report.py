@@ -50,7 +50,8 @@ def machine_line(result: dict) -> str:
     """One sentence naming where and how the figures were measured."""
     m, s = result["machine"], result["settings"]
     line = (f"Measured by `python -m vit.bench --runs {s['runs']}` on {m['cpu']} ({m['cores']} cores, "
-            f"{m['cpu_capability']}), torch {m['torch']} with {m['torch_threads']} threads, timm {m['timm']}, "
+            f"{m['cpu_capability']}), torch {m['torch']} with {m['torch_threads']} threads, timm {m['timm']}"
+            f"{', onnxruntime ' + m['onnxruntime'] if m.get('onnxruntime') else ''}, "
             f"Python {m['python']}. Matmul floor: {result['floor']['matmul_gflops_per_s']:.0f} GFLOP/s "
             f"({result['floor']['how']}).")
     if m["load_avg_start"] > max(0.5, 0.1 * m["cores"]):
@@ -126,6 +127,25 @@ def optimisation_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+ENGINES = {"torch": "PyTorch eager (inference_mode)", "onnxruntime": "ONNX Runtime (vit.engines)",
+           "onnxruntime int8": "ONNX Runtime, int8 export", "bare onnxruntime": "bare ONNX Runtime session"}
+
+
+def engine_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Each engine at each batch size: latency against the floor, eager and the bare session; top-1."""
+    headers = ["model", "engine", "batch", "p50 ms", "p95 ms", "x floor", "vs eager (p50)", "vs bare session (p50)",
+               "top-1 = eager"]
+    rows = []
+    for family, engines in result.get("engines", {}).items():
+        title = result["models"][family].get("title", family)
+        for e in engines:
+            agree = f"{e['top1_agreement']:.1%}" if "top1_agreement" in e else ""
+            bare = _x(e["over_bare"]) if "over_bare" in e else ""
+            rows.append([title, ENGINES.get(e["engine"], e["engine"]), str(e["batch_size"]), _ms(e["latency_ms"]),
+                         f"{e['latency_ms']['p95']:.1f}", f"{e['over_floor']:.1f}x", _x(e["over_torch"]), bare, agree])
+    return headers, rows
+
+
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
@@ -151,12 +171,14 @@ PERFORMANCE_NOTES = (
 
 
 def _notes(result: dict) -> str:
-    return PERFORMANCE_NOTES.format(**result["settings"], bench_peak_rss_mb=result["bench_peak_rss_mb"])
+    return PERFORMANCE_NOTES.format(**result["settings"], block=result["block"],
+                                    bench_peak_rss_mb=result["bench_peak_rss_mb"])
 
 
 def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
     return [("Models", model_rows(result)), ("References", reference_rows(result)),
-            ("CPU optimisations (batch size 1; speedup over the plain model)", optimisation_rows(result))]
+            ("CPU optimisations (batch size 1; speedup over the plain model)", optimisation_rows(result)),
+            ("Engines (PyTorch eager vs ONNX Runtime; x floor: times the batch's matmul floor)", engine_rows(result))]
 
 
 def performance_markdown(result: dict) -> str:

@@ -1,0 +1,5 @@
+import sys
+
+from vit.bench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,334 @@
+"""Export a checkpoint to ONNX for ONNX Runtime, and check the export against PyTorch.
+
+    python -m vit.export CHECKPOINT [--out FILE.onnx] [--data-dir DIR] [--int8]
+
+Writes FILE.onnx (default: beside the checkpoint), the plain forward: input `image` (B, 3, H, W) ->
+output `logits` (B, classes), with a dynamic batch axis. For a ViT (`families.get(..).attention`) it
+also writes FILE.attn.onnx: `image` -> `logits`, `attn.0` ... `attn.{L-1}`, each (B, heads, N, N).
+A second file, not a second output set, so the plain graph keeps SDPA's shape and the fast path
+never computes maps it does not return.
+
+Each file carries in its `metadata_props`: the checkpoint's metadata JSON (`foodvision`: class names,
+preprocessing, ...), `class_names` and `preprocessing` on their own, and `source_sha256`, the
+sha256 of the .safetensors it came from, so a stale export is detected (`is_current`).
+
+The export checks itself: the largest |logit difference| to PyTorch on real photos (bar: 1e-4; int8
+changes the numerics and is held to top-1 instead) and top-1 agreement with PyTorch on a test split.
+The exit code is non-zero when the check fails.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from vit import families
+from vit.checkpoint import Checkpoint, load
+
+log = logging.getLogger(__name__)
+
+FORMAT = "foodvision-onnx/1"  # bump when the graphs change: older exports then count as stale
+OPSET = 17
+INPUT, LOGITS = "image", "logits"
+ATOL = 1e-4  # max |logit difference| to PyTorch for an fp32 export
+INT8_AGREEMENT = 0.97  # an int8 export must agree with PyTorch's top-1 on this share of the test split
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data" / "pizza_steak_sushi" / "test"
+CHECK_PHOTOS = 8  # real photos for the logit comparison
+CALIBRATION_PHOTOS = 64  # train photos for static int8 calibration (CNNs)
+
+
+class ExportCheckError(RuntimeError):
+    """An export whose outputs do not match PyTorch's."""
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_path(ckpt_path: str | os.PathLike, *, int8: bool = False) -> Path:
+    """checkpoints/effnet.safetensors -> checkpoints/effnet.onnx (effnet.int8.onnx with `int8`)."""
+    return Path(ckpt_path).with_suffix(".int8.onnx" if int8 else ".onnx")
+
+
+def attention_path(path: str | os.PathLike) -> Path:
+    """The attention graph beside a plain one: effnet.onnx -> effnet.attn.onnx."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".onnx") + ".attn.onnx")
+
+
+def input_px(ckpt: Checkpoint) -> int:
+    return ckpt.meta["preprocessing"]["input_size"][-1]
+
+
+class _WithAttention(nn.Module):
+    """model -> (logits, map_0, ..., map_{L-1}): the explicit-softmax path as one traceable module."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        from vit.explain import attention_maps
+
+        logits, maps = attention_maps(self.model, x)
+        return (logits, *maps)
+
+
+def metadata(ckpt: Checkpoint, graph: str, *, int8: bool = False, source_sha256: str | None = None) -> dict[str, str]:
+    """What travels inside the .onnx file (all values strings, as metadata_props wants)."""
+    return {"foodvision_format": FORMAT, "foodvision": json.dumps(ckpt.meta),
+            "class_names": json.dumps(ckpt.class_names), "preprocessing": json.dumps(ckpt.meta["preprocessing"]),
+            "family": ckpt.family, "graph": graph, "int8": str(int(int8)),
+            "source_sha256": source_sha256 or sha256(ckpt.path), "source_name": ckpt.path.name}
+
+
+def _write_metadata(path: Path, props: dict[str, str]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for k, v in props.items():
+        proto.metadata_props.add(key=k, value=v)
+    _save_atomic(proto, path)
+
+
+def _save_atomic(proto, path: Path) -> None:
+    """Write beside `path`, then rename: a reader never sees half a file, two writers never mix."""
+    import onnx
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """An .onnx file's metadata_props as a dict ({} when unreadable)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a truncated or foreign file is simply not current
+        return {}
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def is_current(onnx_path: str | os.PathLike, ckpt_path: str | os.PathLike, source_sha256: str | None = None) -> bool:
+    """Was `onnx_path` (and, for a ViT, its attention graph) exported from this very checkpoint file
+    by this exporter version?"""
+    onnx_path = Path(onnx_path)
+    digest = source_sha256 or sha256(ckpt_path)
+    paths = [onnx_path]
+    meta = read_metadata(onnx_path)
+    if meta and families.get(meta["family"]).attention:
+        paths.append(attention_path(onnx_path))
+    for p in paths:
+        m = meta if p == onnx_path else read_metadata(p)
+        if m.get("foodvision_format") != FORMAT or m.get("source_sha256") != digest:
+            return False
+    return True
+
+
+def _torch_export(module: nn.Module, x: torch.Tensor, path: Path, outputs: list[str]) -> None:
+    """TorchScript-traced export of an eval-mode `module` (the exporter restores each module's mode
+    afterwards: a wrapper left in training mode would put the model it wraps into training mode)."""
+    if module.training:
+        raise ValueError("export an eval-mode module: the exporter restores the training mode afterwards")
+    dynamic = {name: {0: "batch"} for name in [INPUT, *outputs]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TorchScript exporter's deprecation and tracer notices
+        torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=[INPUT], output_names=outputs,
+                          dynamic_axes=dynamic, opset_version=OPSET)
+
+
+def export(ckpt: Checkpoint, out: str | os.PathLike | None = None, *, int8: bool = False,
+           calibration_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Write the plain graph to `out` (default: `default_path`) and, for a ViT, the attention graph
+    beside it; returns the paths written. `int8`: quantise the plain graph (see `quantise`)."""
+    out = Path(out) if out is not None else default_path(ckpt.path, int8=int8)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model, size, digest = ckpt.model.eval(), input_px(ckpt), sha256(ckpt.path)
+    x = torch.randn(2, 3, size, size)
+    written = []
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        raw = Path(tmp) / "plain.onnx"
+        _torch_export(model, x, raw, [LOGITS])
+        if int8:
+            quantise(ckpt, raw, raw, calibration_dir)
+        _write_metadata(raw, metadata(ckpt, "logits", int8=int8, source_sha256=digest))
+        os.replace(raw, out)
+        written.append(out)
+        if families.get(ckpt.family).attention:
+            depth = len(model.blocks)
+            attn = attention_path(out)
+            raw = Path(tmp) / "attn.onnx"
+            _torch_export(_WithAttention(model).eval(), x, raw, [LOGITS] + [f"attn.{i}" for i in range(depth)])
+            _write_metadata(raw, metadata(ckpt, "logits+attention", source_sha256=digest))
+            os.replace(raw, attn)
+            written.append(attn)
+    return written
+
+
+# ---------------------------------------------------------------- int8
+
+def quantise(ckpt: Checkpoint, src: Path, dst: Path, calibration_dir: str | os.PathLike | None = None) -> None:
+    """int8 in ONNX Runtime: ViTs get dynamic quantisation of their MatMuls (weights int8 ahead of
+    time, activations per call); CNNs get static QDQ, activations calibrated on training photos."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic, quantize_static
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        _quant_pre_process(src, prepared)
+        if families.get(ckpt.family).attention:
+            quantize_dynamic(str(prepared), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+            return
+        photos = _photos(Path(calibration_dir) if calibration_dir else DEFAULT_DATA_DIR.parent / "train",
+                         ckpt, CALIBRATION_PHOTOS)
+        if photos is None:
+            raise FileNotFoundError(f"static int8 needs calibration photos; none found in {calibration_dir}")
+        quantize_static(str(prepared), str(dst), _Calibration(photos), quant_format=_qdq(),
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+
+
+def _qdq():
+    from onnxruntime.quantization import QuantFormat
+
+    return QuantFormat.QDQ
+
+
+def _quant_pre_process(src: Path, dst: Path) -> None:
+    """Symbolic shape inference and graph clean-up, which the quantiser recommends first."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+
+
+class _Calibration:
+    """onnxruntime.quantization's CalibrationDataReader over a (N, 3, H, W) batch, one photo a call."""
+
+    def __init__(self, photos: torch.Tensor) -> None:
+        self._items = iter([{INPUT: p[None].numpy()} for p in photos])
+
+    def get_next(self) -> dict | None:
+        return next(self._items, None)
+
+
+# ---------------------------------------------------------------- the check
+
+def _photos(data_dir: Path, ckpt: Checkpoint, limit: int | None = None) -> torch.Tensor | None:
+    """Up to `limit` photos of an ImageFolder split (spread over its classes) as the model's input
+    batch; None when the folder is missing or empty."""
+    from PIL import Image
+
+    from vit.data import eval_transform, list_images
+
+    if not data_dir.is_dir():
+        return None
+    samples, _ = list_images(data_dir)
+    if not samples:
+        return None
+    if limit is not None:
+        samples = samples[:: max(1, len(samples) // limit)][:limit]
+    transform = eval_transform(ckpt.meta["preprocessing"])
+    return torch.stack([transform(Image.open(s.path).convert("RGB")) for s in samples])
+
+
+def check(ckpt: Checkpoint, onnx_path: str | os.PathLike, data_dir: str | os.PathLike | None = None, *,
+          engine=None) -> dict:
+    """The export against PyTorch: max |logit diff| on real photos (random ones without a data dir),
+    top-1 agreement on the whole split, and for a ViT the attention graph's maps too. `ok` says
+    whether it passes (fp32: diff <= ATOL and full agreement; int8: agreement >= INT8_AGREEMENT)."""
+    from vit.engines import OrtEngine
+
+    onnx_path = Path(onnx_path)
+    engine = engine or OrtEngine(onnx_path)
+    data = Path(data_dir) if data_dir else None
+    split = _photos(data, ckpt) if data else None
+    size = input_px(ckpt)
+    photos = split[:: max(1, len(split) // CHECK_PHOTOS)][:CHECK_PHOTOS] if split is not None \
+        else torch.randn(CHECK_PHOTOS, 3, size, size)
+    with torch.inference_mode():
+        ref = ckpt.model(photos)
+    result = {"onnx": str(onnx_path), "int8": engine.int8, "photos": "real" if split is not None else "random",
+              "n_photos": len(photos), "max_abs_logit_diff": float((engine.forward(photos) - ref).abs().max())}
+    if split is not None:
+        agree = []
+        for chunk in split.split(16):
+            with torch.inference_mode():
+                agree.append(engine.forward(chunk).argmax(1) == ckpt.model(chunk).argmax(1))
+        result |= {"test_dir": str(data), "n_test": len(split), "top1_agreement": torch.cat(agree).float().mean().item()}
+    if engine.attention:
+        from vit.explain import attention_maps
+
+        with torch.inference_mode():
+            _, ref_maps = attention_maps(ckpt.model, photos[:2])
+        _, maps = engine.forward_attention(photos[:2])
+        result["max_abs_attention_diff"] = max(float((a - b).abs().max()) for a, b in zip(maps, ref_maps))
+    agreement = result.get("top1_agreement", 1.0)
+    if engine.int8:
+        result["ok"] = agreement >= INT8_AGREEMENT
+    else:
+        result["ok"] = result["max_abs_logit_diff"] <= ATOL and agreement == 1.0 \
+            and result.get("max_abs_attention_diff", 0.0) <= ATOL
+    return result
+
+
+def check_text(r: dict) -> str:
+    lines = [f"{r['onnx']}: {'OK' if r['ok'] else 'FAILED'}",
+             f"  max |logit diff| vs PyTorch on {r['n_photos']} {r['photos']} photos: {r['max_abs_logit_diff']:.2e}"
+             + ("" if r["int8"] else f" (bar {ATOL:g})")]
+    if "max_abs_attention_diff" in r:
+        lines.append(f"  max |attention diff| (attention graph): {r['max_abs_attention_diff']:.2e}")
+    if "top1_agreement" in r:
+        bar = f">= {INT8_AGREEMENT:.0%}" if r["int8"] else "100%"
+        lines.append(f"  top-1 agreement with PyTorch on {r['n_test']} photos of {r['test_dir']}: "
+                     f"{r['top1_agreement']:.1%} (bar {bar})")
+    else:
+        lines.append("  top-1 agreement: not checked (no test split)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vit.export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="a .safetensors checkpoint of any family")
+    p.add_argument("--out", help="the .onnx file (default: beside the checkpoint)")
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR) if DEFAULT_DATA_DIR.is_dir() else None,
+                   help="ImageFolder test split for the self-check (default: %(default)s)")
+    p.add_argument("--int8", action="store_true", help="quantise: dynamic MatMul int8 (ViTs), static QDQ (CNNs)")
+    p.add_argument("--calibration-dir", help="photos for static int8 (default: the data dir's sibling train/)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("vit").setLevel(logging.INFO)  # ours; the quantiser's INFO notices stay quiet
+    ckpt = load(args.checkpoint)
+    calibration = args.calibration_dir or (str(Path(args.data_dir).parent / "train") if args.data_dir else None)
+    paths = export(ckpt, args.out, int8=args.int8, calibration_dir=calibration)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    result = check(ckpt, paths[0], args.data_dir)
+    print(check_text(result))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Everything a run needs before its first step: data splits, datasets, the model, the teacher.
+Errors here are the user's (a bad folder, an unknown preset, a teacher with other classes) and
+are reported as one line by `vit.train.main`."""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vit import checkpoint, families
+from vit.data import (Sample, eval_transform, list_images, make_dataset, named_source, split_train_val,
+                      train_samples, train_transform)
+from vit.evaluate import split_dir
+from vit.train.config import TrainConfig
+from vit.train.distill import Normalize, Teacher, load_teacher
+from vit.train.distributed import Dist
+from vit.zoo import Built, build
+
+log = logging.getLogger("vit.train")
+
+
+@dataclass
+class Prepared:
+    class_names: list[str]
+    train_set: list[Sample]
+    val_set: list[Sample]
+    test_set: list[Sample]
+    test_source: str | None  # where the test images came from (the recipe's test_dir)
+    built: Built
+    pretrained: str | None  # the initial weights asked for (None: random)
+    pp: dict  # the model's eval preprocessing (timm data config)
+    student_norm: Normalize  # [0, 1] crops -> the model's input
+    teacher: Teacher | None
+    is_pretrained: Callable[[str], bool]  # parameter name -> came from pretrained weights?
+    channels_last: bool
+    train_data: Dataset
+    eval_data: dict[str, Dataset]  # "val", "test" (those that are not empty)
+
+
+def pick_device(name: str) -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def prepare(cfg: TrainConfig, d: Dist, device: str) -> Prepared:
+    seed_everything(cfg.seed)
+    family = families.get(cfg.model)
+    pretrained = family.default_pretrained if cfg.pretrained == "default" else \
+        (None if cfg.pretrained == "none" else cfg.pretrained)
+    if cfg.dataset == "imagefolder":
+        samples, class_names = train_samples(cfg.data_dir)
+        test_root = split_dir(cfg.test_dir, "test") if cfg.test_dir else \
+            next((Path(x) / "test" for x in cfg.data_dir if (Path(x) / "test").is_dir()), None)
+        test_set = list_images(test_root)[0] if test_root else []
+        test_source = str(test_root) if test_set else None
+    else:
+        samples, test_set, class_names = named_source(cfg.dataset, cfg.data_dir[0] if cfg.data_dir else "data")
+        test_source = f"{cfg.dataset} test split"
+    train_set, val_set = split_train_val(samples, cfg.val_fraction)
+
+    built = build(cfg.model, cfg.arch, num_classes=len(class_names), pretrained=pretrained)
+    pp = family.preprocessing_for(built.model)
+    teacher = load_teacher(cfg.teacher, class_names, device, cfg.teacher_size) if cfg.teacher else None
+    crop = max(pp["input_size"][-1], teacher.normalize.size if teacher else 0)
+    cache_side = round(crop / pp["crop_pct"])
+    train_data = make_dataset(train_set, train_transform(crop, cfg.augment), cfg.data_cache, cache_side, cfg.repeats)
+    eval_tf = eval_transform(pp)
+    eval_data = {name: make_dataset(s, eval_tf, cfg.data_cache) for name, s in (("val", val_set), ("test", test_set)) if s}
+    if d.is_main:
+        log.info("%s: %s params, init %s, train %d / val %d / test %d images, device %s, %d process(es)",
+                 cfg.model, f"{checkpoint.num_params(built.model):,}", built.init["weights"], len(train_set),
+                 len(val_set), len(test_set), device, d.world_size)
+    return Prepared(class_names, train_set, val_set, test_set, test_source, built, pretrained, pp,
+                    Normalize(pp).to(device), teacher, lambda name: family.is_pretrained_param(name, built.init),
+                    family.channels_last, train_data, eval_data)
