@@ -29,7 +29,9 @@ CHROMIUM = Path(os.environ.get("FOODVISION_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TITLES = {"scratch_vit": "Scratch ViT", "timm_vit": "Hybrid ViT (timm)", "effnet": "EfficientNet-Lite0"}
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = 90_000  # a request explains and scores its map: seconds on a busy 2-core machine
+if expect is not None:
+    expect.set_options(timeout=TIMEOUT_MS)  # expect's own default is 5 s
 METHOD_TITLES = {"attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
                  "grad-cam": "Grad-CAM", "occlusion": "Occlusion"}
 ERROR_TOAST = "[data-testid=toast-body].error"  # gr.Error: a toast with the message
@@ -245,6 +247,7 @@ def test_compare_all_three(page, running_app, food_photo, shots, js_errors):
     page.locator("#compare-btn").click()
     row = page.locator("#compare-row")
     expect(row.locator("[data-testid=label-output-value]")).to_have_count(len(FAMILIES))
+    row.scroll_into_view_if_needed()  # its images load lazily, once on screen
     page.wait_for_function("""n => { const imgs = [...document.querySelectorAll('#compare-row img')];
         return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }""", arg=len(FAMILIES))
     for family, label in zip(FAMILIES, row.locator("[data-testid=label]").all()):
@@ -254,7 +257,6 @@ def test_compare_all_three(page, running_app, food_photo, shots, js_errors):
     expect(row.get_by_text("ms prediction")).to_have_count(len(FAMILIES))
     expect(row.get_by_text("deletion AUC")).to_have_count(len(FAMILIES))
     assert_clean(page, js_errors, "after Compare all three")
-    row.scroll_into_view_if_needed()
     save_shot(row, shots, "compare")
 
 
@@ -281,19 +283,18 @@ def test_a_text_file_named_jpg_is_a_message_then_a_photo_works(page, running_app
 
 
 def test_an_example_shows_a_prediction_and_its_second_click_too(page, running_app, shots, js_errors):
-    """Examples are cached at first use; a second click shows the same answer (from the cache)."""
+    """Examples are cached at first use; clicking one again (after another) shows the same answer, from
+    the cache."""
     app, _ = running_app
     examples = page.locator("#examples")
     expect(examples.locator("img")).to_have_count(len(app.EXAMPLES))
-    photo = app.EXAMPLES[0]
-    expected = app.MODELS.get(app.DEFAULT).predict(str(photo))
-    for click in range(2):
-        if click:
-            page.locator("#image-input button[aria-label='Clear']").first.click()
-            expect(page.locator("#image-input img")).to_have_count(0)
-        examples.locator("img").first.click()
-        expect(page.locator("#prediction [data-testid=label-output-value]")).to_have_text(max(expected, key=expected.get))
-        page.wait_for_function(OVERLAY_LOADED, arg="")
+    p = app.MODELS.get(app.DEFAULT)
+    for index in (0, 3, 0):  # pizza-dad, then a steak: different top classes, so each answer is awaited
+        probs = p.predict(str(app.EXAMPLES[index]))
+        examples.locator("img").nth(index).click()
+        expect(page.locator("#prediction [data-testid=label-output-value]")).to_have_text(max(probs, key=probs.get))
         expect(page.locator("#faithfulness")).to_contain_text("deletion AUC")
-    assert_clean(page, js_errors, "after clicking an example twice")
+        page.wait_for_function(OVERLAY_LOADED, arg="")
+        check_prediction(page.locator("#prediction"), app, app.DEFAULT, app.EXAMPLES[index])
+    assert_clean(page, js_errors, "after clicking examples")
     save_shot(page, shots, "example", full_page=True)
