@@ -96,18 +96,16 @@ def test_parse_head_rejects_what_the_model_lacks(text):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_overlays_and_grids_fit_the_models_view(models, family):
     p = models.get(family)
-    r = p.explain(make_image(1, (120, 90)), ui.base_method(p))
+    r = p.explain(make_image(1, (120, 90)), p.methods[0])
     size = p.image_size
-    assert r.view.size == (size, size)
-    for view in ("attention", "rollout"):
-        heat = ui.heat_map(r, view, layer=99, head="max", discard=0.5)  # layer clipped to the last
-        assert heat.shape == r.grid
-    assert ui.render_overlay(r, "rollout").size == (ui.DISPLAY_SIDE, ui.DISPLAY_SIDE)
+    assert r.view.size == (size, size) and r.heat.shape == r.grid
+    assert ui.render_overlay(r).size == (ui.DISPLAY_SIDE, ui.DISPLAY_SIDE)
     assert ui.render_patches(r).size == (ui.DISPLAY_SIDE, ui.DISPLAY_SIDE)
     mosaic = ui.render_layers(r)
     assert (mosaic is None) == (not models.has_attention(family))
     if models.has_attention(family):
         assert ui.head_choices(p.num_heads) == ["mean", "max"] + [f"head {i + 1}" for i in range(p.num_heads)]
+    assert ui.methods_of(models, family) == p.methods  # known from the metadata before the model loads
 
 
 @pytest.mark.parametrize("family, grid", [("scratch_vit", (4, 4)), ("timm_vit", (4, 4)), ("effnet", None)])
@@ -115,16 +113,26 @@ def test_the_map_is_on_the_models_own_grid(models, family, grid):
     """Attention on the token grid (32 px / 8 px patches; 64 px / stride 16); Grad-CAM on EfficientNet's
     last feature map, 1/32 of the input; both non-negative and not constant."""
     p = models.get(family)
-    r = p.explain(make_image(5, (200, 150)), ui.base_method(p))
+    r = p.explain(make_image(5, (200, 150)), "attention" if models.has_attention(family) else "grad-cam")
     assert r.heat.shape == (grid or (p.image_size // 32, p.image_size // 32))
     assert r.cell_px == p.image_size / r.heat.shape[1] and (r.heat >= 0).all() and np.ptp(r.heat) > 0
 
 
-def test_attention_heat_map_is_the_class_token_row(models):
-    p = models.get("scratch_vit")
-    r = p.explain(make_image(2), "attention")
-    heat = ui.heat_map(r, "attention", layer=2, head=0, discard=0)
-    assert np.allclose(heat.ravel(), r.maps[1][0, 0, 1:].numpy())
+def test_faithfulness_is_shown_and_recorded(models):
+    p = models.get("effnet")
+    r = p.explain(make_image(4), "grad-cam", score=True)
+    record = ui.explain_record("effnet", r)
+    f = r.faithfulness
+    assert record["method"] == "grad-cam" and record["label"] == r.top and record["model"] == "effnet"
+    assert record["deletion_auc"] == round(f.deletion_auc, 4) and record["random_insertion_auc"] == round(
+        f.random_insertion_auc, 4)
+    text = ui.faithfulness_text(r)
+    assert f"deletion AUC **{f.deletion_auc:.3f}** vs {f.random_deletion_auc:.3f} at random" in text
+    assert f"insertion AUC **{f.insertion_auc:.3f}** vs {f.random_insertion_auc:.3f}" in text
+    assert ui.curves_image(r).size[0] > 300
+    unscored = p.explain(make_image(4), "grad-cam")
+    assert ui.faithfulness_text(unscored) == "" and ui.curves_image(unscored) is None
+    assert ui.faithfulness_record(unscored)["insertion_auc"] is None
 
 
 def test_patch_grid_uses_the_models_patch_size(models):
