@@ -119,17 +119,25 @@ def test_the_map_is_on_the_models_own_grid(models, family, grid):
 
 
 def test_faithfulness_is_shown_and_recorded(models):
-    p = models.get("effnet")
-    r = p.explain(make_image(4), "grad-cam", score=True)
-    record = ui.explain_record("effnet", r)
-    f = r.faithfulness
-    assert record["method"] == "grad-cam" and record["label"] == r.top and record["model"] == "effnet"
-    assert record["deletion_auc"] == round(f.deletion_auc, 4) and record["random_insertion_auc"] == round(
-        f.random_insertion_auc, 4)
+    """Each number in its place (distinct made-up scores), and a real scored result renders."""
+    from types import SimpleNamespace
+
+    from vit.explain import Faithfulness
+
+    f = Faithfulness(deletion_auc=0.111, insertion_auc=0.822, random_deletion_auc=0.333, random_insertion_auc=0.444,
+                     deletion_curve=[1.0, 0.0], insertion_curve=[0.0, 1.0], steps=1, baseline="blur")
+    r = SimpleNamespace(faithfulness=f, method="grad-cam", top="pizza", probs={"pizza": 0.9, "sushi": 0.1},
+                        latency_ms=1.234, explain_ms=5.0, grid=(7, 7))
+    assert ui.explain_record("effnet", r) == {
+        "model": "effnet", "method": "grad-cam", "label": "pizza", "probs": {"pizza": 0.9, "sushi": 0.1},
+        "deletion_auc": 0.111, "insertion_auc": 0.822, "random_deletion_auc": 0.333, "random_insertion_auc": 0.444,
+        "latency_ms": 1.23, "explain_ms": 5.0, "grid": [7, 7]}
     text = ui.faithfulness_text(r)
-    assert f"deletion AUC **{f.deletion_auc:.3f}** vs {f.random_deletion_auc:.3f} at random" in text
-    assert f"insertion AUC **{f.insertion_auc:.3f}** vs {f.random_insertion_auc:.3f}" in text
-    assert ui.curves_image(r).size[0] > 300
+    assert "deletion AUC **0.111** vs 0.333 at random (lower is better)" in text
+    assert "insertion AUC **0.822** vs 0.444 at random (higher is better)" in text
+    p = models.get("effnet")
+    scored = p.explain(make_image(4), "grad-cam", score=True)
+    assert ui.curves_image(scored).size[0] > 300 and "deletion AUC" in ui.faithfulness_text(scored)
     unscored = p.explain(make_image(4), "grad-cam")
     assert ui.faithfulness_text(unscored) == "" and ui.curves_image(unscored) is None
     assert ui.faithfulness_record(unscored)["insertion_auc"] is None
