@@ -1,23 +1,48 @@
-"""The app launched in-process and driven through its named API endpoints with gradio_client."""
+"""The app launched in-process and driven through its named API endpoints with gradio_client; and
+`python app.py --checkpoints DIR` on a folder holding one two-class model trained here."""
+import os
+import re
+import subprocess
+import sys
+import time
+
+import httpx
 import pytest
-from gradio_client import handle_file
+from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import CLASSES, FAMILIES, label_probs
+from conftest import CLASSES, FAMILIES, ROOT, TINY_ARCH, label_probs, make_image
+from vit import checkpoint
+from vit.data import preprocessing
+from vit.zoo import build
 
 
-def test_every_model_loaded(running_app):
-    app, _ = running_app
-    assert set(app.MODELS.models) == set(FAMILIES) and not app.MODELS.errors
+@pytest.fixture(scope="module")
+def app(running_app):
+    """The app module, once every model has loaded (they load in a background thread)."""
+    assert running_app[0].MODELS.wait(300)
+    return running_app[0]
+
+
+def test_every_model_loaded(app):
+    assert app.IDS == FAMILIES and set(app.MODELS.models) == set(FAMILIES) and not app.MODELS.errors
 
 
 def test_named_endpoints_are_published(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/predict", "/attention", "/classify", "/compare", "/measure_latency"} <= names
+    assert names == {"/predict", "/explain", "/attention", "/methods", "/classify", "/compare", "/measure_latency"}
+
+
+def test_no_invisible_buttons_carry_the_api(app):
+    """The API endpoints are gr.api functions, not clicks on hidden buttons."""
+    config = app.demo.get_config_file()
+    hidden = [c for c in config["components"] if c["type"] == "button" and c["props"].get("visible") is False]
+    assert not hidden
+    assert not (ROOT / "app.pyi").exists()  # no gr.Image subclass for Gradio to write stubs of
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_predict_endpoint(client, photo, family):
+def test_predict_endpoint(client, app, photo, family):
     label, info = client.predict(handle_file(str(photo)), family, api_name="/predict")
     probs = label_probs(label)
     assert set(probs) == set(CLASSES) and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
@@ -27,11 +52,11 @@ def test_predict_endpoint(client, photo, family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("view, head", [("attention", "head 1"), ("rollout", "mean"), ("grad-cam", "max")])
-def test_attention_endpoint(client, photo, family, view, head, running_app):
+def test_attention_endpoint(client, photo, family, view, head, app):
     overlay, mosaic = client.predict(handle_file(str(photo)), family, view, 1, head, 0.6, 0.5, api_name="/attention")
-    p = running_app[0].MODELS.models[family]
+    p = app.MODELS.models[family]
     assert Image.open(overlay).size[0] == 336
-    if p.is_vit:
+    if app.MODELS.has_attention(family):
         tiles = (min(p.num_layers, 4), -(-p.num_layers // 4))
         assert Image.open(mosaic).size == (160 * tiles[0], 160 * tiles[1])
     else:
@@ -39,35 +64,73 @@ def test_attention_endpoint(client, photo, family, view, head, running_app):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_classify_endpoint_returns_everything_the_page_shows(client, photo, family):
-    label, timing, overlay, layers, patches = client.predict(
-        handle_file(str(photo)), family, "attention", 2, "mean", 0.5, 0.9, api_name="/classify")
+def test_classify_endpoint_returns_everything_the_page_shows(client, app, photo, family):
+    method = "rollout" if app.MODELS.has_attention(family) else "grad-cam"
+    label, timing, overlay, faithful, curves, layers, patches = client.predict(
+        handle_file(str(photo)), family, method, 2, "mean", 0.5, 0.9, api_name="/classify")
     assert sum(label_probs(label).values()) == pytest.approx(1.0, abs=1e-4)
-    assert "ms prediction" in timing and "MB" in timing and "threads" in timing
+    assert "ms prediction" in timing and "MB" in timing and "threads" in timing and f"{method} map" in timing
+    assert "deletion AUC" in faithful and "insertion AUC" in faithful and Image.open(curves).size[0] > 300
     assert Image.open(overlay).mode in ("RGB", "RGBA") and Image.open(patches).size[0] == 336
-    assert (layers is None) == (family == "effnet")
+    assert (layers is None) == (not app.MODELS.has_attention(family))
 
 
-def test_compare_endpoint_runs_every_model(client, photo):
-    out = client.predict(handle_file(str(photo)), 0.9, api_name="/compare")
+@pytest.mark.parametrize("family, method", [("scratch_vit", m) for m in ("chefer", "attention", "rollout", "grad-cam",
+                                                                          "occlusion")]
+                         + [("timm_vit", "chefer"), ("effnet", "grad-cam"), ("effnet", "occlusion")])
+def test_explain_endpoint_gives_the_overlay_and_its_scores(client, app, photo, family, method):
+    overlay, record = client.predict(handle_file(str(photo)), family, method, api_name="/explain")
+    assert Image.open(overlay).size == (336, 336)
+    assert record["model"] == family and record["method"] == method and record["label"] in CLASSES
+    assert record["label"] == max(record["probs"], key=record["probs"].get) and record["latency_ms"] > 0
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"):
+        assert 0.0 <= record[key] <= 1.0, (method, key, record)
+    if method == app.MODELS.models[family].methods[0]:  # the same numbers as the Python API
+        expected = app.MODELS.models[family].explain(str(photo), method, score=True).faithfulness
+        assert record["deletion_auc"] == pytest.approx(expected.deletion_auc, abs=1e-3)
+
+
+def test_explain_with_no_method_uses_the_models_default(client, app, photo):
+    _, record = client.predict(handle_file(str(photo)), "effnet", "", api_name="/explain")
+    assert record["method"] == app.MODELS.models["effnet"].methods[0]
+
+
+@pytest.mark.parametrize("model, method, message", [
+    ("effnet", "rollout", "unknown method 'rollout' for effnet; choose one of ['grad-cam', 'occlusion']"),
+    ("resnet", "grad-cam", "unknown model 'resnet'; choose one of ['scratch_vit', 'timm_vit', 'effnet']"),
+])
+def test_explain_names_the_valid_ids(client, photo, model, method, message):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match=re.escape(message)):
+        client.predict(handle_file(str(photo)), model, method, api_name="/explain")
+
+
+def test_compare_endpoint_puts_one_method_on_every_model(client, app, photo):
+    out = client.predict(handle_file(str(photo)), "grad-cam", 0.9, api_name="/compare")
     assert len(out) == 3 * len(FAMILIES)
-    for label, timing, overlay in zip(out[::3], out[1::3], out[2::3]):
+    for label, text, overlay in zip(out[::3], out[1::3], out[2::3]):
         assert sum(label_probs(label).values()) == pytest.approx(1.0, abs=1e-4)
-        assert "ms prediction" in timing and Image.open(overlay).size[0] == 336
+        assert "grad-cam map" in text and "deletion AUC" in text and Image.open(overlay).size[0] == 336
+    out = client.predict(handle_file(str(photo)), "rollout", 0.9, api_name="/compare")  # the CNN lacks it
+    assert "rollout map" in out[1] and "its default instead" in out[7] and "grad-cam map" in out[7]
 
 
-def test_api_matches_the_python_api(client, photo, running_app):
+def test_api_matches_the_python_api(client, photo, app):
     """The server's answer is the Predictor's answer for the same file."""
-    app, _ = running_app
     for family in FAMILIES:
         label, _ = client.predict(handle_file(str(photo)), family, api_name="/predict")
         expected = app.MODELS.models[family].predict(str(photo))
         assert label_probs(label) == pytest.approx(expected, abs=1e-5)
 
 
-def test_measure_latency_fills_the_table(client):
+def test_methods_lists_each_models_methods(client, app):
+    assert client.predict(api_name="/methods") == {i: list(app.MODELS.models[i].methods) for i in FAMILIES}
+    assert client.predict(api_name="/methods")["effnet"] == ["grad-cam", "occlusion"]
+
+
+def test_measure_latency_fills_the_table(client, app):
     table = client.predict(api_name="/measure_latency")
-    assert [row[0] for row in table["data"]] == ["Scratch ViT (ours)", "Hybrid ViT (timm)", "EfficientNet-Lite0"]
+    assert [row[0] for row in table["data"]] == ["Scratch ViT", "Hybrid ViT (timm)", "EfficientNet-Lite0"]
     assert all(float(row[-1]) > 0 for row in table["data"])
 
 
@@ -75,3 +138,92 @@ def test_bad_head_is_a_message(client, photo):
     from gradio_client.exceptions import AppError
     with pytest.raises(AppError, match="head 99 does not exist"):
         client.predict(handle_file(str(photo)), "scratch_vit", "attention", 1, "head 99", 0.5, 0.9, api_name="/attention")
+
+
+def test_unknown_model_lists_the_valid_ids(client, photo):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match=re.escape("unknown model 'resnet'; choose one of ['scratch_vit', 'timm_vit', "
+                                                 "'effnet']")):
+        client.predict(handle_file(str(photo)), "resnet", api_name="/predict")
+
+
+def test_a_path_on_the_server_is_refused(app):
+    """The API opens only files Gradio received: a bare path string (or a record Gradio did not check) is refused."""
+    from gradio_client.exceptions import AppError
+    client = Client(app.demo.local_url, verbose=False)
+    for value in (str(ROOT / "examples" / "pizza-dad.jpeg"), {"path": str(ROOT / "examples" / "pizza-dad.jpeg")}):
+        with pytest.raises(AppError, match="a path on the server is not accepted"):
+            client.predict(value, "effnet", api_name="/predict")
+
+
+def test_examples_are_offered_and_cached_lazily(app):
+    """At least four examples; cached at first use, in a folder keyed by the checkpoints and the code
+    (a cache left by other checkpoints would show their answers)."""
+    examples = app.example_set
+    assert len(examples.examples) == len(app.EXAMPLES) >= 4 and examples.cache_examples == "lazy"
+    assert examples.cached_folder.parent == app.EXAMPLES_CACHE
+    assert app.MODELS.fingerprint() in str(app.EXAMPLES_CACHE)
+
+
+def test_example_shows_a_prediction(app):
+    """What a click on an example shows: the default model's prediction for it."""
+    photo = {"path": str(app.EXAMPLES[0]), "meta": {"_type": "gradio.FileData"}}
+    label, timing, overlay, faithful, curves, layers, patches = app.show_example(photo, app.DEFAULT)
+    assert max(label, key=label.get) in CLASSES and "ms prediction" in timing and "deletion AUC" in faithful
+    assert Image.open(overlay).size[0] == 336
+
+
+# `python app.py --checkpoints DIR`: any folder of checkpoints, any class list.
+
+TWO_CLASSES = ["apple_pie", "waffles"]
+
+
+@pytest.fixture(scope="module")
+def two_class_dir(tmp_path_factory):
+    """DIR/desserts.safetensors: a tiny scratch ViT with two classes of its own, as vit.train writes one
+    (built with vit.zoo.build and saved with vit.checkpoint.save; random weights)."""
+    out = tmp_path_factory.mktemp("my_checkpoints")
+    built = build("scratch_vit", TINY_ARCH["scratch_vit"], num_classes=len(TWO_CLASSES))
+    meta = {"family": "scratch_vit", "arch": built.arch, "class_names": TWO_CLASSES, "init": built.init,
+            "preprocessing": preprocessing(built.model, "scratch_vit"), "recipe": {"epochs": 1},
+            "history": [{"epoch": 1, "train_loss": 0.7, "train_acc": 0.5, "val_loss": 0.7, "val_acc": 0.5}]}
+    checkpoint.save(out / "desserts.safetensors", built.model, meta)
+    return out
+
+
+def test_any_checkpoint_folder_is_served(two_class_dir, photo):
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("FOODVISION_CHECKPOINTS", None)
+    url = f"http://127.0.0.1:{port}/"
+    log = two_class_dir / "server.log"
+    with open(log, "w") as f:
+        server = subprocess.Popen([sys.executable, "app.py", "--checkpoints", str(two_class_dir)], cwd=ROOT, env=env,
+                                  stdout=f, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(480):
+            assert server.poll() is None, log.read_text()
+            try:
+                config = httpx.get(url + "config", timeout=2).json()
+                break
+            except (httpx.TransportError, ValueError):
+                time.sleep(0.5)
+        else:
+            pytest.fail("app.py did not start:\n" + log.read_text())
+        header = next(c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "header")
+        assert "**apple_pie or waffles** with 1 model " in header
+        radio = next(c for c in config["components"] if c["props"].get("elem_id") == "model-radio")
+        assert [choice[1] for choice in radio["props"]["choices"]] == ["desserts"]
+        client = Client(url, verbose=False)
+        label, info = client.predict(handle_file(str(photo)), "desserts", api_name="/predict")
+        assert set(label_probs(label)) == set(TWO_CLASSES) and info["model"] == "desserts"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -34,7 +34,7 @@ from vit.images import open_image
 TOO_LARGE = r"is too large to open safely .*The limit is 100 megapixels; please upload a smaller image\."
 UNREADABLE = {  # upload -> the message the user gets
     "notes.jpg": re.escape("notes.jpg is not an image this app can read (empty, damaged, or another kind of file)."),
-    "empty.jpg": re.escape("empty.jpg is not an image this app can read (empty, damaged, or another kind of file)."),
+    "empty.jpg": re.escape("empty.jpg is empty (0 bytes)."),
     "cut.jpg": re.escape("cut.jpg could not be decoded: it looks truncated or damaged (image file is truncated"),
     "bomb.png": "bomb.png " + TOO_LARGE,  # header claims 30 000 x 30 000: over twice Pillow's limit, an error
     "bomb12k.png": "bomb12k.png " + TOO_LARGE,  # 12 000 x 12 000: Pillow only warns; vit.images refuses
@@ -87,6 +87,12 @@ def uploads(tmp_path_factory) -> dict[str, Path]:
     return {p.name: p for p in d.iterdir()}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def loaded(running_app):
+    """Every model of the in-process app loaded (they load in a background thread)."""
+    assert running_app[0].MODELS.wait(300)
+
+
 @pytest.fixture(scope="module")
 def good(running_app, photo) -> tuple[Path, dict[str, float]]:
     """A photo and the probabilities the scratch ViT gives it through the Python API."""
@@ -120,7 +126,8 @@ def test_unreadable_upload_is_a_message(client, uploads, good, name):
     assert_serves(client, good)
 
 
-@pytest.mark.parametrize("endpoint, args", [("/classify", ("attention", 1, "mean", 0.5, 0.9)), ("/compare", (0.9,)),
+@pytest.mark.parametrize("endpoint, args", [("/classify", ("grad-cam", 1, "mean", 0.5, 0.9)),
+                                            ("/compare", ("grad-cam", 0.9)), ("/explain", ("occlusion",)),
                                             ("/attention", ("rollout", 1, "mean", 0.5, 0.9))])
 def test_every_endpoint_gives_the_message(client, uploads, good, endpoint, args):
     family = () if endpoint == "/compare" else ("effnet",)
@@ -177,7 +184,7 @@ def test_exif_rotation_reaches_the_overlay(client, running_app, uploads, family)
     overlay, mosaic = client.predict(handle_file(str(uploads["exif6.jpg"])), family, *args, api_name="/attention")
     top, bottom, _, _ = colours(Image.open(overlay))
     assert red(top) and blue(bottom), (top, bottom)
-    if running_app[0].MODELS.models[family].is_vit:  # layer 1's tile
+    if running_app[0].MODELS.has_attention(family):  # layer 1's tile
         top, bottom, _, _ = colours(Image.open(mosaic).crop((0, 0, 160, 160)))
         assert red(top) and blue(bottom), (top, bottom)
     overlay, _ = client.predict(handle_file(str(uploads["exif1.jpg"])), family, *args, api_name="/attention")
@@ -211,7 +218,7 @@ def test_data_urls_like_webcam_and_clipboard(running_app, uploads, good, client,
     for name in ("gray.png", "huge.png"):
         event, out = call_rest(url, "predict", [data_url(uploads[name].read_bytes()), "scratch_vit"])
         assert event == "complete" and label_probs(out[0]) == pytest.approx(p.predict(str(uploads[name])), abs=1e-5)
-        assert Path(received[-1]).read_bytes() == uploads[name].read_bytes()
+        assert received[-1] == uploads[name].read_bytes()  # the bytes as sent, decoded by vit.images alone
     for name, message in [("notes.jpg", "is not an image this app can read"), ("bomb.png", TOO_LARGE)]:
         event, out = call_rest(url, "predict", [data_url(uploads[name].read_bytes()), "scratch_vit"])
         assert event == "error" and re.search(message, out["error"]), out
@@ -243,12 +250,12 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def broken_app(tmp_path_factory):
     """`python app.py` in its own process, on checkpoints of which only scratch_vit is sound: timm_vit is
-    truncated and effnet.safetensors holds a scratch ViT. Yields (url, client)."""
+    truncated and effnet.safetensors is a text file. Yields (url, client)."""
     d = tmp_path_factory.mktemp("broken_checkpoints")
-    good_file = tiny_checkpoint(d / "scratch_vit.safetensors", "scratch_vit")
+    tiny_checkpoint(d / "scratch_vit.safetensors", "scratch_vit")
     timm = tiny_checkpoint(d / "timm_vit.safetensors", "timm_vit")
     timm.write_bytes(timm.read_bytes()[: timm.stat().st_size // 2])
-    shutil.copy(good_file, d / "effnet.safetensors")
+    (d / "effnet.safetensors").write_text("weights to follow")
     port = free_port()
     env = {**os.environ, "FOODVISION_CHECKPOINTS": str(d), "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -274,23 +281,20 @@ def broken_app(tmp_path_factory):
 
 def test_app_starts_with_the_models_that_load(broken_app, photo):
     url, client = broken_app
-    header = next(c["props"]["value"] for c in httpx.get(url + "config").json()["components"]
-                  if c["type"] == "markdown" and "FoodVision ViT" in str(c["props"].get("value")))
-    assert "Scratch ViT (ours) unavailable" not in header
-    assert re.search(r"⚠️ \*\*Hybrid ViT \(timm\) unavailable:\*\* \S+timm_vit.safetensors: weights unreadable, "
-                     r"the file is truncated or corrupt", header), header
-    assert re.search(r"⚠️ \*\*EfficientNet-Lite0 unavailable:\*\* \S+effnet.safetensors: holds a scratch_vit "
-                     r"model, expected effnet", header), header
+    radio = next(c for c in httpx.get(url + "config").json()["components"]
+                 if c["props"].get("elem_id") == "model-radio")  # every file is offered, by its title
+    assert radio["props"]["choices"] == [["Scratch ViT", "scratch_vit"], ["Hybrid ViT (timm)", "timm_vit"],
+                                         ["effnet", "effnet"]]
     label, info = client.predict(handle_file(str(photo)), "scratch_vit", api_name="/predict")
     assert info["model"] == "scratch_vit" and sum(label_probs(label).values()) == pytest.approx(1.0, abs=1e-4)
     with pytest.raises(AppError, match=r"^Hybrid ViT \(timm\) is unavailable: \S+timm_vit.safetensors: weights "
                                        r"unreadable, the file is truncated or corrupt"):
         client.predict(handle_file(str(photo)), "timm_vit", api_name="/predict")
-    with pytest.raises(AppError, match=r"^EfficientNet-Lite0 is unavailable: \S+ holds a scratch_vit model"):
+    with pytest.raises(AppError, match=r"^effnet is unavailable: \S+effnet.safetensors: not a safetensors file"):
         client.predict(handle_file(str(photo)), "effnet", "grad-cam", 1, "mean", 0.5, 0.9, api_name="/attention")
-    out = client.predict(handle_file(str(photo)), 0.9, api_name="/compare")
+    out = client.predict(handle_file(str(photo)), "grad-cam", 0.9, api_name="/compare")
     assert not out[3] and out[4].startswith("unavailable: ") and "truncated" in out[4]
-    assert not out[6] and "expected effnet" in out[7] and "ms prediction" in out[1]
+    assert not out[6] and "not a safetensors file" in out[7] and "ms prediction" in out[1]
     rows = client.predict(api_name="/measure_latency")["data"]
     assert float(rows[0][-1]) > 0 and rows[1][1].startswith("unavailable: ") and rows[2][1].startswith("unavailable")
 
@@ -309,7 +313,7 @@ def test_checkpoints_are_never_unpickled(tmp_path):
     marker = tmp_path / "unpickled"
     (tmp_path / "scratch_vit.safetensors").write_bytes(pickle.dumps({"weights": _Touch(marker)}))
     torch.save({"weights": _Touch(marker)}, tmp_path / "timm_vit.safetensors")
-    models = ui.load_models(ui.checkpoint_paths(tmp_path))
+    models = ui.ModelSet(ui.checkpoint_paths(tmp_path)).load()
     assert not models.models and not marker.exists()
     assert all("not a safetensors file" in models.errors[f] for f in ("scratch_vit", "timm_vit"))
     for path in [ROOT / "app.py", *sorted((ROOT / "vit").glob("*.py"))]:  # and no code path could
@@ -320,8 +324,8 @@ def test_checkpoints_are_never_unpickled(tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     ({"arch": {"preset": "vit_test_p8_32", "bogus": 1}}, r"cannot be loaded \(TypeError: .*bogus"),
-    ({"class_names": 3}, r"cannot be loaded \(TypeError: "),
-    ({"preprocessing": {}}, r"cannot be loaded \(KeyError: 'input_size'\)"),
+    ({"class_names": 3}, r"bad metadata: class_names = 3: expected a list"),  # vit.checkpoint validates
+    ({"preprocessing": {}}, r"bad metadata: preprocessing.input_size is missing"),
     ({"class_names": ["pizza", "steak"]}, "weights do not fit the scratch_vit architecture"),
 ])
 def test_checkpoint_metadata_that_builds_no_model_is_reported(tiny_checkpoints, tmp_path, edit, message):
@@ -329,7 +333,7 @@ def test_checkpoint_metadata_that_builds_no_model_is_reported(tiny_checkpoints, 
     meta = {**checkpoint.read_meta(src), **edit}
     path = tmp_path / "scratch_vit.safetensors"
     save_file(load_file(str(src)), str(path), metadata={checkpoint.META_KEY: json.dumps(meta)})
-    models = ui.load_models({"scratch_vit": path})
+    models = ui.ModelSet({"scratch_vit": path}).load()
     assert not models.models and re.search(message, models.errors["scratch_vit"])
     assert str(path) in models.errors["scratch_vit"]
 

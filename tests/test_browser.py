@@ -28,8 +28,12 @@ CHROMIUM = Path(os.environ.get("FOODVISION_CHROMIUM", "/usr/bin/chromium"))
 # Without the background-networking flags Chromium phones home, which a closed network refuses.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TITLES = {"scratch_vit": "Scratch ViT (ours)", "timm_vit": "Hybrid ViT (timm)", "effnet": "EfficientNet-Lite0"}
-TIMEOUT_MS = 30_000
+TITLES = {"scratch_vit": "Scratch ViT", "timm_vit": "Hybrid ViT (timm)", "effnet": "EfficientNet-Lite0"}
+TIMEOUT_MS = 90_000  # a request explains and scores its map: seconds on a busy 2-core machine
+if expect is not None:
+    expect.set_options(timeout=TIMEOUT_MS)  # expect's own default is 5 s
+METHOD_TITLES = {"attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
+                 "grad-cam": "Grad-CAM", "occlusion": "Occlusion"}
 ERROR_TOAST = "[data-testid=toast-body].error"  # gr.Error: a toast with the message
 ERROR_STATUS = re.compile(r"^\s*Error\s*$")  # any other exception: 'Error' on each output's status tracker
 SHOWN_ERRORS = """() => [...document.querySelectorAll('[data-testid=toast-body].error')]
@@ -133,9 +137,8 @@ def pick_model(page, app, family: str) -> None:
     failed = page.locator(ERROR_TOAST).or_(page.locator("[data-testid=status-tracker]", has_text=ERROR_STATUS))
     expect(card_title.or_(failed).first).to_be_visible()
     assert_no_error(page, f"after picking {TITLES[family]}")
-    p, slider = app.MODELS.models[family], page.locator("#layer-slider input[type=range]")
-    if p.is_vit:  # the slider spans this model's layers; a CNN's is locked (checked after Classify)
-        expect(slider).to_have_attribute("max", str(p.num_layers))
+    method = page.locator("#method-dropdown input")
+    expect(method).to_have_value(METHOD_TITLES[app.MODELS.models[family].methods[0]])  # the model's default
     settle(page)
 
 
@@ -181,13 +184,30 @@ def assert_clean(page, js_errors: list[str], when: str) -> None:
     assert not js_errors, f"JavaScript errors {when}: {js_errors}"
 
 
+def pick_method(page, method: str) -> None:
+    page.locator("#method-dropdown input").click()
+    page.get_by_role("option", name=METHOD_TITLES[method], exact=True).click()
+    expect(page.locator("#method-dropdown input")).to_have_value(METHOD_TITLES[method])
+
+
 def change_overlay(page, family: str, before: str) -> str:
-    """Move a ViT's layer slider to layer 1 (scratch) or pick head 1 (hybrid); the overlay must be redrawn."""
+    """A ViT: one layer's attention, then layer 1 (scratch), or the rollout of head 1 (hybrid); the
+    controls each needs appear, and the overlay is redrawn."""
     if family == "scratch_vit":
+        pick_method(page, "attention")
+        expect(page.locator("#layer-slider")).to_be_visible()
+        page.wait_for_function(OVERLAY_LOADED, arg=before)
+        before = overlay_src(page)
         page.locator("#layer-slider input[type=range]").focus()
         page.keyboard.press("Home")
         expect(page.locator("#layer-slider input[type=number]")).to_have_value("1")
+        page.locator("#layer-slider input[type=range]").dispatch_event("pointerup")  # the slider's release
     else:
+        pick_method(page, "rollout")
+        expect(page.locator("#discard-slider")).to_be_visible()
+        expect(page.locator("#layer-slider")).to_be_hidden()  # rollout takes every layer
+        page.wait_for_function(OVERLAY_LOADED, arg=before)
+        before = overlay_src(page)
         page.locator("#head-dropdown input").click()
         page.get_by_role("option", name="head 1", exact=True).click()
         expect(page.locator("#head-dropdown input")).to_have_value("head 1")
@@ -208,11 +228,14 @@ def test_each_model_classifies_and_explains(page, running_app, food_photo, shots
         pick_model(page, app, family)
         overlays.append(classify(page, app, family))
         check_prediction(page.locator("#prediction"), app, family, food_photo)
-        if app.MODELS.models[family].is_vit:
+        expect(page.locator("#faithfulness")).to_contain_text("deletion AUC")
+        expect(page.locator("#curves img")).to_be_visible()
+        if app.MODELS.has_attention(family):
             overlays.append(change_overlay(page, family, overlays[-1]))
-        else:  # a CNN has no layers or heads to pick: the controls are locked
-            expect(page.locator("#layer-slider input[type=range]")).to_be_disabled()
-            expect(page.locator("#head-dropdown input")).to_be_disabled()
+        else:  # a CNN has no layers or heads to pick: those controls are hidden, not greyed out
+            expect(page.locator("#layer-slider")).to_be_hidden()
+            expect(page.locator("#head-dropdown")).to_be_hidden()
+            expect(page.locator("#layers")).to_be_hidden()
         assert_clean(page, js_errors, f"with {TITLES[family]}")
         save_shot(page, shots, family, full_page=True)
     assert len(set(overlays)) == len(overlays), "an overlay did not change between models or controls"
@@ -224,6 +247,7 @@ def test_compare_all_three(page, running_app, food_photo, shots, js_errors):
     page.locator("#compare-btn").click()
     row = page.locator("#compare-row")
     expect(row.locator("[data-testid=label-output-value]")).to_have_count(len(FAMILIES))
+    row.scroll_into_view_if_needed()  # its images load lazily, once on screen
     page.wait_for_function("""n => { const imgs = [...document.querySelectorAll('#compare-row img')];
         return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }""", arg=len(FAMILIES))
     for family, label in zip(FAMILIES, row.locator("[data-testid=label]").all()):
@@ -231,8 +255,8 @@ def test_compare_all_three(page, running_app, food_photo, shots, js_errors):
     assert len(set(row.locator("img").evaluate_all("imgs => imgs.map(i => i.src)"))) == len(FAMILIES)
     assert [t.strip() for t in row.locator("h3").all_inner_texts()] == [TITLES[f] for f in FAMILIES]
     expect(row.get_by_text("ms prediction")).to_have_count(len(FAMILIES))
+    expect(row.get_by_text("deletion AUC")).to_have_count(len(FAMILIES))
     assert_clean(page, js_errors, "after Compare all three")
-    row.scroll_into_view_if_needed()
     save_shot(row, shots, "compare")
 
 
@@ -256,3 +280,21 @@ def test_a_text_file_named_jpg_is_a_message_then_a_photo_works(page, running_app
     classify(page, app, app.DEFAULT)
     check_prediction(page.locator("#prediction"), app, app.DEFAULT, food_photo)
     assert_clean(page, js_errors, "after the good photo")
+
+
+def test_an_example_shows_a_prediction_and_its_second_click_too(page, running_app, shots, js_errors):
+    """Examples are cached at first use; clicking one again (after another) shows the same answer, from
+    the cache."""
+    app, _ = running_app
+    examples = page.locator("#examples")
+    expect(examples.locator("img")).to_have_count(len(app.EXAMPLES))
+    p = app.MODELS.get(app.DEFAULT)
+    for index in (0, 3, 0):  # pizza-dad, then a steak: different top classes, so each answer is awaited
+        probs = p.predict(str(app.EXAMPLES[index]))
+        examples.locator("img").nth(index).click()
+        expect(page.locator("#prediction [data-testid=label-output-value]")).to_have_text(max(probs, key=probs.get))
+        expect(page.locator("#faithfulness")).to_contain_text("deletion AUC")
+        page.wait_for_function(OVERLAY_LOADED, arg="")
+        check_prediction(page.locator("#prediction"), app, app.DEFAULT, app.EXAMPLES[index])
+    assert_clean(page, js_errors, "after clicking examples")
+    save_shot(page, shots, "example", full_page=True)

@@ -1,41 +1,85 @@
 """What the app shows, computed without Gradio (vit/ui.py)."""
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FAMILIES, make_image
+from conftest import FAMILIES, ROOT, make_image
 from vit import ui
 
 
 @pytest.fixture(scope="module")
 def models(tiny_checkpoints):
-    return ui.load_models(tiny_checkpoints)
+    return ui.ModelSet(tiny_checkpoints).load()
 
 
 def test_unloadable_checkpoints_are_reported_not_fatal(tmp_path, tiny_checkpoints):
     truncated = tmp_path / "timm_vit.safetensors"
     truncated.write_bytes(tiny_checkpoints["timm_vit"].read_bytes()[:300])
-    paths = {"scratch_vit": tiny_checkpoints["scratch_vit"], "timm_vit": truncated,
-             "effnet": tiny_checkpoints["scratch_vit"]}  # a file of the wrong family
-    models = ui.load_models(paths)
-    assert set(models.models) == {"scratch_vit"}
-    assert "timm_vit.safetensors" in models.errors["timm_vit"] and "expected effnet" in models.errors["effnet"]
-    with pytest.raises(LookupError, match="Hybrid ViT \\(timm\\) is unavailable: .*timm_vit.safetensors"):
-        models.get("timm_vit")
+    (tmp_path / "notes.safetensors").write_text("not a checkpoint")
+    shutil.copy(tiny_checkpoints["scratch_vit"], tmp_path / "scratch_vit.safetensors")
+    models = ui.ModelSet(ui.checkpoint_paths(tmp_path)).start()
+    assert models.ids == ["scratch_vit", "notes", "timm_vit"]  # registry order, then unreadable ones by name
+    assert models.wait(120) and set(models.models) == {"scratch_vit"}
+    assert "timm_vit.safetensors" in models.errors["timm_vit"] and "not a safetensors file" in models.errors["notes"]
+    with pytest.raises(ui.ModelError, match="notes is unavailable: .*notes.safetensors"):
+        models.get("notes")
+    with pytest.raises(ui.ModelError, match=r"unknown model 'effnet'; choose one of \['scratch_vit', 'notes', "):
+        models.get("effnet")
     rows = ui.comparison_rows(models)
-    assert rows[1][1].startswith("unavailable") and rows[0][4] == "50.0%"
+    assert rows[2][1].startswith("unavailable") and rows[0][4] == "50.0%"
+
+
+def test_metadata_is_read_at_once_and_models_load_behind(tiny_checkpoints, monkeypatch):
+    """Titles, classes and the table come from the headers before any model is built; get() waits."""
+    from vit import predict
+
+    built = []
+    monkeypatch.setattr(predict.Predictor, "__init__", lambda self, *a, **k: built.append(self) or
+                        setattr(self, "ok", True))
+    models = ui.ModelSet(tiny_checkpoints)
+    assert not built and models.titles == {"scratch_vit": "Scratch ViT", "timm_vit": "Hybrid ViT (timm)",
+                                           "effnet": "EfficientNet-Lite0"}
+    assert [models.status(i) for i in models.ids] == ["loading"] * 3 and models.class_names() == ["pizza", "steak", "sushi"]
+    with pytest.raises(ui.ModelError, match="Scratch ViT is still loading"):
+        models.get("scratch_vit", timeout=0)
+    assert len(ui.comparison_rows(models)) == 3
+    models.start()
+    assert models.get("effnet").ok and models.wait(60) and len(built) == 3
+
+
+def test_importing_the_app_imports_no_timm():
+    """The page is built before the models: timm (seconds to import) is left to the loading thread."""
+    code = ("import sys, vit.ui, vit.gradio_io, vit.examples; from vit.checkpoint import read_meta; "
+            "assert 'timm' not in sys.modules, 'timm imported'")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_titles_are_unique(tmp_path, tiny_checkpoints):
+    for name in ("a", "b"):
+        shutil.copy(tiny_checkpoints["effnet"], tmp_path / f"{name}.safetensors")
+    assert ui.ModelSet(ui.checkpoint_paths(tmp_path)).titles == {"a": "EfficientNet-Lite0 (a)",
+                                                                "b": "EfficientNet-Lite0 (b)"}
 
 
 def test_model_card_says_what_the_model_started_from_and_scores(models):
-    card = ui.model_card(models.get("timm_vit"))
+    card = ui.model_card(models.meta["timm_vit"], "Hybrid ViT (timm)", models.paths["timm_vit"])
     assert "Hybrid ViT (timm)" in card and "Started from:** random" in card and "50.0% on 6 photos" in card
-    assert "EfficientNet-Lite0 stem" in card and "parameters" in card and "MB on disk" in card
-    assert "8 px patches on 32 px" in ui.model_card(models.get("scratch_vit"))
+    assert "vit_hybrid" in card and "2 layers × 2 heads" in card and "parameters" in card and "MB on disk" in card
+    assert "**Classes:** pizza, steak, sushi" in card
+    assert "8 px patches on 32 px" in ui.model_card(models.meta["scratch_vit"], "x", models.paths["scratch_vit"])
 
 
-def test_checkpoint_dir_comes_from_the_environment(monkeypatch, tmp_path):
+def test_checkpoint_dir_comes_from_the_environment(monkeypatch, tmp_path, tiny_checkpoints):
+    for f in FAMILIES:
+        shutil.copy(tiny_checkpoints[f], tmp_path / f"{f}.safetensors")
+    (tmp_path / "readme.txt").write_text("not a checkpoint")
     monkeypatch.setenv("FOODVISION_CHECKPOINTS", str(tmp_path))
-    assert ui.checkpoint_paths() == {f: tmp_path / f"{f}.safetensors" for f in FAMILIES}
+    assert ui.checkpoint_paths() == {f: tmp_path / f"{f}.safetensors" for f in sorted(FAMILIES)}
 
 
 @pytest.mark.parametrize("text, expected", [(None, "mean"), ("max", "max"), ("head 2", 1), (2, 1)])
@@ -52,42 +96,76 @@ def test_parse_head_rejects_what_the_model_lacks(text):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_overlays_and_grids_fit_the_models_view(models, family):
     p = models.get(family)
-    r = p.explain(make_image(1, (120, 90)))
+    r = p.explain(make_image(1, (120, 90)), p.methods[0])
     size = p.image_size
-    assert r.view.size == (size, size)
-    for view in ("attention", "rollout"):
-        heat = ui.heat_map(p, r, view, layer=99, head="max", discard=0.5)  # layer clipped to the last
-        assert heat.shape == (p.token_grid if p.is_vit else r.cam.shape)
-    assert ui.render_overlay(p, r, "rollout").size == (ui.DISPLAY_SIDE, ui.DISPLAY_SIDE)
-    assert ui.render_patches(p, r).size == (ui.DISPLAY_SIDE, ui.DISPLAY_SIDE)
-    mosaic = ui.render_layers(p, r)
-    assert (mosaic is None) == (not p.is_vit)
-    if p.is_vit:
-        assert ui.head_choices(p) == ["mean", "max"] + [f"head {i + 1}" for i in range(p.num_heads)]
+    assert r.view.size == (size, size) and r.heat.shape == r.grid
+    assert ui.render_overlay(r).size == (ui.DISPLAY_SIDE, ui.DISPLAY_SIDE)
+    assert ui.render_patches(r).size == (ui.DISPLAY_SIDE, ui.DISPLAY_SIDE)
+    mosaic = ui.render_layers(r)
+    assert (mosaic is None) == (not models.has_attention(family))
+    if models.has_attention(family):
+        assert ui.head_choices(p.num_heads) == ["mean", "max"] + [f"head {i + 1}" for i in range(p.num_heads)]
+    assert ui.methods_of(models, family) == p.methods  # known from the metadata before the model loads
 
 
-def test_attention_heat_map_is_the_class_token_row(models):
-    p = models.get("scratch_vit")
-    r = p.explain(make_image(2))
-    heat = ui.heat_map(p, r, "attention", layer=2, head=0, discard=0)
-    assert np.allclose(heat.ravel(), r.maps[1][0, 0, 1:].numpy())
+@pytest.mark.parametrize("family, grid", [("scratch_vit", (4, 4)), ("timm_vit", (4, 4)), ("effnet", None)])
+def test_the_map_is_on_the_models_own_grid(models, family, grid):
+    """Attention on the token grid (32 px / 8 px patches; 64 px / stride 16); Grad-CAM on EfficientNet's
+    last feature map, 1/32 of the input; both non-negative and not constant."""
+    p = models.get(family)
+    r = p.explain(make_image(5, (200, 150)), "attention" if models.has_attention(family) else "grad-cam")
+    assert r.heat.shape == (grid or (p.image_size // 32, p.image_size // 32))
+    assert r.cell_px == p.image_size / r.heat.shape[1] and (r.heat >= 0).all() and np.ptp(r.heat) > 0
+
+
+def test_faithfulness_is_shown_and_recorded(models):
+    """Each number in its place (distinct made-up scores), and a real scored result renders."""
+    from types import SimpleNamespace
+
+    from vit.explain import Faithfulness
+
+    f = Faithfulness(deletion_auc=0.111, insertion_auc=0.822, random_deletion_auc=0.333, random_insertion_auc=0.444,
+                     deletion_curve=[1.0, 0.0], insertion_curve=[0.0, 1.0], steps=1, baseline="blur")
+    r = SimpleNamespace(faithfulness=f, method="grad-cam", top="pizza", probs={"pizza": 0.9, "sushi": 0.1},
+                        latency_ms=1.234, explain_ms=5.0, grid=(7, 7))
+    assert ui.explain_record("effnet", r) == {
+        "model": "effnet", "method": "grad-cam", "label": "pizza", "probs": {"pizza": 0.9, "sushi": 0.1},
+        "deletion_auc": 0.111, "insertion_auc": 0.822, "random_deletion_auc": 0.333, "random_insertion_auc": 0.444,
+        "latency_ms": 1.23, "explain_ms": 5.0, "grid": [7, 7]}
+    text = ui.faithfulness_text(r)
+    assert "deletion AUC **0.111** vs 0.333 at random (lower is better)" in text
+    assert "insertion AUC **0.822** vs 0.444 at random (higher is better)" in text
+    p = models.get("effnet")
+    scored = p.explain(make_image(4), "grad-cam", score=True)
+    assert ui.curves_image(scored).size[0] > 300 and "deletion AUC" in ui.faithfulness_text(scored)
+    unscored = p.explain(make_image(4), "grad-cam")
+    assert ui.faithfulness_text(unscored) == "" and ui.curves_image(unscored) is None
+    assert ui.faithfulness_record(unscored)["insertion_auc"] is None
 
 
 def test_patch_grid_uses_the_models_patch_size(models):
     p = models.get("scratch_vit")  # 32 px input, 8 px patches: lines every 336/4 = 84 px on screen
-    grid = np.asarray(ui.render_patches(p, p.explain(Image.new("RGB", (64, 64)))))
+    grid = np.asarray(ui.render_patches(p.explain(Image.new("RGB", (64, 64)), "attention")))
     assert (grid[:, 84] == 255).all() and (grid[:84, 42] == 0).all() and (grid[84, :] == 255).all()
 
 
 def test_latency_text_names_device_threads_and_size(models):
-    text = ui.latency_text(models.get("effnet"), 12.34, 56.78)
-    assert "12.3 ms prediction" in text and "56.8 ms Grad-CAM" in text and "threads" in text and "MB" in text
-    assert "3.37 M parameters" in text
+    p = models.get("effnet")
+    r = p.explain(make_image(3), "grad-cam")
+    text = ui.latency_text(p, r)
+    assert f"{r.latency_ms:.1f} ms prediction" in text and "grad-cam map" in text and "threads" in text
+    assert "3.37 M parameters" in text and "MB" in text
 
 
 def test_measure_p50_times_every_loaded_model(models):
     p50 = ui.measure_p50(models, runs=2)
     assert set(p50) == set(FAMILIES) and all(v > 0 for v in p50.values())
+
+
+def test_history_rows_feed_the_curves(models):
+    rows = ui.history_rows(models, "acc")
+    assert ["Scratch ViT", 1, "Scratch ViT · train", 0.4] in rows and ["Scratch ViT", 1, "Scratch ViT · val", 0.3] in rows
+    assert len(rows) == 2 * len(FAMILIES)
 
 
 def test_optimisations_come_from_a_spec_or_the_environment(monkeypatch, tiny_checkpoints):
@@ -99,8 +177,21 @@ def test_optimisations_come_from_a_spec_or_the_environment(monkeypatch, tiny_che
     assert ui.optimisations() == {}
     for bad in ("resnet=int8", "effnet=fast", "effnet"):
         with pytest.raises(ValueError, match="bad optimisation"):
-            ui.optimisations(bad)
-    models = ui.load_models({"scratch_vit": tiny_checkpoints["scratch_vit"]}, {"scratch_vit": "int8"})
+            ui.optimisations(bad, ids=FAMILIES)
+    models = ui.ModelSet({"scratch_vit": tiny_checkpoints["scratch_vit"]}, {"scratch_vit": "int8"}).load()
     p = models.get("scratch_vit")
     assert p.optimisation == "int8" and sum(p.predict(make_image(3)).values()) == pytest.approx(1.0, abs=1e-5)
-    assert p.explain(make_image(3)).maps  # attention maps still come out of the quantised model
+    assert p.explain(make_image(3), "attention").maps  # attention maps still come out of the quantised model
+
+
+def test_a_model_asked_for_is_built_next(tiny_checkpoints, monkeypatch):
+    """The first request should not wait for every model: the one it asks for is built first."""
+    from vit import predict
+
+    order = []
+    monkeypatch.setattr(predict.Predictor, "__init__", lambda self, ckpt, *a: order.append(ckpt.path.stem))
+    models = ui.ModelSet(tiny_checkpoints)
+    with pytest.raises(ui.ModelError, match="still loading"):
+        models.get("effnet", timeout=0)  # asked for before loading starts
+    models.start(first="timm_vit")
+    assert models.wait(120) and order == ["effnet", "timm_vit", "scratch_vit"]

@@ -1,9 +1,9 @@
-"""Fill examples/ with photos from your own copy of the data (Food-101 photos are not redistributed here).
+"""The example photos the app offers (examples/, provenance in examples/README.md), and more from your data.
 
     python -m vit.examples --data-dir ../shared/data/pizza_steak_sushi [--per-class 2]
 
-Photos come from the data dir's test/ split, which no model was trained on. The app offers whatever
-images examples/ holds when it starts, and works with none.
+Copied photos come from the data dir's test/ split, which no model was trained on, named
+<class>_<Food-101 id>.jpg. The app offers whatever images examples/ holds when it starts, and works with none.
 """
 from __future__ import annotations
 
@@ -12,13 +12,20 @@ import shutil
 import sys
 from pathlib import Path
 
-from vit.data import list_images
-from vit.evaluate import split_dir
-
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
+
+
+def find(folder: str | Path = EXAMPLES) -> list[Path]:
+    """The example photos in `folder`, in name order (none if it does not exist)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob("*") if p.suffix.lower() in SUFFIXES) if folder.is_dir() else []
 
 
 def fill(data_dir: str | Path, per_class: int = 2, dest: Path = EXAMPLES) -> list[Path]:
+    from vit.data import list_images  # imports timm: only here, so that the app's import of `find` stays quick
+    from vit.evaluate import split_dir
+
     samples, classes = list_images(split_dir(data_dir, "test"))
     dest.mkdir(parents=True, exist_ok=True)
     copied = []

@@ -1,81 +1,178 @@
 """What the Gradio app shows, computed without Gradio: the model set, model cards, overlays, tables.
 
-app.py wires widgets to these functions; everything here is testable without a browser.
+app.py wires widgets to these functions; everything here is testable without a browser. Importing
+this module imports no timm and builds no model: `ModelSet` reads every checkpoint's metadata from
+its header at once and builds the models in a background thread (`start`), so the page can be served
+while they load.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image
 
-from vit import explain
-from vit.checkpoint import CheckpointError, load
-from vit.predict import OPTIMISATIONS, Predictor, Result, time_forward
+from vit import families
+from vit.checkpoint import CheckpointError, read_meta  # the header alone: no timm, no weights
+
+if TYPE_CHECKING:  # vit.predict imports timm (seconds): only the loading thread needs it
+    from vit.predict import Predictor, Result
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
-FAMILY_TITLES = {
-    "scratch_vit": "Scratch ViT (ours)",
-    "timm_vit": "Hybrid ViT (timm)",
-    "effnet": "EfficientNet-Lite0",
-}
+LAYER_DEFAULT = 4  # the layer an example's overlay shows (clipped to the model's last)
 DISPLAY_SIDE = 336  # overlays are drawn on the model's view, enlarged to this for the screen
+LOAD_WAIT_S = 120.0  # a request for a model still loading waits this long, then gets a message
+HEAD_REDUCTIONS = ("mean", "max")  # vit.explain.HEAD_REDUCTIONS
 
 
-@dataclass
-class ModelSet:
-    """The models the app serves, by family, and why any of the three could not be loaded."""
-    models: dict[str, Predictor] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-
-    def get(self, family: str) -> Predictor:
-        if family in self.models:
-            return self.models[family]
-        reason = self.errors.get(family, f"unknown model {family!r}")
-        raise LookupError(f"{FAMILY_TITLES.get(family, family)} is unavailable: {reason}")
+class ModelError(LookupError):
+    """A model that is unknown, still loading or unavailable; the message is meant for the user."""
 
 
 def checkpoint_paths(directory: str | os.PathLike | None = None) -> dict[str, Path]:
-    """checkpoints/<family>.safetensors for each family (directory: $FOODVISION_CHECKPOINTS or ./checkpoints)."""
+    """Every *.safetensors in `directory` ($FOODVISION_CHECKPOINTS, else ./checkpoints), by file stem:
+    the stem is the model's id in the API."""
     root = Path(directory or os.environ.get("FOODVISION_CHECKPOINTS") or CHECKPOINT_DIR)
-    return {family: root / f"{family}.safetensors" for family in FAMILY_TITLES}
+    return {p.stem: p for p in sorted(root.glob("*.safetensors"))}
 
 
-def optimisations(spec: str | None = None) -> dict[str, str]:
-    """Per-family CPU speed-ups (vit.predict.OPTIMISATIONS) from "family=mode,..." (default:
-    $FOODVISION_OPTIMISE), e.g. "scratch_vit=int8,effnet=channels_last"."""
+class ModelSet:
+    """The models the app serves, by id (checkpoint file stem): metadata at once, models when loaded.
+
+    `titles`, `meta` and `ids` are known when the constructor returns; `get(id)` waits for a model
+    that is still loading. A checkpoint that is missing, damaged or builds no model is reported in
+    `errors`, not fatal."""
+
+    def __init__(self, paths: dict[str, Path], optimise: dict[str, str] | None = None) -> None:
+        self.paths, self.optimise = dict(paths), dict(optimise or {})
+        self.meta: dict[str, dict] = {}
+        self.models: dict[str, Predictor] = {}
+        self.errors: dict[str, str] = {}
+        self._ready = {i: threading.Event() for i in paths}
+        self._wanted: list[str] = []  # ids asked for while loading: built next
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        for i, path in paths.items():
+            try:
+                self.meta[i] = read_meta(path)
+            except (CheckpointError, OSError) as e:
+                self._fail(i, str(e))
+        order = {name: k for k, name in enumerate(families.names())}
+        self.ids = sorted(paths, key=lambda i: (order.get(self.meta.get(i, {}).get("family"), len(order)), i))
+        self.titles = _titles(self.ids, self.meta)
+
+    def _fail(self, i: str, why: str) -> None:
+        self.errors[i] = why
+        self._ready[i].set()
+        log.warning("%s unavailable: %s", i, why)
+
+    def start(self, first: str | None = None) -> "ModelSet":
+        """Build every model in a background thread, `first` first; returns at once."""
+        if first is not None:
+            self._want(first)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.load, name="load-models", daemon=True)
+            self._thread.start()
+        return self
+
+    def _want(self, i: str) -> None:
+        with self._lock:
+            if i not in self._wanted:
+                self._wanted.append(i)
+
+    def load(self) -> "ModelSet":
+        """Build every model whose metadata was read: those asked for first, then in order (what `start` runs)."""
+        from vit.checkpoint import load
+        from vit.predict import Predictor
+
+        while True:
+            with self._lock:
+                pending = [i for i in self._wanted + self.ids if not self._ready[i].is_set()]
+            if not pending:
+                return self
+            i = pending[0]
+            try:
+                self.models[i] = Predictor(load(self.paths[i]), self.optimise.get(i, "none"))
+                log.info("%s loaded from %s", i, self.paths[i])
+            except (CheckpointError, OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
+                # a CheckpointError names the file; anything else came from metadata that builds no model
+                path = self.paths[i]
+                self._fail(i, str(e) if isinstance(e, CheckpointError)
+                           else f"{path}: cannot be loaded ({type(e).__name__}: {e})")
+            finally:
+                self._ready[i].set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every model is loaded or failed; False on timeout."""
+        return all(e.wait(timeout) for e in self._ready.values())
+
+    def status(self, i: str) -> str:
+        """"ready", "loading" or "failed"."""
+        return "ready" if i in self.models else "failed" if i in self.errors else "loading"
+
+    def get(self, i: str, timeout: float = LOAD_WAIT_S) -> "Predictor":
+        """The model with id `i`, waiting up to `timeout` s for one still loading; ModelError otherwise."""
+        if i not in self._ready:
+            raise ModelError(f"unknown model {i!r}; choose one of {self.ids}")
+        if not self._ready[i].is_set():
+            self._want(i)  # the loading thread builds it next
+        if not self._ready[i].wait(timeout):
+            raise ModelError(f"{self.titles[i]} is still loading; please try again in a few seconds.")
+        if i in self.errors:
+            raise ModelError(f"{self.titles[i]} is unavailable: {self.errors[i]}")
+        return self.models[i]
+
+    def has_attention(self, i: str) -> bool:
+        """Whether model `i` has attention maps (a ViT), from its family in the registry."""
+        return i in self.meta and families.get(self.meta[i]["family"]).attention
+
+    def class_names(self) -> list[str]:
+        """Every class any model predicts, in the order the checkpoints list them."""
+        return list(dict.fromkeys(c for i in self.ids if i in self.meta for c in self.meta[i]["class_names"]))
+
+    def fingerprint(self) -> str:
+        """Changes whenever a served checkpoint file does (name, size, time): keys the examples' cache."""
+        h = hashlib.sha256()
+        for i in self.ids:
+            st = self.paths[i].stat() if self.paths[i].is_file() else None
+            h.update(f"{i}:{st and st.st_size}:{st and st.st_mtime_ns}:{self.optimise.get(i)};".encode())
+        return h.hexdigest()[:16]
+
+
+def _titles(ids: list[str], meta: dict[str, dict]) -> dict[str, str]:
+    """What a person reads for each model: the checkpoint's title, else its family's; the id is added
+    where two models would read the same."""
+    base = {i: meta[i].get("title") or families.get(meta[i]["family"]).title if i in meta else i for i in ids}
+    return {i: t if list(base.values()).count(t) == 1 else f"{t} ({i})" for i, t in base.items()}
+
+
+def classes_text(names: list[str]) -> str:
+    """["pizza", "steak", "sushi"] -> "pizza, steak or sushi"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1] if names else "?"
+
+
+def optimisations(spec: str | None = None, ids: list[str] | None = None) -> dict[str, str]:
+    """Per-model CPU speed-ups (vit.predict.OPTIMISATIONS) from "id=mode,..." (default:
+    $FOODVISION_OPTIMISE), e.g. "scratch_vit=int8,effnet=channels_last"; ids checked against `ids`."""
+    modes = ("none", "channels_last", "int8", "compile")  # vit.predict.OPTIMISATIONS, without importing timm
     spec = os.environ.get("FOODVISION_OPTIMISE", "") if spec is None else spec
     chosen = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        family, _, mode = item.partition("=")
-        if family not in FAMILY_TITLES or mode not in OPTIMISATIONS:
-            raise ValueError(f"bad optimisation {item!r}: use family=mode with a family in {list(FAMILY_TITLES)} "
-                             f"and a mode in {OPTIMISATIONS}")
-        chosen[family] = mode
+        model, _, mode = item.partition("=")
+        if not model or (ids is not None and model not in ids) or mode not in modes:
+            raise ValueError(f"bad optimisation {item!r}: use id=mode with an id in {ids or 'the served models'} "
+                             f"and a mode in {modes}")
+        chosen[model] = mode
     return chosen
-
-
-def load_models(paths: dict[str, Path], optimise: dict[str, str] | None = None) -> ModelSet:
-    """Load every checkpoint once (with `optimise[family]` applied, see `optimisations`); one that is
-    missing, damaged or of the wrong family is reported, not fatal."""
-    models = ModelSet()
-    for family, path in paths.items():
-        try:
-            mode = (optimise or {}).get(family, "none")
-            models.models[family] = Predictor(load(path, expect_family=family), mode)
-        except (CheckpointError, OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
-            # a CheckpointError names the file; anything else came from metadata that builds no model
-            why = str(e) if isinstance(e, CheckpointError) else f"{path}: cannot be loaded ({type(e).__name__}: {e})"
-            models.errors[family] = why
-            log.warning("%s unavailable: %s", family, why)
-    return models
 
 
 def write_once(data: bytes, folder: str | os.PathLike, name: str) -> str:
@@ -91,39 +188,59 @@ def write_once(data: bytes, folder: str | os.PathLike, name: str) -> str:
     return str(path)
 
 
-def model_card(p: Predictor) -> str:
-    """Markdown: what the model is, what it started from, how it was trained, what it scores."""
-    m = p.meta
+def model_card(meta: dict, title: str, path: Path) -> str:
+    """Markdown from the checkpoint's metadata alone: what the model is, what it started from, how it
+    was trained, what it scores."""
+    m = meta
     recipe, init = m.get("recipe", {}), m.get("init", {})
     test = m.get("metrics", {}).get("test", {})
-    lines = [f"**{FAMILY_TITLES[m['family']]}** — {describe_arch(m)}",
+    lines = [f"**{title}** — {describe_arch(m)}",
              f"- **Started from:** {init.get('weights', 'unknown')}" + (f" ({init['source']})" if init.get("source") else "")]
     if "n_train" in recipe:
         teacher = recipe.get("distillation", {}).get("teacher_family")
-        lines.append(f"- **Trained on:** {recipe['n_train']} FoodVision Mini photos ({recipe.get('n_val', 0)} more held "
+        lines.append(f"- **Trained on:** {recipe['n_train']} photos ({recipe.get('n_val', 0)} more held "
                      f"out for validation), {recipe.get('epochs_run', recipe.get('epochs'))} epochs"
-                     + (f", distilled from {FAMILY_TITLES.get(teacher, teacher)}" if teacher else ""))
-    lines += ["- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured"),
-              f"- **Size:** {p.ckpt.size_mb:.1f} MB on disk, {m.get('num_params', 0):,} parameters, "
+                     + (f", distilled from {families.get(teacher).title if teacher in families.names() else teacher}"
+                        if teacher else ""))
+    size_mb = path.stat().st_size / 1e6 if path.is_file() else 0.0
+    lines += ["- **Classes:** " + ", ".join(m["class_names"]),
+              "- **Explanations:** " + ", ".join(METHOD_TITLES.get(x, x) for x in families.get(m["family"]).methods),
+              "- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured"),
+              f"- **Size:** {size_mb:.1f} MB on disk, {m.get('num_params', 0):,} parameters, "
               f"input {m['preprocessing']['input_size'][-1]} px"]
     return "\n".join(lines)
 
 
+def geometry(models: ModelSet, i: str) -> tuple[int, int]:
+    """(attention layers, heads) of model `i`: from the model once loaded, else from its metadata
+    (0, 0 when neither says)."""
+    if i in models.models and models.has_attention(i):
+        return models.models[i].num_layers, models.models[i].num_heads
+    a = models.meta.get(i, {}).get("arch", {})
+    return int(a.get("depth", 0)), int(a.get("num_heads", 0))
+
+
+def max_heads(models: ModelSet) -> int:
+    return max((geometry(models, i)[1] for i in models.ids if models.has_attention(i)), default=0)
+
+
 def describe_arch(meta: dict) -> str:
-    a = meta["arch"]
-    if meta["family"] == "scratch_vit":
-        return (f"{a['depth']} layers × {a['num_heads']} heads, width {a['embed_dim']}, {a['patch_size']} px patches "
-                f"on {a['image_size']} px" + (", DeiT distillation token" if a.get("distilled") else ""))
-    if meta["family"] == "timm_vit" and a["model_name"].startswith("vit_hybrid"):
-        return (f"EfficientNet-Lite0 stem (stride 16) + {a['depth']} transformer layers × {a['num_heads']} heads, "
-                f"width {a['embed_dim']}")
-    return a["model_name"]
+    """One line from the family's description and the architecture record."""
+    a, family = meta["arch"], families.get(meta["family"])
+    parts = [a["model_name"]] if "model_name" in a else []
+    if "depth" in a and "num_heads" in a:
+        parts.append(f"{a['depth']} layers × {a['num_heads']} heads, width {a.get('embed_dim', '?')}")
+    if "patch_size" in a and "image_size" in a:
+        parts.append(f"{a['patch_size']} px patches on {a['image_size']} px")
+    if a.get("distilled"):
+        parts.append("DeiT distillation token")
+    return ", ".join(parts) + (f" ({family.description})" if family.description else "")
 
 
-def latency_text(p: Predictor, predict_ms: float, explain_ms: float) -> str:
-    """Model time of this request's prediction and explanation passes, where they ran, and the model's size."""
-    what = "attention maps" if p.is_vit else "Grad-CAM"
-    return (f"⏱️ **{predict_ms:.1f} ms prediction** · {explain_ms:.1f} ms {what} · {device_text()}  \n"
+def latency_text(p: "Predictor", r: "Result") -> str:
+    """Model time of this request (its one timed pass, then its map), where it ran, and the model's size."""
+    return (f"⏱️ **{r.latency_ms:.1f} ms prediction** ({r.timed}) · {r.explain_ms:.1f} ms {r.method} map · "
+            f"{device_text()}  \n"
             f"📦 {p.ckpt.size_mb:.1f} MB on disk · {p.meta.get('num_params', 0) / 1e6:.2f} M parameters")
 
 
@@ -136,41 +253,82 @@ def _display(view: Image.Image) -> tuple[Image.Image, float]:
     return view.resize((DISPLAY_SIDE, round(view.height * scale)), Image.BICUBIC), scale
 
 
-def heat_map(p: Predictor, r: Result, view: str, layer: int, head: int | str, discard: float) -> np.ndarray:
-    """The (rows, cols) map the chosen view shows: one layer's class-token attention, the
-    rollout over all layers, or Grad-CAM. `layer` counts from 1."""
-    if not p.is_vit:
-        return r.cam
-    if view == "rollout":
-        return explain.rollout_map(r.maps, p.token_grid, p.prefix_tokens, discard, head)
-    layer = int(np.clip(layer, 1, len(r.maps)))
-    return explain.cls_attention(r.maps[layer - 1], p.token_grid, p.prefix_tokens, head)
+METHOD_TITLES = {  # what the method menu says; ids are vit.families' (and the API's)
+    "attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
+    "grad-cam": "Grad-CAM", "occlusion": "Occlusion"}
+LAYERED = ("attention", "rollout")  # methods with a layer / head to pick (rollout: heads and discard)
 
 
-def render_overlay(p: Predictor, r: Result, view: str = "attention", layer: int = 1, head: int | str = "mean",
-                   opacity: float = 0.5, discard: float = 0.9) -> Image.Image:
+def methods_of(models: ModelSet, i: str) -> tuple[str, ...]:
+    """Model `i`'s explanation methods, its default first, from its family (known before it loads)."""
+    return families.get(models.meta[i]["family"]).methods if i in models.meta else ()
+
+
+def method_choices(methods: tuple[str, ...]) -> list[tuple[str, str]]:
+    return [(METHOD_TITLES.get(m, m), m) for m in methods]
+
+
+def render_overlay(r: "Result", opacity: float = 0.5) -> Image.Image:
+    """The result's map over the pixels the model saw, enlarged for the screen."""
+    from vit import explain
+
     shown, _ = _display(r.view)
-    return explain.overlay(shown, heat_map(p, r, view, layer, head, discard), opacity)
+    return explain.overlay(shown, r.heat, opacity)
 
 
-def render_layers(p: Predictor, r: Result, head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:
-    """Every layer's class-token attention at once (ViTs only)."""
-    if not p.is_vit:
+def faithfulness_record(r: "Result") -> dict:
+    """The map's deletion / insertion AUCs and the random bar's (None where not scored)."""
+    f = r.faithfulness
+    keys = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
+    return {k: (round(float(getattr(f, k)), 4) if f is not None else None) for k in keys}
+
+
+def faithfulness_text(r: "Result", title: str = "") -> str:
+    """Markdown: how faithful the map is, against random orders of the same cells."""
+    f = faithfulness_record(r)
+    if f["deletion_auc"] is None:
+        return ""
+    return (f"**Is the map faithful?** ({METHOD_TITLES.get(r.method, r.method)}{', ' + title if title else ''})  \n"
+            f"Blurring the hottest cells first: deletion AUC **{f['deletion_auc']:.3f}** vs "
+            f"{f['random_deletion_auc']:.3f} at random (lower is better).  \n"
+            f"Revealing them first: insertion AUC **{f['insertion_auc']:.3f}** vs "
+            f"{f['random_insertion_auc']:.3f} at random (higher is better).")
+
+
+def curves_image(r: "Result", title: str = "") -> Image.Image | None:
+    """The deletion / insertion curves against random orders (None where not scored)."""
+    from vit import explain
+
+    return None if r.faithfulness is None else explain.curves_plot(r.faithfulness, title)
+
+
+def explain_record(model_id: str, r: "Result") -> dict:
+    """What /explain returns beside the overlay."""
+    return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
+            "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2), "grid": list(r.grid)}
+
+
+def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:
+    """Every layer's class-token attention at once (models with attention only)."""
+    from vit import explain
+
+    if not r.maps:
         return None
-    heats = [explain.cls_attention(m, p.token_grid, p.prefix_tokens, head) for m in r.maps]
+    heats = [explain.cls_attention(m, r.grid, r.prefix, head) for m in r.maps]
     return explain.layer_mosaic(r.view, heats, opacity)
 
 
-def render_patches(p: Predictor, r: Result) -> Image.Image:
-    """The model's view cut into its patches (ViTs) or its Grad-CAM cells (CNNs)."""
+def render_patches(r: "Result") -> Image.Image:
+    """The model's view cut into its patches (ViTs) or its map's cells (CNNs)."""
+    from vit import explain
+
     shown, scale = _display(r.view)
-    cell = p.patch_px if p.is_vit else r.view.width / r.cam.shape[1]
-    return explain.patch_grid(shown, max(1, round(cell * scale)))
+    return explain.patch_grid(shown, max(1, round(r.cell_px * scale)))
 
 
 def parse_head(head: str | int | None, num_heads: int) -> int | str:
     """'mean' / 'max' / 'head 2' / 2 -> what explain.head_select takes (heads count from 1 on screen)."""
-    if head is None or head in explain.HEAD_REDUCTIONS:
+    if head is None or head in HEAD_REDUCTIONS:
         return head or "mean"
     try:
         index = int(str(head).split()[-1])
@@ -181,38 +339,56 @@ def parse_head(head: str | int | None, num_heads: int) -> int | str:
     return index - 1
 
 
-def head_choices(p: Predictor) -> list[str]:
-    return list(explain.HEAD_REDUCTIONS) + [f"head {i + 1}" for i in range(p.num_heads)]
+def head_choices(num_heads: int) -> list[str]:
+    return list(HEAD_REDUCTIONS) + [f"head {i + 1}" for i in range(num_heads)]
 
 
 def measure_p50(models: ModelSet, runs: int = 20) -> dict[str, float]:
-    """Median warm latency (ms) of each model's plain forward pass at batch size 1, on this server."""
+    """Median warm latency (ms) of each loaded model's plain forward pass at batch size 1, on this server."""
+    from vit.predict import time_forward
+
     out = {}
-    for family, p in models.models.items():
+    for i, p in list(models.models.items()):
         x = torch.zeros(1, 3, p.image_size, p.image_size)
-        out[family] = float(np.median(time_forward(p.model, x, runs=runs, warmup=3)))
+        out[i] = float(np.median(time_forward(p.model, x, runs=runs, warmup=3)))
     return out
 
 
 def comparison_rows(models: ModelSet, latency_p50: dict[str, float] | None = None) -> list[list]:
-    """One row per model for the comparison table: name, init, data, epochs, accuracy, params, MB, p50 ms."""
+    """One row per model for the comparison table: name, init, data, epochs, accuracy, params, MB, p50 ms.
+    From the metadata alone, so a model still loading has its row."""
     rows = []
-    for family, title in FAMILY_TITLES.items():
-        if family not in models.models:
-            rows.append([title, "unavailable: " + models.errors.get(family, "not loaded")] + [""] * 6)
+    for i in models.ids:
+        title = models.titles[i]
+        if i in models.errors:
+            rows.append([title, "unavailable: " + models.errors[i]] + [""] * 6)
             continue
-        p = models.models[family]
-        m, recipe = p.meta, p.meta.get("recipe", {})
-        test = m.get("metrics", {}).get("test", {})
+        m = models.meta[i]
+        recipe, test = m.get("recipe", {}), m.get("metrics", {}).get("test", {})
+        size_mb = models.paths[i].stat().st_size / 1e6
         rows.append([
-            title, m["init"].get("weights", "?"),
+            title, m.get("init", {}).get("weights", "?"),
             f"{recipe.get('n_train', '?')} train / {recipe.get('n_val', 0)} val",
             recipe.get("epochs_run", recipe.get("epochs", "")),
             f"{test['accuracy']:.1%}" if test else "",
-            f"{m.get('num_params', 0) / 1e6:.2f} M", f"{p.ckpt.size_mb:.1f}",
-            f"{latency_p50[family]:.1f}" if latency_p50 and family in latency_p50 else "",
+            f"{m.get('num_params', 0) / 1e6:.2f} M", f"{size_mb:.1f}",
+            f"{latency_p50[i]:.1f}" if latency_p50 and i in latency_p50 else "",
         ])
     return rows
 
 
 COMPARISON_HEADERS = ["model", "started from", "data", "epochs", "test accuracy", "parameters", "MB", "p50 ms (bs=1)"]
+HISTORY_COLUMNS = ["model", "epoch", "curve", "value"]
+
+
+def history_rows(models: ModelSet, metric: str) -> list[list]:
+    """Long-form rows (model, epoch, curve, value) of every model's per-epoch `metric` ("loss" or
+    "acc"), train and val, from each checkpoint's meta["history"]: what a gr.LinePlot draws."""
+    rows = []
+    for i in models.ids:
+        for h in models.meta.get(i, {}).get("history", []):
+            for split in ("train", "val"):
+                value = h.get(f"{split}_{metric}")
+                if value is not None and "epoch" in h:
+                    rows.append([models.titles[i], h["epoch"], f"{models.titles[i]} · {split}", float(value)])
+    return rows

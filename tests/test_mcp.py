@@ -1,0 +1,108 @@
+"""The app as an MCP server (`python app.py --mcp`), driven by the `mcp` package's client over the
+streamable HTTP transport Gradio serves at /gradio_api/mcp/: the tools are listed with their typed
+docstrings, and classifying a photo gives its label back."""
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import CLASSES, ROOT, make_image
+
+mcp = pytest.importorskip("mcp", reason="pip install 'gradio[mcp]'")
+from mcp.client.session import ClientSession  # noqa: E402
+from mcp.client.streamable_http import streamablehttp_client  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mcp_url(tmp_path_factory, app_checkpoints):
+    d = tmp_path_factory.mktemp("mcp")
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    url = f"http://127.0.0.1:{port}/"
+    with open(d / "server.log", "w") as log:
+        server = subprocess.Popen([sys.executable, "app.py", "--mcp", "--checkpoints", str(app_checkpoints)],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(480):
+            assert server.poll() is None, (d / "server.log").read_text()
+            try:
+                if httpx.get(url + "config", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("app.py --mcp did not start:\n" + (d / "server.log").read_text())
+        yield url + "gradio_api/mcp/"
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def photo_data_url() -> str:
+    import io
+    buffer = io.BytesIO()
+    make_image(7, (200, 150)).save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+async def _session(url: str, work):
+    async with streamablehttp_client(url) as (read, write, _):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            return await work(session)
+
+
+def run(url: str, work):
+    return asyncio.run(asyncio.wait_for(_session(url, work), timeout=300))
+
+
+def test_tools_are_listed_with_typed_docstrings(mcp_url):
+    tools = {t.name: t for t in run(mcp_url, lambda s: s.list_tools()).tools}
+    assert {"predict", "attention", "methods"} <= set(tools)
+    predict = tools["predict"]
+    assert predict.description.startswith("Classify a food photo")
+    props = predict.inputSchema["properties"]
+    assert props["image"]["type"] == "string" and "url" in props["image"]["format"]  # a file: a URL or base64
+    assert props["model"]["type"] == "string" and "checkpoint's file stem" in props["model"]["description"]
+
+
+def test_classify_tool_gives_the_label(mcp_url):
+    async def work(session):
+        return await session.call_tool("predict", {"image": photo_data_url(), "model": "effnet"})
+    result = run(mcp_url, work)
+    assert not result.isError, result.content
+    texts = [c.text for c in result.content if c.type == "text"]
+    label, info = ast.literal_eval(texts[0])  # Gradio's MCP server sends the outputs as their Python repr
+    assert label["label"] in CLASSES and {c["label"] for c in label["confidences"]} == set(CLASSES), texts
+    assert label["label"] == max(label["confidences"], key=lambda c: c["confidence"])["label"]
+    assert info["model"] == "effnet" and info["latency_ms"] > 0
+
+
+def test_explain_tool_gives_an_overlay_image(mcp_url):
+    """Gradio 6.31's MCP server returns a tool with several outputs as one text (gradio/mcp.py,
+    `_execute_tool_without_progress` returns `[result]`), so the overlay comes as a URL the app serves."""
+    async def work(session):
+        return await session.call_tool("attention", {"image": photo_data_url(), "model": "scratch_vit",
+                                                     "view": "rollout"})
+    result = run(mcp_url, work)
+    assert not result.isError, result.content
+    overlay, mosaic = ast.literal_eval(next(c.text for c in result.content if c.type == "text"))
+    png = httpx.get(overlay["url"], timeout=30)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    assert mosaic["url"].endswith(".png")
