@@ -30,6 +30,7 @@ from vit import families
 from vit.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
+_EXPORT_LOCK = threading.Lock()
 
 KINDS = ("auto", "onnxruntime", "torch")
 ENV = "FOODVISION_ENGINE"
@@ -194,12 +195,13 @@ def ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = THREADS) 
 
     digest = export.sha256(ckpt.path)
     path = cache_path(ckpt, int8=int8, digest=digest)
-    for candidate in dict.fromkeys([export.default_path(ckpt.path, int8=int8), path]):
-        if candidate.is_file() and export.is_current(candidate, ckpt.path, digest):
-            return OrtEngine(candidate, threads=threads)
-    stale = path.is_file()
-    log.info("%s: %s ONNX export at %s", ckpt.path.name, "re-exporting a stale" if stale else "writing an", path)
-    export.export(ckpt, path, int8=int8)
+    with _EXPORT_LOCK:  # torch.onnx.export is process-global: one export at a time
+        for candidate in dict.fromkeys([export.default_path(ckpt.path, int8=int8), path]):
+            if candidate.is_file() and export.is_current(candidate, ckpt.path, digest):
+                return OrtEngine(candidate, threads=threads)
+        stale = path.is_file()
+        log.info("%s: %s ONNX export at %s", ckpt.path.name, "re-exporting a stale" if stale else "writing an", path)
+        export.export(ckpt, path, int8=int8)
     engine = OrtEngine(path, threads=threads)
     if not int8:
         result = export.check(ckpt, path, engine=engine)  # random input: a quick guard, not the test split

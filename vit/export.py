@@ -72,7 +72,7 @@ def attention_path(path: str | os.PathLike) -> Path:
 
 
 def input_px(ckpt: Checkpoint) -> int:
-    return ckpt.meta["preprocessing"]["input_size"][-1]
+    return ckpt.preprocessing.image_size
 
 
 class _WithAttention(nn.Module):

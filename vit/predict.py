@@ -121,7 +121,8 @@ class Predictor:
         if optimisation != "none" or kind == "torch":
             self._engine_ready.set()
         elif kind == "auto":
-            threading.Thread(target=self._upgrade_engine, name=f"engine-{ckpt.path.stem}", daemon=True).start()
+            # not a daemon: an exit waits for the export instead of aborting inside native code
+            threading.Thread(target=self._upgrade_engine, name=f"engine-{ckpt.path.stem}").start()
         else:
             self.engine = engines.make_engine(ckpt, kind)
             self._engine_ready.set()

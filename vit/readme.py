@@ -26,7 +26,8 @@ from vit import bench
 from vit.checkpoint import CheckpointError, load
 from vit.predict import time_forward
 from vit.report import performance_markdown
-from vit.ui import FAMILY_TITLES, checkpoint_paths
+from vit import families
+from vit.ui import checkpoint_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,23 +58,23 @@ def results_block(runs: int = 30) -> str:
         try:
             ckpt = load(path)
         except CheckpointError as e:
-            rows.append(f"| {FAMILY_TITLES[family]} | missing: {e} | | | | | | |")
+            rows.append(f"| {family} | missing: {e} | | | | | | |")
             continue
-        m, r = ckpt.meta, ckpt.meta["recipe"]
+        m, r, title = ckpt.meta, ckpt.meta["recipe"], families.get(ckpt.family).title
         test, val = m["metrics"]["test"], m["metrics"].get("val", {})
-        size = m["preprocessing"]["input_size"][-1]
+        size = ckpt.preprocessing.image_size
         p50 = float(np.median(time_forward(ckpt.model, torch.zeros(1, 3, size, size), runs=runs, warmup=5)))
         init = m["init"]["weights"] + (f" ({m['init']['source'].split(':')[0]})" if m["init"].get("source") else "")
         data = f"{r['n_train']} train + {r['n_val']} val photos"
         if r.get("distillation"):
-            data += f"; distilled from {FAMILY_TITLES[r['distillation']['teacher_family']]}"
-        rows.append(f"| {FAMILY_TITLES[family]} | {init} | {data} | {r['epochs_run']} (best: {r['selected_epoch']}) "
+            data += f"; distilled from {families.get(r['distillation']['teacher_family']).title}"
+        rows.append(f"| {title} | {init} | {data} | {r['epochs_run']} (best: {r['selected_epoch']}) "
                     f"| **{test['accuracy']:.1%}** ({round(test['accuracy'] * test['n_images'])}/{test['n_images']}) "
                     f"| {m['num_params'] / 1e6:.2f} M | {ckpt.size_mb:.1f} | {p50:.1f} |")
         per_class = " / ".join(f"{v:.0%}" for v in test["per_class_accuracy"].values())
-        classes_rows.append(f"| {FAMILY_TITLES[family]} | {per_class} | {val.get('accuracy', float('nan')):.1%} "
+        classes_rows.append(f"| {title} | {per_class} | {val.get('accuracy', float('nan')):.1%} "
                             f"| {test['loss']:.3f} | `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` |")
-        curves.append(f"![{FAMILY_TITLES[family]} training curves](checkpoints/{family}.png)")
+        curves.append(f"![{title} training curves](checkpoints/{family}.png)")
     names = " / ".join(load_classes())
     return "\n".join([
         "| model | started from | training data | epochs | test accuracy | parameters | file MB | CPU p50 ms |",

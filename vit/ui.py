@@ -80,7 +80,8 @@ class ModelSet:
         if first is not None:
             self._want(first)
         if self._thread is None:
-            self._thread = threading.Thread(target=self.load, name="load-models", daemon=True)
+            # not a daemon: an exit waits for the model being built instead of aborting inside native code
+            self._thread = threading.Thread(target=self.load, name="load-models")
             self._thread.start()
         return self
 

@@ -20,7 +20,8 @@ from vit.bench.optimisations import bench_optimisations
 from vit.bench.references import ATTENTION_BAR, has_timm_twin, hybrid_vs_lite0, is_hybrid, scratch_vs_timm
 from vit.bench.timing import BLOCK
 from vit.checkpoint import CheckpointError, load
-from vit.ui import FAMILY_TITLES, checkpoint_paths
+from vit import families as registry
+from vit.ui import checkpoint_paths
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Settings:
 
 
 def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
-    """Benchmark every checkpoint in `paths` (family -> file); a missing one is reported, not fatal."""
+    """Benchmark every checkpoint in `paths` (model id -> file); a missing one is reported, not fatal."""
     s = settings or Settings()
     runs, warmup, n = s.runs, s.warmup, s.matmul_size
     test_dir = Path(s.test_dir) if s.test_dir else None
@@ -50,13 +51,13 @@ def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
     result["floor"] = {"matmul_gflops_per_s": floor / 1e9, "how": f"{n}x{n} fp32 torch.mm, best of 5"}
     models, refs, opts, engine_rows = {}, {}, {}, {}
     for family, path in paths.items():
-        title = FAMILY_TITLES.get(family, family)
         try:
-            ckpt = load(path, expect_family=family)
+            ckpt = load(path)
         except CheckpointError as e:
             log.warning("%s skipped: %s", family, e)
-            models[family] = {"status": "missing", "title": title, "path": str(path), "error": str(e)}
+            models[family] = {"status": "missing", "title": family, "path": str(path), "error": str(e)}
             continue
+        title = registry.get(ckpt.family).title
         log.info("%s: size, FLOPs, latency, throughput, explanation (%s)", family, path)
         models[family] = {"title": title, **bench_model(ckpt, runs, warmup, floor, s.batch_size)}
         if s.rss:
@@ -95,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--checkpoints", help="folder of <family>.safetensors (default: $FOODVISION_CHECKPOINTS "
                                          "or ./checkpoints)")
-    p.add_argument("--models", default="scratch_vit,timm_vit,effnet", help="comma-separated families")
+    p.add_argument("--models", default="scratch_vit,timm_vit,effnet", help="comma-separated model ids (checkpoint file stems)")
     p.add_argument("--test-dir", default=str(DEFAULT_TEST_DIR),
                    help="ImageFolder split for re-checking accuracy where an optimisation changes the logits; "
                         "'none' to skip")
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     families = [f.strip() for f in args.models.split(",") if f.strip()]
     unknown = set(families) - set(paths)
     if unknown:
-        p.error(f"unknown model families {sorted(unknown)}; choose from {list(paths)}")
+        p.error(f"unknown models {sorted(unknown)}; choose from {list(paths)}")
     engine_batches = () if args.engine_batches.lower() == "none" else \
         tuple(int(b) for b in args.engine_batches.split(",") if b.strip())
     settings = Settings(runs=args.runs, warmup=args.warmup, batch_size=args.batch_size, compile=args.compile,

@@ -17,7 +17,7 @@ BATCH = 32  # default batch size of the throughput figure
 
 
 def input_px(ckpt: Checkpoint) -> int:
-    return ckpt.meta["preprocessing"]["input_size"][-1]
+    return ckpt.preprocessing.image_size
 
 
 def explain_case(model: nn.Module, family: str, x: torch.Tensor) -> tuple[str, Case]:
