@@ -113,7 +113,7 @@ def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_pat
                 assert r["top1_agreement"] == 1.0, r
     md = report.performance_markdown(out)
     assert md.startswith("Measured by `python -m vit.bench") and out["machine"]["cpu"] in md
-    assert all(title in md for title in ("Scratch ViT (ours)", "Hybrid ViT (timm)", "EfficientNet-Lite0"))
+    assert all(title in md for title in (families.get(f).title for f in ("scratch_vit", "timm_vit", "effnet")))
     assert "### Engines" in md and "ONNX Runtime (vit.engines)" in md and "bare ONNX Runtime session" in md
     assert out["machine"]["cpu"] in report.performance_text(out)
 
