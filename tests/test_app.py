@@ -123,6 +123,17 @@ def test_api_matches_the_python_api(client, photo, app):
         assert label_probs(label) == pytest.approx(expected, abs=1e-5)
 
 
+def test_predict_classify_and_explain_agree(client, photo, app):
+    """/predict, /classify (what the page shows) and /explain give one answer for one image and model."""
+    for family in FAMILIES:
+        label, _ = client.predict(handle_file(str(photo)), family, api_name="/predict")
+        method = app.MODELS.models[family].methods[0]
+        page = client.predict(handle_file(str(photo)), family, method, 1, "mean", 0.5, 0.9, api_name="/classify")[0]
+        _, record = client.predict(handle_file(str(photo)), family, method, api_name="/explain")
+        assert label_probs(page) == pytest.approx(label_probs(label), abs=1e-4)
+        assert record["probs"] == pytest.approx(label_probs(label), abs=1e-4)
+
+
 def test_methods_lists_each_models_methods(client, app):
     assert client.predict(api_name="/methods") == {i: list(app.MODELS.models[i].methods) for i in FAMILIES}
     assert client.predict(api_name="/methods")["effnet"] == ["grad-cam", "occlusion"]

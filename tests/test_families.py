@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import CLASSES, make_image
-from vit import checkpoint, families
+from vit import checkpoint, families, ui
 from vit.data import preprocessing
 from vit.predict import Predictor
 from vit.zoo import build, build_timm_cnn
@@ -44,6 +44,8 @@ def test_a_fourth_family_needs_only_the_registry(tmp_path, resnet_family):
     assert e.probs == pytest.approx(r.probs, abs=1e-5)
     with pytest.raises(ValueError, match="choose one of \\['grad-cam', 'occlusion'\\]"):
         p.explain(make_image(1), "attention")
+    card = ui.model_card(checkpoint.read_meta(path), resnet_family.title, path)
+    assert card.startswith("**Toy ResNet**") and "resnet10t" in card
 
 
 def test_unknown_family_lists_the_registered_ones():
