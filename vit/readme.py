@@ -47,9 +47,11 @@ def performance_block(runs: int = 30) -> str:
         return text + f"\n\nCold start: `scripts/cold_start.py` failed ({done.stderr.strip()[-300:]})."
     c = json.loads(done.stdout.strip().splitlines()[-1])
     return text + (f"\n\n**Cold start** (`python scripts/cold_start.py`, same machine): the server answers "
-                   f"{c['server_up_s']:.1f} s after `python app.py` starts, and serves its first prediction "
-                   f"{c['first_prediction_s']:.1f} s after the start; a warm `/predict` request then takes "
-                   f"{c['warm_request_s'] * 1e3:.0f} ms end to end through the API.")
+                   f"{c['server_up_s']:.1f} s after `python app.py` starts ({c['server_up_ratio']:.2f} x the floor, "
+                   f"`python -c \"import gradio, torch\"`: {c['floor_s']:.1f} s in the same run), and serves its "
+                   f"first prediction {c['first_prediction_s']:.1f} s after the start ({c['first_prediction_ratio']:.2f} x "
+                   f"the floor; importing timm alone takes the floor to {c['floor_with_timm_s']:.1f} s); a warm "
+                   f"`/predict` request then takes {c['warm_request_s'] * 1e3:.0f} ms end to end through the API.")
 
 
 def results_block(runs: int = 30) -> str:
