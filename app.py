@@ -236,7 +236,7 @@ def on_model_change(model):
     card = ui.model_card(MODELS.meta[model], MODELS.titles[model], MODELS.paths[model])
     status = MODELS.status(model)
     if status != "ready":
-        card = (f"⏳ *Loading this model; a request for it waits until it is ready.*\n\n" if status == "loading"
+        card = ("⏳ *Loading this model; a request for it waits until it is ready.*\n\n" if status == "loading"
                 else f"⚠️ **Unavailable:** {MODELS.errors[model]}\n\n") + card
     methods_ = ui.methods_of(MODELS, model)
     layers_, heads = ui.geometry(MODELS, model)

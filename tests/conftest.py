@@ -1,9 +1,15 @@
 """Shared fixtures: a tiny generated ImageFolder and tiny checkpoints of every family."""
 from __future__ import annotations
 
+import os
+import socket
 import struct
+import subprocess
+import sys
+import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +132,39 @@ def photo(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("photos") / "photo.jpg"
     make_image(7, (400, 300)).save(path)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def app_server(args: list[str], log_path: Path, env: dict | None = None, timeout_s: float = 240) -> Iterator[str]:
+    """`python app.py ARGS` in its own process on a free port; yields its URL once /config answers, and
+    stops it afterwards. A server that dies or never answers fails the test with its log."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, **(env or {}), "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert server.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(url + "config", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"app.py did not start in {timeout_s:.0f} s:\n" + log_path.read_text())
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)

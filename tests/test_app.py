@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import CLASSES, FAMILIES, ROOT, TINY_ARCH, label_probs, make_image
+from conftest import CLASSES, FAMILIES, ROOT, TINY_ARCH, label_probs
 from vit import checkpoint
 from vit.data import preprocessing
 from vit.zoo import build

@@ -7,13 +7,8 @@ import base64
 import io
 import itertools
 import json
-import os
 import pickle
 import re
-import shutil
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +22,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import FAMILIES, ROOT, label_probs, make_image, png_bytes, png_header_only, tiny_checkpoint
+from conftest import FAMILIES, ROOT, app_server, label_probs, make_image, png_bytes, png_header_only, tiny_checkpoint
 from vit import checkpoint, ui
 from vit.images import open_image
 
@@ -241,12 +236,6 @@ def test_upload_over_max_file_size_is_refused_with_a_message(running_app, client
 
 # 2. Checkpoints: one that is missing, damaged or of another family takes out its model, not the app.
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def broken_app(tmp_path_factory):
     """`python app.py` in its own process, on checkpoints of which only scratch_vit is sound: timm_vit is
@@ -256,27 +245,8 @@ def broken_app(tmp_path_factory):
     timm = tiny_checkpoint(d / "timm_vit.safetensors", "timm_vit")
     timm.write_bytes(timm.read_bytes()[: timm.stat().st_size // 2])
     (d / "effnet.safetensors").write_text("weights to follow")
-    port = free_port()
-    env = {**os.environ, "FOODVISION_CHECKPOINTS": str(d), "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False"}
-    url = f"http://127.0.0.1:{port}/"
-    with open(d / "server.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            for _ in range(240):
-                assert server.poll() is None, (d / "server.log").read_text()
-                try:
-                    if httpx.get(url + "config", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.5)
-            else:
-                pytest.fail("app.py did not start in 120 s:\n" + (d / "server.log").read_text())
-            yield url, Client(url, verbose=False)
-        finally:
-            server.terminate()
-            server.wait(30)
+    with app_server([], d / "server.log", {"FOODVISION_CHECKPOINTS": str(d)}, timeout_s=120) as url:
+        yield url, Client(url, verbose=False)
 
 
 def test_app_starts_with_the_models_that_load(broken_app, photo):

@@ -6,52 +6,22 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
 
-from conftest import CLASSES, ROOT, make_image
+from conftest import CLASSES, app_server, make_image
 
 mcp = pytest.importorskip("mcp", reason="pip install 'gradio[mcp]'")
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.streamable_http import streamablehttp_client  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mcp_url(tmp_path_factory, app_checkpoints):
     d = tmp_path_factory.mktemp("mcp")
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    url = f"http://127.0.0.1:{port}/"
-    with open(d / "server.log", "w") as log:
-        server = subprocess.Popen([sys.executable, "app.py", "--mcp", "--checkpoints", str(app_checkpoints)],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(480):
-            assert server.poll() is None, (d / "server.log").read_text()
-            try:
-                if httpx.get(url + "config", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("app.py --mcp did not start:\n" + (d / "server.log").read_text())
+    with app_server(["--mcp", "--checkpoints", str(app_checkpoints)], d / "server.log") as url:
         yield url + "gradio_api/mcp/"
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 def photo_data_url() -> str:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import CLASSES, TINY_ARCH, make_image, tiny_checkpoint
+from conftest import TINY_ARCH, make_image, tiny_checkpoint
 from vit import checkpoint, evaluate, train
 from vit.model import VisionTransformer, preset
 from vit.train import loop, state

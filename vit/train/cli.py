@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 
 from vit import checkpoint
 from vit.checkpoint import CheckpointError
-from vit.data import make_dataset
 from vit.evaluate import run_eval
 from vit.train import distributed, loop
 from vit.train.config import ConfigError, TrainConfig, build_parser, from_args, validate
