@@ -211,6 +211,14 @@ def ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = THREADS) 
     return engine
 
 
+def resolve_kind(kind: str | None = None) -> str:
+    """The engine kind asked for: `kind`, else $FOODVISION_ENGINE, else "auto"; ValueError if unknown."""
+    kind = (kind or os.environ.get(ENV) or "auto").strip().lower()
+    if kind not in KINDS:
+        raise ValueError(f"unknown engine {kind!r} (from {ENV} or the caller); choose one of {KINDS}")
+    return kind
+
+
 def make_engine(ckpt: Checkpoint, kind: str | None = None, *, int8: bool = False,
                 threads: int = THREADS) -> Engine:
     """The engine for `ckpt`. `kind` (default: $FOODVISION_ENGINE, else "auto"):
@@ -220,9 +228,7 @@ def make_engine(ckpt: Checkpoint, kind: str | None = None, *, int8: bool = False
     - "onnxruntime": ONNX Runtime or EngineError;
     - "torch": the eager model.
     `int8`: the quantised export (vit.export --int8) on ONNX Runtime; ignored by PyTorch."""
-    kind = (kind or os.environ.get(ENV) or "auto").strip().lower()
-    if kind not in KINDS:
-        raise ValueError(f"unknown engine {kind!r} (from {ENV} or the caller); choose one of {KINDS}")
+    kind = resolve_kind(kind)
     attention = families.get(ckpt.family).attention
     if kind == "torch":
         return TorchEngine(ckpt.model, attention=attention)

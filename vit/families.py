@@ -10,7 +10,7 @@ CNN, is one `register(Family(...))` call:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:  # the builders import timm (seconds): only when a model is built
@@ -41,7 +41,6 @@ class Family:
     pretrained_prefix: str | None = None  # only these parameters came pretrained (None: all but `head`)
     preprocessing: Callable[["nn.Module"], dict] | None = None  # model -> timm data config (None: timm's)
     description: str = ""  # one line for the model card
-    extra: dict = field(default_factory=dict)
 
     def is_pretrained_param(self, name: str, init: dict) -> bool:
         """Did parameter `name` come from pretrained weights (for --backbone-lr-scale / --freeze-epochs)?"""

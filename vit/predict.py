@@ -117,7 +117,7 @@ class Predictor:
         self.model = optimise(ckpt.model.eval(), ckpt.family, optimisation)
         self.engine: engines.Engine = engines.TorchEngine(self.model, attention=self.spec.attention)
         self._engine_ready = threading.Event()
-        kind = (engine or os.environ.get(engines.ENV) or "auto").strip().lower()
+        kind = engines.resolve_kind(engine)
         if optimisation != "none" or kind == "torch":
             self._engine_ready.set()
         elif kind == "auto":

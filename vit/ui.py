@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from vit import families
-from vit.checkpoint import CheckpointError, read_meta  # the header alone: no timm, no weights
+from vit.checkpoint import CheckpointError, Preprocessing, read_meta  # the header alone: no timm, no weights
 
 if TYPE_CHECKING:  # vit.predict imports timm (seconds): only the loading thread needs it
     from vit.predict import Predictor, Result
@@ -208,7 +208,7 @@ def model_card(meta: dict, title: str, path: Path) -> str:
               "- **Explanations:** " + ", ".join(METHOD_TITLES.get(x, x) for x in families.get(m["family"]).methods),
               "- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured"),
               f"- **Size:** {size_mb:.1f} MB on disk, {m.get('num_params', 0):,} parameters, "
-              f"input {m['preprocessing']['input_size'][-1]} px"]
+              f"input {Preprocessing.from_dict(m['preprocessing']).image_size} px"]
     return "\n".join(lines)
 
 
