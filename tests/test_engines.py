@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import CLASSES
 from vit import checkpoint, engines, export
@@ -122,3 +123,35 @@ def test_cnn_engines_have_no_attention_maps(tiny_checkpoints):
     assert not engine.attention  # the registry says so: callers pick Grad-CAM without trying
     with pytest.raises(TypeError, match="torch engine: this model has no attention maps"):
         engine.forward_attention(torch.randn(1, 3, 224, 224))
+
+
+def test_a_current_export_serves_before_the_model_is_built(ckpt, monkeypatch):
+    """With an export on disk, a Predictor answers on ONNX Runtime at once; the PyTorch model (what
+    imports timm for the timm families) is built only when asked (`warm`, a gradient method)."""
+    from vit.predict import Predictor
+
+    make_engine(ckpt, "onnxruntime")  # the export, written beside the checkpoint
+    calls, real_build = [], checkpoint._build
+
+    def counted_build(path, meta):
+        calls.append(path)
+        return real_build(path, meta)
+
+    monkeypatch.setattr(checkpoint, "_build", counted_build)
+    p = Predictor(load(ckpt.path, lazy=True))
+    assert p.engine.name == "onnxruntime" and p.wait_for_engine(0) == "onnxruntime"
+    photo = Image.effect_mandelbrot((48, 40), (-2, -1.2, 1, 1.2), 40).convert("RGB")
+    result = p.classify(photo)
+    assert result.engine == "onnxruntime" and not p.ckpt.built and calls == []
+    p.warm()
+    assert p.model is p.ckpt.model and p.ckpt.built and calls == [ckpt.path]  # built once
+    reference = Predictor(load(ckpt.path), engine="torch").classify(photo)
+    assert result.probs == pytest.approx(reference.probs, abs=1e-5)
+
+
+def test_without_a_current_export_the_predictor_starts_on_torch(ckpt):
+    from vit.predict import Predictor
+
+    p = Predictor(load(ckpt.path, lazy=True))
+    assert p.ckpt.built  # the torch engine needed the model at once
+    assert p.wait_for_engine(120) == "onnxruntime"  # then the export was written behind it

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -97,9 +98,24 @@ def validate(meta: dict) -> dict:
 
 @dataclass
 class Checkpoint:
-    model: nn.Module  # in eval mode, fp32, on the CPU
+    """A checkpoint file's metadata, and its model built on first use of `model` (at once by `load`,
+    on demand with `load(..., lazy=True)`: a caller served by an ONNX export never builds it)."""
     meta: dict
     path: Path
+    _model: nn.Module | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def model(self) -> nn.Module:
+        """The model in eval mode, fp32, on the CPU; built once (CheckpointError if the weights do not load)."""
+        with self._lock:
+            if self._model is None:
+                self._model = _build(self.path, self.meta)
+            return self._model
+
+    @property
+    def built(self) -> bool:
+        return self._model is not None
 
     @property
     def family(self) -> str:
@@ -168,17 +184,25 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path}: bad metadata: {e}") from e
 
 
-def load(path: str | os.PathLike, *, expect_family: str | None = None) -> Checkpoint:
-    """Rebuild the model from the file alone and load its weights (fp32, eval mode)."""
+def load(path: str | os.PathLike, *, expect_family: str | None = None, lazy: bool = False) -> Checkpoint:
+    """Rebuild the model from the file alone and load its weights (fp32, eval mode). `lazy`: read and
+    validate the metadata now, build the model when `.model` is first used."""
+    path = Path(path)
+    meta = read_meta(path)
+    if expect_family is not None and meta["family"] != expect_family:
+        raise CheckpointError(f"{path}: holds a {meta['family']} model, expected {expect_family}")
+    ckpt = Checkpoint(meta, path)
+    if not lazy:
+        ckpt.model  # noqa: B018 - builds it, raising CheckpointError here
+    return ckpt
+
+
+def _build(path: Path, meta: dict) -> nn.Module:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from vit.zoo import build
 
-    path = Path(path)
-    meta = read_meta(path)
-    if expect_family is not None and meta["family"] != expect_family:
-        raise CheckpointError(f"{path}: holds a {meta['family']} model, expected {expect_family}")
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
@@ -189,4 +213,4 @@ def load(path: str | os.PathLike, *, expect_family: str | None = None) -> Checkp
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the {meta['family']} architecture in its metadata: "
                               f"{str(e).splitlines()[0]}") from e
-    return Checkpoint(model.eval(), meta, path)
+    return model.eval()

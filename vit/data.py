@@ -3,7 +3,8 @@ datasets held in memory or streamed from disk, and named torchvision sources (Fo
 
 Layout: `<root>/{train,test}/<class>/<image>`, torchvision's ImageFolder layout. Preprocessing
 is a timm data-config dict (input_size, interpolation, mean, std, crop_pct, crop_mode) that each
-checkpoint carries; `eval_transform` builds it with timm's `create_transform` for every family.
+checkpoint carries; `eval_transform` (vit.preprocess: timm's eval transform without importing timm)
+builds it for every family.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 
 from vit import families
+from vit.preprocess import eval_transform, split_eval_transform  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +47,6 @@ def preprocessing(model: torch.nn.Module, family: str) -> dict:
     return families.get(family).preprocessing_for(model)
 
 
-def eval_transform(pp: dict) -> T.Compose:
-    """PIL image -> normalised (3, H, W) tensor, exactly as the model was evaluated."""
-    return timm.data.create_transform(
-        input_size=tuple(pp["input_size"]), interpolation=pp["interpolation"], mean=tuple(pp["mean"]),
-        std=tuple(pp["std"]), crop_pct=pp["crop_pct"], crop_mode=pp["crop_mode"], is_training=False)
-
-
-def split_eval_transform(pp: dict) -> tuple[T.Compose, T.Compose]:
-    """`eval_transform` cut in two: the geometry (PIL -> PIL: resize, crop: the pixels the model
-    sees, which overlays are drawn on) and the tensor part (PIL -> normalised tensor)."""
-    steps = eval_transform(pp).transforms
-    cut = next(i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__)
-    return T.Compose(steps[:cut]), T.Compose(steps[cut:])
 
 
 def train_transform(size: int, augment: str = "trivial") -> T.Compose:

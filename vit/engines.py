@@ -188,19 +188,33 @@ def cache_path(ckpt: Checkpoint, *, int8: bool = False, digest: str | None = Non
     raise OSError(f"no writable folder for {name}: not {beside.parent}, the cache or the temp dir")
 
 
+def current_ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = THREADS) -> OrtEngine | None:
+    """An OrtEngine on an export of `ckpt` already on disk (beside it or in the cache) and current;
+    None when there is none or onnxruntime is missing. Exports nothing and never builds the model."""
+    if onnxruntime_available() is not None:
+        return None
+    from vit import export
+
+    digest = export.sha256(ckpt.path)
+    for candidate in dict.fromkeys([export.default_path(ckpt.path, int8=int8),
+                                    cache_path(ckpt, int8=int8, digest=digest)]):
+        if candidate.is_file() and export.is_current(candidate, ckpt.path, digest):
+            return OrtEngine(candidate, threads=threads)
+    return None
+
+
 def ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = THREADS) -> OrtEngine:
     """An OrtEngine for `ckpt`: its export beside it (or in the cache) when that is current, else a
     fresh export, checked on random input against PyTorch before it is used."""
     from vit import export
 
-    digest = export.sha256(ckpt.path)
-    path = cache_path(ckpt, int8=int8, digest=digest)
     with _EXPORT_LOCK:  # torch.onnx.export is process-global: one export at a time
-        for candidate in dict.fromkeys([export.default_path(ckpt.path, int8=int8), path]):
-            if candidate.is_file() and export.is_current(candidate, ckpt.path, digest):
-                return OrtEngine(candidate, threads=threads)
-        stale = path.is_file()
-        log.info("%s: %s ONNX export at %s", ckpt.path.name, "re-exporting a stale" if stale else "writing an", path)
+        engine = current_ort_engine(ckpt, int8=int8, threads=threads)
+        if engine is not None:
+            return engine
+        path = cache_path(ckpt, int8=int8)
+        log.info("%s: %s ONNX export at %s", ckpt.path.name,
+                 "re-exporting a stale" if path.is_file() else "writing an", path)
         export.export(ckpt, path, int8=int8)
     engine = OrtEngine(path, threads=threads)
     if not int8:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from vit import families
 from vit.checkpoint import Checkpoint, load
-from vit.data import split_eval_transform
+from vit.preprocess import split_eval_transform
 from vit.explain import METHODS, compute, random_curves, score
 
 log = logging.getLogger("vit.faithfulness")

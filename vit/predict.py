@@ -13,6 +13,7 @@ concurrent requests.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import threading
 import time
@@ -28,8 +29,10 @@ from torch import nn
 
 from vit import engines, explain, families
 from vit.checkpoint import Checkpoint, load
-from vit.data import split_eval_transform
+from vit.preprocess import split_eval_transform
 from vit.images import open_image
+
+log = logging.getLogger(__name__)
 
 
 def time_forward(model: torch.nn.Module | None, x: torch.Tensor, runs: int = 30, warmup: int = 5, fn=None, *,
@@ -108,36 +111,66 @@ class Predictor:
     def __init__(self, ckpt: Checkpoint, optimisation: str = "none", engine: str | None = None) -> None:
         """`optimisation`: one of OPTIMISATIONS, applied to the PyTorch model once (see `optimise`).
         `engine` (default $FOODVISION_ENGINE, else "auto"): where forward passes run (vit.engines).
-        "auto" answers on PyTorch at once and moves to ONNX Runtime as soon as its session is ready
-        (an export of the checkpoint is written on first use, in a background thread), so loading
-        never waits for an export; "onnxruntime" and "torch" decide here and now."""
+        "auto" answers on ONNX Runtime at once when a current export of the checkpoint is on disk,
+        without building the PyTorch model (nor importing timm): gradient methods build it on first
+        use, or `warm()` does ahead; otherwise on PyTorch at once, moving to ONNX Runtime as soon as
+        an export is written in a background thread. "onnxruntime" and "torch" decide here and now."""
         self.ckpt = ckpt
         self.spec = families.get(ckpt.family)
         self.optimisation = optimisation
-        self.model = optimise(ckpt.model.eval(), ckpt.family, optimisation)
-        self.engine: engines.Engine = engines.TorchEngine(self.model, attention=self.spec.attention)
-        self._engine_ready = threading.Event()
-        kind = engines.resolve_kind(engine)
-        if optimisation != "none" or kind == "torch":
-            self._engine_ready.set()
-        elif kind == "auto":
-            # not a daemon: an exit waits for the export instead of aborting inside native code
-            threading.Thread(target=self._upgrade_engine, name=f"engine-{ckpt.path.stem}").start()
-        else:
-            self.engine = engines.make_engine(ckpt, kind)
-            self._engine_ready.set()
         self.meta = ckpt.meta
         self.class_names = ckpt.class_names
         self.preprocessing = ckpt.preprocessing
         self.view_transform, self.to_tensor = split_eval_transform(self.preprocessing.to_dict())
         self.image_size = self.preprocessing.image_size
-        self.grid = explain.token_grid(self.model) if self.spec.attention else None  # CNNs: known after a pass
-        self.prefix = explain.num_prefix_tokens(self.model) if self.spec.attention else 0
+        self._model: nn.Module | None = None
+        self._model_lock = threading.Lock()
+        self._engine_ready = threading.Event()
+        kind = engines.resolve_kind(engine)
+        current = engines.current_ort_engine(ckpt) if kind == "auto" and optimisation == "none" else None
+        if current is not None:
+            self.engine: engines.Engine = current
+            self._engine_ready.set()
+        elif kind in ("auto", "torch") or optimisation != "none":
+            self.engine = engines.TorchEngine(self.model, attention=self.spec.attention)
+            if kind == "auto" and optimisation == "none":
+                threading.Thread(target=self._upgrade_engine, name=f"engine-{ckpt.path.stem}").start()
+            else:
+                self._engine_ready.set()
+        else:
+            self.engine = engines.make_engine(ckpt, kind)
+            self._engine_ready.set()
+
+    @property
+    def model(self) -> nn.Module:
+        """The (optimised) PyTorch model: gradients, attention on the torch engine; built on first use."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = optimise(self.ckpt.model.eval(), self.ckpt.family, self.optimisation)
+            return self._model
+
+    def warm(self) -> None:
+        """Build the PyTorch model now rather than on the first gradient request; a failure is
+        logged (ONNX Runtime still serves) and raised again by whatever needs the model."""
+        try:
+            self.model  # noqa: B018 - builds it
+        except Exception as e:  # noqa: BLE001 - any build failure is the model's, reported on use
+            log.warning("%s: the PyTorch model did not build (%s); ONNX Runtime serves, gradient methods fail",
+                        self.ckpt.path.name, e)
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """A ViT's token grid (rows, cols); None for a CNN (its map's size is known after a pass)."""
+        return explain.token_grid(self.model) if self.spec.attention else None
+
+    @property
+    def prefix(self) -> int:
+        return explain.num_prefix_tokens(self.model) if self.spec.attention else 0
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, optimisation: str = "none",
                         engine: str | None = None) -> "Predictor":
-        return cls(load(path), optimisation, engine)
+        return cls(load(path, lazy=True), optimisation, engine)
 
     def _upgrade_engine(self) -> None:
         try:
@@ -187,7 +220,7 @@ class Predictor:
         start = time.perf_counter()
         logits = engine.forward(x)
         latency = (time.perf_counter() - start) * 1e3
-        return Result(self._probs(logits), latency, view, self.grid or (1, 1), self.prefix, engine=engine.name)
+        return Result(self._probs(logits), latency, view, (1, 1), engine=engine.name)  # no map: no grid
 
     def explain(self, image, method: str | None = None, *, layer: int = -1, head: int | str = "mean",
                 discard: float = 0.9, score: bool = False) -> Result:

@@ -91,7 +91,9 @@ class ModelSet:
                 self._wanted.append(i)
 
     def load(self) -> "ModelSet":
-        """Build every model whose metadata was read: those asked for first, then in order (what `start` runs)."""
+        """Make every model whose metadata was read servable, those asked for first, then in order; then
+        build the PyTorch models that an ONNX export let wait (gradient methods need them): the
+        first answers do not wait for those builds, nor for timm (what `start` runs)."""
         from vit.checkpoint import load
         from vit.predict import Predictor
 
@@ -99,10 +101,10 @@ class ModelSet:
             with self._lock:
                 pending = [i for i in self._wanted + self.ids if not self._ready[i].is_set()]
             if not pending:
-                return self
+                break
             i = pending[0]
             try:
-                self.models[i] = Predictor(load(self.paths[i]), self.optimise.get(i, "none"))
+                self.models[i] = Predictor(load(self.paths[i], lazy=True), self.optimise.get(i, "none"))
                 log.info("%s loaded from %s", i, self.paths[i])
             except (CheckpointError, OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
                 # a CheckpointError names the file; anything else came from metadata that builds no model
@@ -111,6 +113,10 @@ class ModelSet:
                            else f"{path}: cannot be loaded ({type(e).__name__}: {e})")
             finally:
                 self._ready[i].set()
+        for i in self.ids:
+            if i in self.models:
+                self.models[i].warm()
+        return self
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every model is loaded or failed; False on timeout."""

