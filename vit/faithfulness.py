@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from vit import families
+from vit import engines, families
 from vit.checkpoint import Checkpoint, load
 from vit.preprocess import split_eval_transform
 from vit.explain import METHODS, compute, random_curves, score
@@ -89,17 +89,20 @@ def randomised(model: nn.Module, head_prefix: str, seed: int = 0) -> nn.Module:
 
 
 def evaluate_checkpoint(ckpt: Checkpoint, paths: list[Path], methods: list[str] | None, steps: int,
-                        seeds: tuple[int, ...], sanity: bool) -> dict:
-    """Per method: deletion / insertion AUCs, their random bars, and (with `sanity`) Spearman rho."""
+                        seeds: tuple[int, ...], sanity: bool, sanity_limit: int | None = None) -> dict:
+    """Per method: deletion / insertion AUCs, their random bars, and (with `sanity`) Spearman rho, on
+    the first `sanity_limit` images (all if None). The perturbed copies run on the app's engine
+    (ONNX Runtime when it is there: the same logits to ~1e-6, faster); maps and the randomised
+    model on PyTorch."""
     family = families.get(ckpt.family)
     chosen = [m for m in family.methods if methods is None or m in methods]
     model = ckpt.model.eval()
     view, to_tensor = split_eval_transform(ckpt.meta["preprocessing"])
-    forward = inference(model)
+    forward = engines.make_engine(ckpt).forward
     rand_model = randomised(model, family.head) if sanity else None
     rows = {m: {"deletion": [], "insertion": [], "random_deletion": [], "random_insertion": [], "rho": []}
             for m in chosen}
-    for path in tqdm(paths, desc=family.title, unit="img"):
+    for n, path in enumerate(tqdm(paths, desc=family.title, unit="img")):
         x = to_tensor(view(Image.open(path).convert("RGB"))).unsqueeze(0)  # (1, 3, H, W)
         bars = {}
         for method in chosen:
@@ -113,7 +116,7 @@ def evaluate_checkpoint(ckpt: Checkpoint, paths: list[Path], methods: list[str] 
             r["insertion"].append(f.insertion_auc)
             r["random_deletion"].append(f.random_deletion_auc)
             r["random_insertion"].append(f.random_insertion_auc)
-            if rand_model is not None:
+            if rand_model is not None and (sanity_limit is None or n < sanity_limit):
                 hr = compute(rand_model, x, method, target=h.target, forward_batch=inference(rand_model))
                 rho = spearman(h.heat, hr.heat)
                 r["rho"].append(0.0 if np.isnan(rho) else rho)  # a constant map shares no ranking
@@ -130,6 +133,7 @@ def summarise(r: dict) -> dict:
     out["meets_bar"] = out["deletion_ratio"] <= BAR_DELETION and out["insertion_ratio"] >= BAR_INSERTION
     if r["rho"]:
         out["spearman_randomised"] = float(np.mean(r["rho"]))
+        out["sanity_images"] = len(r["rho"])
     return out
 
 
@@ -140,7 +144,7 @@ def time_methods(ckpt: Checkpoint, path: Path, methods: list[str] | None, steps:
     model = ckpt.model.eval()
     view, to_tensor = split_eval_transform(ckpt.meta["preprocessing"])
     x = to_tensor(view(Image.open(path).convert("RGB"))).unsqueeze(0)
-    forward, out = inference(model), {}
+    forward, out = engines.make_engine(ckpt).forward, {}
     for method in (m for m in family.methods if methods is None or m in methods):
         times = []
         for _ in range(runs + 1):  # the first run warms up
@@ -193,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=16, help="K deletion / insertion steps")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random orders for the bar")
     ap.add_argument("--sanity", action="store_true", help="Spearman rho of each map vs a randomised model's")
+    ap.add_argument("--sanity-limit", type=int, help="the sanity check on the first N images only")
     ap.add_argument("--time", type=int, default=0, metavar="RUNS", help="also time a full explain, p50 of RUNS")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
     args = ap.parse_args(argv)
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         ckpt = load(ckpt_path)
         log.info("%s: %d images", ckpt_path, len(paths))
         results[ckpt_path.stem] = evaluate_checkpoint(ckpt, paths, args.methods, args.steps, tuple(args.seeds),
-                                                      args.sanity)
+                                                      args.sanity, args.sanity_limit)
         if args.time:
             timings[ckpt_path.stem] = time_methods(ckpt, paths[0], args.methods, args.steps, tuple(args.seeds),
                                                    args.time)
