@@ -79,7 +79,7 @@ def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_pat
     small_effnet(tiny_checkpoints["effnet"], tmp_path / "effnet.safetensors")
     out = run_cli(["--json", "--checkpoints", str(tmp_path), "--runs", "2", "--warmup", "0", "--batch-size", "2",
                    "--matmul-size", "256", "--threads", "1", "--test-dir", str(image_folder / "test"), "--no-rss",
-                    "--engine-batches", "1,3"],
+                    "--engine-batches", "1,3", "--explain-runs", "1"],
                   capsys)
     assert {"machine", "settings", "floor", "models", "references", "optimisations", "bench_peak_rss_mb"} <= set(out)
     assert {"cpu", "cores", "torch_threads", "torch"} <= set(out["machine"])
@@ -111,7 +111,12 @@ def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_pat
             assert r["latency_ms"]["runs"] == 2 and r["over_floor"] > 0 and 0 <= r["top1_agreement"] <= 1
             if r["engine"] in ("torch", "onnxruntime", "bare onnxruntime"):  # fp32: the same top-1 as eager
                 assert r["top1_agreement"] == 1.0, r
+    for family, rows in out["explanations"].items():  # a full /explain for every method the model lists
+        assert [r["method"] for r in rows] == list(families.get(family).methods), family
+        assert [r["default"] for r in rows] == [True] + [False] * (len(rows) - 1)
+        assert all(r["runs"] == 1 and 0 < r["p50_s"] <= r["max_s"] for r in rows)
     md = report.performance_markdown(out)
+    assert "### Full explanations" in md and "occlusion" in md
     assert md.startswith("Measured by `python -m vit.bench") and out["machine"]["cpu"] in md
     assert all(title in md for title in (families.get(f).title for f in ("scratch_vit", "timm_vit", "effnet")))
     assert "### Engines" in md and "ONNX Runtime (vit.engines)" in md and "bare ONNX Runtime session" in md

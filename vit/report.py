@@ -146,6 +146,19 @@ def engine_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def explanation_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """A full /explain per model and method: the map plus its deletion / insertion score and random bar."""
+    headers = ["model", "method", "engine", "p50 s", "max s", "bar s", "within bar"]
+    rows = []
+    for family, methods in result.get("explanations", {}).items():
+        title = result["models"][family].get("title", family)
+        for e in methods:
+            name = f"{e['method']} (default)" if e["default"] else e["method"]
+            rows.append([title, name, e["engine"], f"{e['p50_s']:.2f}", f"{e['max_s']:.2f}", f"{e['bar_s']:.0f}",
+                         _verdict(e["within_bar"])])
+    return headers, rows
+
+
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
@@ -178,7 +191,10 @@ def _notes(result: dict) -> str:
 def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
     return [("Models", model_rows(result)), ("References", reference_rows(result)),
             ("CPU optimisations (batch size 1; speedup over the plain model)", optimisation_rows(result)),
-            ("Engines (PyTorch eager vs ONNX Runtime; x floor: times the batch's matmul floor)", engine_rows(result))]
+            ("Engines (PyTorch eager vs ONNX Runtime; x floor: times the batch's matmul floor)", engine_rows(result)),
+            ("Full explanations (`/explain`: map, deletion and insertion curves, random bar; "
+             "p50 of {runs} after one untimed)".format(runs=result["settings"].get("explain_runs", 0)),
+             explanation_rows(result))]
 
 
 def performance_markdown(result: dict) -> str:

@@ -13,6 +13,7 @@ import torch
 
 from vit import report
 from vit.bench.engines import BATCHES, bench_engines
+from vit.bench.explanations import RUNS as EXPLAIN_RUNS, bench_explanations
 from vit.bench.machine import machine_info, matmul_flops_per_s
 from vit.bench.memory import max_rss_mb, probe_rss, rss_probe
 from vit.bench.models import BATCH, bench_model
@@ -39,6 +40,7 @@ class Settings:
     rss: bool = True  # probe each checkpoint's serving memory in a fresh process
     matmul_size: int = 2048  # side of the square matmul that sets the floor
     engine_batches: tuple[int, ...] = BATCHES  # batch sizes of the per-engine rows; () skips them
+    explain_runs: int = EXPLAIN_RUNS  # timed full explanations (map + faithfulness) per method; 0 skips them
 
 
 def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
@@ -49,7 +51,7 @@ def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
     result = {"machine": machine_info(), "settings": asdict(s), "block": BLOCK}
     floor = matmul_flops_per_s(n)
     result["floor"] = {"matmul_gflops_per_s": floor / 1e9, "how": f"{n}x{n} fp32 torch.mm, best of 5"}
-    models, refs, opts, engine_rows = {}, {}, {}, {}
+    models, refs, opts, engine_rows, explain_rows = {}, {}, {}, {}, {}
     for family, path in paths.items():
         try:
             ckpt = load(path)
@@ -73,10 +75,13 @@ def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
         if s.engine_batches:
             log.info("%s: engines", family)
             engine_rows[family] = bench_engines(ckpt, runs, warmup, floor, test_dir, s.engine_batches)
+        if s.explain_runs:
+            log.info("%s: full explanations", family)
+            explain_rows[family] = bench_explanations(path, s.explain_runs)
     refs["attention_over_forward"] = {f: {**m["attention_over_forward"], "bar": ATTENTION_BAR,
                                           "within_bar": m["attention_over_forward"]["p50"] <= ATTENTION_BAR}
                                       for f, m in models.items() if "attention_over_forward" in m}
-    result.update(models=models, references=refs, optimisations=opts, engines=engine_rows,
+    result.update(models=models, references=refs, optimisations=opts, engines=engine_rows, explanations=explain_rows,
                   bench_peak_rss_mb=max_rss_mb())
     result["machine"]["load_avg_end"] = os.getloadavg()[0]
     return result
@@ -105,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-rss", action="store_true", help="skip the memory probe (one subprocess per checkpoint)")
     p.add_argument("--engine-batches", default=",".join(map(str, BATCHES)),
                    help="batch sizes of the per-engine rows, comma-separated; 'none' to skip them")
+    p.add_argument("--explain-runs", type=int, default=EXPLAIN_RUNS,
+                   help=f"timed full explanations (map + faithfulness score) per method (default {EXPLAIN_RUNS}; 0 skips)")
     p.add_argument("--rss-probe", help=argparse.SUPPRESS)
     return p
 
@@ -127,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         tuple(int(b) for b in args.engine_batches.split(",") if b.strip())
     settings = Settings(runs=args.runs, warmup=args.warmup, batch_size=args.batch_size, compile=args.compile,
                         test_dir=None if args.test_dir.lower() == "none" else args.test_dir,
-                        rss=not args.no_rss, matmul_size=args.matmul_size, engine_batches=engine_batches)
+                        rss=not args.no_rss, matmul_size=args.matmul_size, engine_batches=engine_batches,
+                        explain_runs=args.explain_runs)
     result = run({f: paths[f] for f in families}, settings)
     if args.json:
         print(json.dumps(result, indent=1))
