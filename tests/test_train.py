@@ -14,7 +14,7 @@ from vit import checkpoint, evaluate, train
 from vit.model import VisionTransformer, preset
 from vit.train import loop, state
 from vit.train.config import TrainConfig
-from vit.train.distill import Normalize
+from vit.train.distill import FeatureImitation, Normalize
 
 TINY = json.dumps(TINY_ARCH["scratch_vit"])
 
@@ -105,6 +105,39 @@ def test_distillation_uses_the_teachers_logits(tmp_path, image_folder):
     # with only the teacher's term, the student learns to say "sushi" to everything
     confusion = checkpoint.read_meta(taught)["metrics"]["test"]["confusion_matrix"]
     assert [row[2] for row in confusion] == [sum(row) for row in confusion]
+
+
+def test_feature_imitation_targets_follow_the_token_grid():
+    """The teacher's map, resized to the grid and standardised, is what the patch tokens (after the prefix,
+    row-major) regress: tokens equal to it through an identity map cost nothing, transposed ones do."""
+    torch.manual_seed(0)
+    head = FeatureImitation(dim=6, channels=6, grid=4, prefix=2, stage=0)
+    with torch.no_grad():
+        head.proj.weight.copy_(torch.eye(6))
+        head.proj.bias.zero_()
+    feats = torch.randn(2, 6, 4, 4)
+    target = torch.nn.functional.layer_norm(feats.flatten(2).transpose(1, 2), (6,))  # (B, 16, 6)
+    tokens = torch.cat([torch.randn(2, 2, 6), target], dim=1)
+    assert head.loss(tokens, feats).item() < 1e-6
+    transposed = torch.nn.functional.layer_norm(feats.transpose(2, 3).flatten(2).transpose(1, 2), (6,))
+    assert head.loss(torch.cat([tokens[:, :2], transposed], dim=1), feats).item() > 0.1
+
+
+def test_feature_imitation_trains_resumes_and_leaves_a_plain_vit(tmp_path, image_folder, tiny_checkpoints):
+    # warm-up over both epochs: the 1-epoch run's schedule then equals the 2-epoch run's first epoch
+    common = ["--teacher", str(tiny_checkpoints["effnet"]), "--lr", "0.01", "--warmup-epochs", "2"]
+    logits_only = train_cli(image_folder, tmp_path / "kd.safetensors", "--epochs", "2", *common)
+    guided = train_cli(image_folder, tmp_path / "guided.safetensors", "--epochs", "2", *common,
+                       "--feature-distill", "1.0")
+    assert not same_weights(weights(logits_only), weights(guided))
+    assert weights(guided).keys() == weights(logits_only).keys()  # the imitation head is not in the checkpoint
+    assert checkpoint.read_meta(guided)["recipe"]["feature_distill"] == 1.0
+    out = tmp_path / "resumed.safetensors"
+    train_cli(image_folder, out, "--epochs", "1", *common, "--feature-distill", "1.0")
+    train_cli(image_folder, out, "--epochs", "2", "--resume", *common, "--feature-distill", "1.0")
+    assert same_weights(weights(guided), weights(out))
+    a, b = state.load(str(guided) + ".state.pt"), state.load(str(out) + ".state.pt")
+    assert same_weights(a["imitation"], b["imitation"])
 
 
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path, image_folder):

@@ -17,7 +17,7 @@ from vit.checkpoint import CheckpointError
 from vit.evaluate import run_eval
 from vit.train import distributed, loop
 from vit.train.config import ConfigError, TrainConfig, build_parser, from_args, validate
-from vit.train.distill import teacher_record
+from vit.train.distill import WithTokens, make_imitation, teacher_record
 from vit.train.prepare import Prepared, pick_device, prepare
 
 log = logging.getLogger("vit.train")
@@ -28,7 +28,7 @@ def wrap(run: loop.Run, frozen: bool) -> None:
     which parameters it reduces."""
     for name, p in run.model.named_parameters():
         p.requires_grad_(not (frozen and run.is_pretrained(name)))
-    net = run.model
+    net = run.model if run.imitation is None else WithTokens(run.model, run.imitation)
     if run.dist.enabled:
         net = DDP(net, device_ids=[run.dist.local_rank] if run.device.startswith("cuda") else None)
     if run.cfg.compile:
@@ -46,13 +46,20 @@ def fit(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared) -> t
     loader = loop.train_loader(prep, cfg, d, generator)
     updates_per_epoch = -(-len(loader) // cfg.accum_steps)
     optimizer = loop.make_optimizer(model, cfg, prep.is_pretrained)
+    imitation = None
+    if cfg.feature_distill:
+        imitation = make_imitation(model, prep.teacher).to(device)
+        optimizer.add_param_group({"params": list(imitation.parameters()), "weight_decay": cfg.weight_decay,
+                                   "lr_scale": 1.0})
+        log.info("feature imitation: teacher stage %d (%d channels) -> the %dx%d token grid, weight %g",
+                 imitation.stage, imitation.proj.out_features, imitation.grid, imitation.grid, cfg.feature_distill)
     scheduler = loop.make_scheduler(optimizer, cfg, updates_per_epoch)
     ema = None
     if cfg.ema:
         from timm.utils import ModelEmaV3
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
     run = loop.Run(cfg, model, optimizer, scheduler, len(prep.class_names), prep.student_norm, device, d,
-                   prep.teacher, ema, prep.channels_last, is_pretrained=prep.is_pretrained)
+                   prep.teacher, ema, prep.channels_last, is_pretrained=prep.is_pretrained, imitation=imitation)
     scheduler.step_update(0)
     eval_loaders = {name: DataLoader(loop.shard(ds, d), batch_size=64, num_workers=min(cfg.workers, 2))
                     for name, ds in prep.eval_data.items()}

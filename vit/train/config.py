@@ -47,6 +47,7 @@ class TrainConfig:
     distill_alpha: float = 0.5  # weight of the teacher term in the loss
     distill_temperature: float = 1.0  # softmax temperature for distill=soft
     teacher_size: int | None = None  # side in px of the crops the teacher sees (None: its own input size)
+    feature_distill: float = 0.0  # weight of the teacher-feature imitation term (ViT student, CNN teacher; 0: off)
     patience: int = 0  # stop after this many epochs without a lower val loss (0: never)
     ema: bool = False  # keep an exponential moving average of the weights (timm ModelEmaV3)
     ema_decay: float = 0.9998  # its decay per optimiser step
@@ -93,7 +94,7 @@ def build_parser(doc: str | None = None) -> argparse.ArgumentParser:
                        ("warmup_epochs", float), ("weight_decay", float), ("backbone_lr_scale", float),
                        ("freeze_epochs", int), ("label_smoothing", float), ("mixup", float), ("cutmix", float),
                        ("repeats", int), ("distill_alpha", float), ("distill_temperature", float),
-                       ("teacher_size", int), ("patience", int), ("ema_decay", float), ("seed", int), ("workers", int)):
+                       ("teacher_size", int), ("feature_distill", float), ("patience", int), ("ema_decay", float), ("seed", int), ("workers", int)):
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name].default, help=_comment(name))
     p.add_argument("--augment", default="trivial", choices=["trivial", "randaug", "light"], help=_comment("augment"))
     p.add_argument("--teacher", default=None, help=_comment("teacher"))
@@ -137,6 +138,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("--val-fraction and --label-smoothing must lie in [0, 1), --distill-alpha in [0, 1]")
     if cfg.teacher_size is not None and cfg.teacher_size < 1:
         raise ConfigError(f"--teacher-size must be positive, got {cfg.teacher_size}")
+    if cfg.feature_distill < 0 or (cfg.feature_distill and not cfg.teacher):
+        raise ConfigError(f"--feature-distill {cfg.feature_distill}: needs a --teacher and a weight >= 0")
     families.get(cfg.model)  # ValueError names the families
     if cfg.dataset == "imagefolder":
         if not cfg.data_dir:

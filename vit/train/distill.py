@@ -66,3 +66,66 @@ def teacher_record(teacher: Teacher, kind: str, alpha: float, temperature: float
     return {"teacher": teacher.path, "teacher_family": teacher.meta["family"],
             "teacher_test_accuracy": teacher.meta.get("metrics", {}).get("test", {}).get("accuracy"),
             "kind": kind, "alpha": alpha, "temperature": temperature, "teacher_input_px": teacher.normalize.size}
+
+
+def teacher_features(teacher: Teacher, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's logits and its stage-`stage` feature map (B, C, h, w), from one pass (timm's
+    `forward_intermediates`), on exactly the student's batch."""
+    with torch.no_grad():
+        z = teacher.normalize(x).contiguous(memory_format=torch.channels_last)
+        final, (feats,) = teacher.model.forward_intermediates(z, indices=[stage])
+        return teacher.model.forward_head(final), feats
+
+
+def pick_stage(teacher: Teacher, grid: int) -> tuple[int, int]:
+    """(stage index, channels) of the teacher's feature map whose side is nearest the student's token
+    grid (on a tie, the finer one)."""
+    with torch.no_grad():
+        z = torch.zeros(1, 3, teacher.normalize.size, teacher.normalize.size)
+        maps = teacher.model.forward_intermediates(teacher.normalize(z), intermediates_only=True)
+    stage = min(range(len(maps)), key=lambda i: (abs(maps[i].shape[-1] - grid), -maps[i].shape[-1]))
+    return stage, maps[stage].shape[1]
+
+
+class FeatureImitation(nn.Module):
+    """Dense guidance from a CNN teacher for a ViT on a few hundred photos (after Li et al. 2022,
+    "Locality Guidance for Improving Vision Transformers on Tiny Datasets"): a linear map of each
+    patch token of the student's last block regresses the teacher's feature vector at the same place
+    (the teacher's map resized to the token grid, each vector standardised over its channels). The
+    map is trained with the student and dropped afterwards: the checkpoint stays a plain ViT."""
+
+    def __init__(self, dim: int, channels: int, grid: int, prefix: int, stage: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, channels)
+        self.grid, self.prefix, self.stage = grid, prefix, stage
+
+    def loss(self, tokens: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """tokens (B, prefix + grid*grid, D) -> smooth-L1 to feats (B, C, h, w)."""
+        target = F.interpolate(feats.float(), size=(self.grid, self.grid), mode="bilinear", align_corners=False)
+        target = target.flatten(2).transpose(1, 2)  # (B, grid*grid, C)
+        target = F.layer_norm(target, target.shape[-1:])
+        return F.smooth_l1_loss(self.proj(tokens[:, self.prefix:]), target)
+
+
+class WithTokens(nn.Module):
+    """The student and its imitation head as one module (one DDP wrapper): logits and the tokens."""
+
+    def __init__(self, student: nn.Module, imitation: FeatureImitation) -> None:
+        super().__init__()
+        self.student, self.imitation = student, imitation
+
+    def forward(self, x: torch.Tensor):
+        tokens, _ = self.student.forward_features(x)  # (B, N, D)
+        return self.student.forward_head(tokens), tokens
+
+
+def make_imitation(student: nn.Module, teacher: Teacher) -> FeatureImitation:
+    """The imitation head for our ViT `student` and a teacher with timm's `forward_intermediates`."""
+    from vit.model import VisionTransformer
+
+    if not isinstance(student, VisionTransformer) or not hasattr(teacher.model, "forward_intermediates"):
+        raise ValueError("--feature-distill needs a scratch ViT student and a teacher with feature maps "
+                         "(timm's forward_intermediates), e.g. the EfficientNet")
+    grid = student.cfg.grid_size
+    stage, channels = pick_stage(teacher, grid)
+    return FeatureImitation(student.cfg.embed_dim, channels, grid, student.cfg.num_prefix_tokens, stage)

@@ -25,7 +25,7 @@ from vit.data import mix_transform
 from vit.evaluate import run_eval
 from vit.train import state as train_state
 from vit.train.config import TrainConfig
-from vit.train.distill import Normalize, Teacher, distill_loss
+from vit.train.distill import FeatureImitation, Normalize, Teacher, distill_loss, teacher_features
 from vit.train.distributed import Dist, all_sum, reduce_eval
 from vit.train.prepare import Prepared, seed_everything
 
@@ -81,6 +81,7 @@ class Run:
     scaler: torch.amp.GradScaler | None = None
     criterion: nn.Module = field(default_factory=SoftTargetCrossEntropy)
     is_pretrained: Callable[[str], bool] = lambda name: False  # for --freeze-epochs
+    imitation: FeatureImitation | None = None  # --feature-distill's head (trained, never saved in the checkpoint)
 
     def __post_init__(self) -> None:
         self.net = self.net or self.model
@@ -131,12 +132,20 @@ def train_one_epoch(run: Run, batches) -> dict:
                 if run.channels_last:
                     inputs = inputs.contiguous(memory_format=torch.channels_last)
                 out = run.net(inputs)
+                tokens = None
+                if run.imitation is not None:
+                    out, tokens = out
                 logits, logits_dist = out if isinstance(out, tuple) else (out, out)
                 loss = run.criterion(logits, target)
                 if run.teacher is not None:  # DeiT: the teacher sees exactly this (augmented, mixed) batch
-                    t_loss = distill_loss(logits_dist.float(), run.teacher.logits(x).float(), cfg.distill,
-                                          cfg.distill_temperature)
+                    if tokens is not None:
+                        t_logits, t_feats = teacher_features(run.teacher, x, run.imitation.stage)
+                    else:
+                        t_logits = run.teacher.logits(x)
+                    t_loss = distill_loss(logits_dist.float(), t_logits.float(), cfg.distill, cfg.distill_temperature)
                     loss = (1 - cfg.distill_alpha) * loss + cfg.distill_alpha * t_loss
+                    if tokens is not None:
+                        loss = loss + cfg.feature_distill * run.imitation.loss(tokens.float(), t_feats)
             run.scaler.scale(loss / accum).backward()
         if update:
             step(run)
@@ -227,6 +236,7 @@ def save_state(run: Run, path: Path, epoch: int, best: dict, history: list, gene
     train_state.save({
         "epoch": epoch, "updates": run.updates, "stopped": stopped, "best": best, "history": history,
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "imitation": run.imitation.state_dict() if run.imitation is not None else None,
         "scaler": run.scaler.state_dict(), "ema": run.ema.state_dict() if run.ema is not None else None,
         "rng": train_state.rng_state(generator), "config": run.cfg.to_dict(), "world_size": run.dist.world_size,
     }, path)
@@ -239,6 +249,8 @@ def load_state(run: Run, path: Path, generator: torch.Generator) -> dict:
         log.warning("resuming a %d-process run with %d processes: the data order changes",
                     s["world_size"], run.dist.world_size)
     run.model.load_state_dict(s["model"])
+    if run.imitation is not None:
+        run.imitation.load_state_dict(s["imitation"])
     run.optimizer.load_state_dict(s["optimizer"])
     run.scaler.load_state_dict(s["scaler"])
     if run.ema is not None and s["ema"] is not None:
