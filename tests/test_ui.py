@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import FAMILIES, ROOT, make_image
-from vit import ui
+from vit import predict, ui
 
 
 @pytest.fixture(scope="module")
@@ -125,18 +125,21 @@ def test_faithfulness_is_shown_and_recorded(models):
     from vit.explain import Faithfulness
 
     f = Faithfulness(deletion_auc=0.111, insertion_auc=0.822, random_deletion_auc=0.333, random_insertion_auc=0.444,
-                     deletion_curve=[1.0, 0.0], insertion_curve=[0.0, 1.0], steps=1, baseline="blur")
+                     deletion_curve=[1.0, 0.0], insertion_curve=[0.0, 1.0], steps=1, baseline="blur",
+                     random_seeds=(7, 8))
     r = SimpleNamespace(faithfulness=f, method="grad-cam", top="pizza", probs={"pizza": 0.9, "sushi": 0.1},
                         latency_ms=1.234, explain_ms=5.0, grid=(7, 7))
     assert ui.explain_record("effnet", r) == {
         "model": "effnet", "method": "grad-cam", "label": "pizza", "probs": {"pizza": 0.9, "sushi": 0.1},
         "deletion_auc": 0.111, "insertion_auc": 0.822, "random_deletion_auc": 0.333, "random_insertion_auc": 0.444,
-        "latency_ms": 1.23, "explain_ms": 5.0, "grid": [7, 7]}
+        "steps": 1, "random_seeds": [7, 8], "latency_ms": 1.23, "explain_ms": 5.0, "grid": [7, 7]}
     text = ui.faithfulness_text(r)
     assert "deletion AUC **0.111** vs 0.333 at random (lower is better)" in text
     assert "insertion AUC **0.822** vs 0.444 at random (higher is better)" in text
     p = models.get("effnet")
     scored = p.explain(make_image(4), "grad-cam", score=True)
+    assert ui.explain_record("effnet", scored)["steps"] == predict.SCORE_STEPS
+    assert ui.explain_record("effnet", scored)["random_seeds"] == list(predict.SCORE_SEEDS)
     assert ui.curves_image(scored).size[0] > 300 and "deletion AUC" in ui.faithfulness_text(scored)
     unscored = p.explain(make_image(4), "grad-cam")
     assert ui.faithfulness_text(unscored) == "" and ui.curves_image(unscored) is None

@@ -51,6 +51,11 @@ def time_forward(model: torch.nn.Module | None, x: torch.Tensor, runs: int = 30,
     return times
 
 
+# How a request scores its map: K steps and the random orders of the bar. Coarser than vit.faithfulness's
+# table (K = 16, seeds 0-2) so that a full explanation stays near 2 s on 2 cores for the slowest model
+# (2 + 2 (K - 1) (1 + seeds) forward passes: 68 here, 122 there); vit.bench times it.
+SCORE_STEPS, SCORE_SEEDS = 12, (0, 1)
+
 # CPU speed-ups a Predictor can apply; vit.bench measures each against the plain model.
 OPTIMISATIONS = ("none", "channels_last", "int8", "compile")
 
@@ -249,7 +254,8 @@ class Predictor:
         result.heat = self._heat(engine, x, method, maps, target, layer, head, discard)
         result.grid = result.heat.shape
         if score:
-            result.faithfulness = explain.score(engine.forward_batches, x, result.heat, target)
+            result.faithfulness = explain.score(engine.forward_batches, x, result.heat, target,
+                                                steps=SCORE_STEPS, seeds=SCORE_SEEDS)
         result.explain_ms = (time.perf_counter() - start) * 1e3
         return result
 

@@ -311,8 +311,10 @@ def curves_image(r: "Result", title: str = "") -> Image.Image | None:
 
 def explain_record(model_id: str, r: "Result") -> dict:
     """What /explain returns beside the overlay."""
+    scored = {"steps": r.faithfulness.steps, "random_seeds": list(r.faithfulness.random_seeds)} \
+        if r.faithfulness is not None else {}
     return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
-            "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2), "grid": list(r.grid)}
+            **scored, "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2), "grid": list(r.grid)}
 
 
 def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:

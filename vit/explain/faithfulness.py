@@ -39,6 +39,7 @@ class Faithfulness:
     baseline: str  # what a removed cell becomes
     random_deletion_curve: list[float] = field(default_factory=list)
     random_insertion_curve: list[float] = field(default_factory=list)
+    random_seeds: tuple[int, ...] = ()  # the random orders behind the random figures
 
     @property
     def deletion_ratio(self) -> float:
@@ -86,7 +87,7 @@ def score(forward_batch: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
         random = RandomCurves(*_mean_curves(curves[1:]), seeds=tuple(seeds))
     return Faithfulness(auc(deletion), auc(insertion), auc(random.deletion), auc(random.insertion),
                         deletion, insertion, steps, f"gaussian blur sigma={blur_sigma(x):.1f}px",
-                        list(random.deletion), list(random.insertion))
+                        list(random.deletion), list(random.insertion), tuple(random.seeds))
 
 
 def random_curves(forward_batch: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, shape: tuple[int, int],
