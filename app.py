@@ -194,7 +194,7 @@ def attention(image: ImageFile, model: str = DEFAULT, view: str = "attention", l
         The overlay image and the per-layer mosaic (None for a model without attention).
     """
     methods = ui.methods_of(MODELS, model)
-    method = view if view in methods else ("grad-cam" if "grad-cam" in methods else None)
+    method = view if view in methods else (methods[0] if methods else None)
     p, r = _explain(model, image, method, layer, head, discard, score=False)
     overlay_file, _, _, layers_file, _ = _page(p, r, opacity, head)
     return file_data(overlay_file), file_data(layers_file)
