@@ -74,6 +74,20 @@ def test_model_card_says_what_the_model_started_from_and_scores(models):
     assert "8 px patches on 32 px" in ui.model_card(models.meta["scratch_vit"], "x", models.paths["scratch_vit"])
 
 
+def test_model_card_says_what_a_distilled_model_learned_from(models):
+    meta = dict(models.meta["scratch_vit"])
+    meta["recipe"] = dict(meta.get("recipe", {}), n_train=10, n_val=2, feature_distill=1.0, distillation={
+        "teacher_family": "effnet", "teacher_init": "imagenet"})
+    meta["metrics"] = dict(meta.get("metrics", {}), val={"accuracy": 0.5, "n_images": 2})
+    card = ui.model_card(meta, "x", models.paths["scratch_vit"])
+    assert "from the EfficientNet-Lite0's predictions and feature maps" in card
+    assert "the teacher started from imagenet weights" in card and "(validation: " in card
+    meta["recipe"] = dict(meta["recipe"], feature_distill=0.0, distillation={"teacher_family": "effnet",
+                                                                             "teacher_init": "random"})
+    card = ui.model_card(meta, "x", models.paths["scratch_vit"])
+    assert "predictions (" not in card and "feature maps" not in card and "teacher started" not in card
+
+
 def test_checkpoint_dir_comes_from_the_environment(monkeypatch, tmp_path, tiny_checkpoints):
     for f in FAMILIES:
         shutil.copy(tiny_checkpoints[f], tmp_path / f"{f}.safetensors")

@@ -200,19 +200,27 @@ def model_card(meta: dict, title: str, path: Path) -> str:
     was trained, what it scores."""
     m = meta
     recipe, init = m.get("recipe", {}), m.get("init", {})
-    test = m.get("metrics", {}).get("test", {})
+    test, val = m.get("metrics", {}).get("test", {}), m.get("metrics", {}).get("val", {})
     lines = [f"**{title}** — {describe_arch(m)}",
              f"- **Started from:** {init.get('weights', 'unknown')}" + (f" ({init['source']})" if init.get("source") else "")]
     if "n_train" in recipe:
-        teacher = recipe.get("distillation", {}).get("teacher_family")
+        distill = recipe.get("distillation") or {}
+        teacher = distill.get("teacher_family")
+        name = families.get(teacher).title if teacher in families.names() else teacher
+        learned = ""
+        if teacher:
+            learned = (f"; learned from their labels and from the {name}'s predictions"
+                       + (" and feature maps" if recipe.get("feature_distill") else ""))
+            if distill.get("teacher_init") not in (None, "random"):
+                learned += f" (the teacher started from {distill['teacher_init']} weights: that knowledge reaches " \
+                           "this model through it)"
         lines.append(f"- **Trained on:** {recipe['n_train']} photos ({recipe.get('n_val', 0)} more held "
-                     f"out for validation), {recipe.get('epochs_run', recipe.get('epochs'))} epochs"
-                     + (f", distilled from {families.get(teacher).title if teacher in families.names() else teacher}"
-                        if teacher else ""))
+                     f"out for validation), {recipe.get('epochs_run', recipe.get('epochs'))} epochs{learned}")
     size_mb = path.stat().st_size / 1e6 if path.is_file() else 0.0
     lines += ["- **Classes:** " + ", ".join(m["class_names"]),
               "- **Explanations:** " + ", ".join(METHOD_TITLES.get(x, x) for x in families.get(m["family"]).methods),
-              "- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured"),
+              "- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured")
+              + (f" (validation: {val['accuracy']:.1%} on {val['n_images']})" if val else ""),
               f"- **Size:** {size_mb:.1f} MB on disk, {m.get('num_params', 0):,} parameters, "
               f"input {Preprocessing.from_dict(m['preprocessing']).image_size} px"]
     return "\n".join(lines)

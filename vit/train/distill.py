@@ -64,6 +64,7 @@ def load_teacher(path: str, class_names: list[str], device: str, size: int | Non
 def teacher_record(teacher: Teacher, kind: str, alpha: float, temperature: float) -> dict:
     """What the checkpoint's recipe says about the teacher."""
     return {"teacher": teacher.path, "teacher_family": teacher.meta["family"],
+            "teacher_init": teacher.meta.get("init", {}).get("weights"),
             "teacher_test_accuracy": teacher.meta.get("metrics", {}).get("test", {}).get("accuracy"),
             "kind": kind, "alpha": alpha, "temperature": temperature, "teacher_input_px": teacher.normalize.size}
 
