@@ -199,7 +199,11 @@ def current_ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = T
     for candidate in dict.fromkeys([export.default_path(ckpt.path, int8=int8),
                                     cache_path(ckpt, int8=int8, digest=digest)]):
         if candidate.is_file() and export.is_current(candidate, ckpt.path, digest):
-            return OrtEngine(candidate, threads=threads)
+            try:
+                return OrtEngine(candidate, threads=threads)
+            except Exception as e:  # noqa: BLE001 - a damaged export is rewritten, not fatal
+                log.warning("%s: the export at %s does not load (%s: %s)", ckpt.path.name, candidate,
+                            type(e).__name__, e)
     return None
 
 
