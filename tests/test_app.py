@@ -96,7 +96,7 @@ def test_explain_with_no_method_uses_the_models_default(client, app, photo):
 
 
 @pytest.mark.parametrize("model, method, message", [
-    ("effnet", "rollout", "unknown method 'rollout' for effnet; choose one of ['grad-cam', 'occlusion']"),
+    ("effnet", "rollout", "unknown method 'rollout' for effnet; choose one of ['occlusion', 'grad-cam']"),
     ("resnet", "grad-cam", "unknown model 'resnet'; choose one of ['scratch_vit', 'timm_vit', 'effnet']"),
 ])
 def test_explain_names_the_valid_ids(client, photo, model, method, message):
