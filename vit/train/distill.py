@@ -33,9 +33,19 @@ class Teacher:
     path: str
     meta: dict
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(x).contiguous(memory_format=torch.channels_last)
+
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x).contiguous(memory_format=torch.channels_last))
+        return self.model(self._input(x))
+
+    @torch.no_grad()
+    def logits_and_features(self, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the stage-`stage` feature map (B, C, h, w), from one pass (timm's
+        `forward_intermediates`), on exactly the student's batch."""
+        final, (feats,) = self.model.forward_intermediates(self._input(x), indices=[stage])
+        return self.model.forward_head(final), feats
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str, temperature: float) -> torch.Tensor:
@@ -67,15 +77,6 @@ def teacher_record(teacher: Teacher, kind: str, alpha: float, temperature: float
             "teacher_init": teacher.meta.get("init", {}).get("weights"),
             "teacher_test_accuracy": teacher.meta.get("metrics", {}).get("test", {}).get("accuracy"),
             "kind": kind, "alpha": alpha, "temperature": temperature, "teacher_input_px": teacher.normalize.size}
-
-
-def teacher_features(teacher: Teacher, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's logits and its stage-`stage` feature map (B, C, h, w), from one pass (timm's
-    `forward_intermediates`), on exactly the student's batch."""
-    with torch.no_grad():
-        z = teacher.normalize(x).contiguous(memory_format=torch.channels_last)
-        final, (feats,) = teacher.model.forward_intermediates(z, indices=[stage])
-        return teacher.model.forward_head(final), feats
 
 
 def pick_stage(teacher: Teacher, grid: int) -> tuple[int, int]:

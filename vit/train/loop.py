@@ -25,7 +25,7 @@ from vit.data import mix_transform
 from vit.evaluate import run_eval
 from vit.train import state as train_state
 from vit.train.config import TrainConfig
-from vit.train.distill import FeatureImitation, Normalize, Teacher, distill_loss, teacher_features
+from vit.train.distill import FeatureImitation, Normalize, Teacher, distill_loss
 from vit.train.distributed import Dist, all_sum, reduce_eval
 from vit.train.prepare import Prepared, seed_everything
 
@@ -139,7 +139,7 @@ def train_one_epoch(run: Run, batches) -> dict:
                 loss = run.criterion(logits, target)
                 if run.teacher is not None:  # DeiT: the teacher sees exactly this (augmented, mixed) batch
                     if tokens is not None:
-                        t_logits, t_feats = teacher_features(run.teacher, x, run.imitation.stage)
+                        t_logits, t_feats = run.teacher.logits_and_features(x, run.imitation.stage)
                     else:
                         t_logits = run.teacher.logits(x)
                     t_loss = distill_loss(logits_dist.float(), t_logits.float(), cfg.distill, cfg.distill_temperature)
