@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
-PY=${PYTHON:-python}
+PY=${PY:-${PYTHON:-python}}  # the trainer (torchrun for data parallel, as above)
 TRAIN_DIRS=(--data-dir "$DATA/pizza_steak_sushi_20_percent" --data-dir "$DATA/pizza_steak_sushi")
 
 # 1. EfficientNet-Lite0 fine-tuned from ImageNet (the teacher of 3.)
@@ -24,3 +24,8 @@ $PY -m vit.train --model timm_vit "${TRAIN_DIRS[@]}" --epochs 20 --lr 1e-3 --bac
 $PY -m vit.train --model scratch_vit "${TRAIN_DIRS[@]}" --teacher checkpoints/effnet.safetensors --distill hard \
     --teacher-size 160 --epochs 200 --batch-size 32 --lr 5e-4 --warmup-epochs 15 --weight-decay 0.05 \
     --mixup 0.8 --cutmix 1.0 --patience 60 --out checkpoints/scratch_vit.safetensors
+
+# 4. The ONNX exports the app serves at once (committed beside the checkpoints; each checks itself)
+for name in effnet timm_vit scratch_vit; do
+    ${PYTHON:-python} -m vit.export checkpoints/$name.safetensors --data-dir "$DATA/pizza_steak_sushi/test"
+done

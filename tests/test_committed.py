@@ -7,7 +7,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from conftest import ROOT, SHARED_DATA
-from vit import checkpoint
+from vit import checkpoint, export
 from vit.data import ImageDataset, eval_transform, list_images
 from vit.evaluate import run_eval
 
@@ -28,3 +28,13 @@ def test_committed_checkpoint_reproduces_its_recorded_test_accuracy(path: Path):
     assert m["n_images"] == recorded["n_images"]
     assert m["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.5 / m["n_images"])
     assert m["confusion_matrix"] == recorded["confusion_matrix"]
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_committed_checkpoints_ship_current_onnx_exports(path: Path):
+    """A fresh clone (a Space's every start) answers on ONNX Runtime at once, without exporting first:
+    each checkpoint's export, written from this very file, is committed beside it (after a retrain:
+    `python -m vit.export checkpoints/NAME.safetensors`)."""
+    onnx_path = export.default_path(path)
+    assert onnx_path.is_file(), f"{onnx_path} is missing: run python -m vit.export {path}"
+    assert export.is_current(onnx_path, path), f"{onnx_path} is stale: run python -m vit.export {path}"

@@ -86,6 +86,26 @@ def test_onnx_attention_maps_equal_torch(exported, family):
         assert torch.allclose(m.sum(-1), torch.ones(()), atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["scratch_vit", "timm_vit", "test_cnn"])
+def test_exports_keep_the_checkpoints_fp16_weights(exported, family):
+    """The checkpoints are saved in fp16: every weight travels in fp16 (half the file), BatchNorm
+    included (folded at export it would need float32), and the values are the checkpoint's own."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    ckpt, paths = exported[family]
+    stored = {k: v.float() for k, v in ckpt.model.state_dict().items() if v.is_floating_point()}
+    for path in paths:
+        inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+        fp32 = sum(a.size for a in inits.values() if a.dtype == np.float32 and a.size > 1)
+        fp16 = sum(a.size for a in inits.values() if a.dtype == np.float16)
+        assert fp16 >= 0.9 * sum(v.numel() for v in stored.values()) and fp32 <= 0.01 * fp16, (path.name, fp32, fp16)
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(paths[0])).graph.initializer}
+    name, tensor = next((k, v) for k, v in stored.items() if v.dim() >= 2)
+    assert np.array_equal(inits[f"{name}.fp16"].astype(np.float32), tensor.numpy())
+
+
 def test_cnn_engine_has_no_attention_maps(exported):
     ckpt, paths = exported["test_cnn"]
     engine = OrtEngine(paths[0])

@@ -8,6 +8,14 @@ also writes FILE.attn.onnx: `image` -> `logits`, `attn.0` ... `attn.{L-1}`, each
 A second file, not a second output set, so the plain graph keeps SDPA's shape and the fast path
 never computes maps it does not return.
 
+The weights travel at the checkpoint's precision: every float32 initializer whose values fp16 holds
+exactly (all of them, for a checkpoint saved in fp16, as `checkpoint.save` does) is stored in fp16 and
+cast back to float32 by a Cast node at the head of the graph, which ONNX Runtime folds when the
+session opens: the graph it runs, and its numbers, are the float32 ones, from a file half the size
+(7 MB for EfficientNet-Lite0, small enough to ship beside the checkpoint: see `checkpoints/`).
+BatchNorm is exported as its own node (ONNX Runtime fuses it into the convolution at session start)
+because a fusion at export would leave float32 weights fp16 cannot hold.
+
 Each file carries in its `metadata_props`: the checkpoint's metadata JSON (`foodvision`: class names,
 preprocessing, ...), `class_names` and `preprocessing` on their own, and `source_sha256`, the
 sha256 of the .safetensors it came from, so a stale export is detected (`is_current`).
@@ -36,7 +44,7 @@ from vit.checkpoint import Checkpoint, load
 
 log = logging.getLogger(__name__)
 
-FORMAT = "foodvision-onnx/1"  # bump when the graphs change: older exports then count as stale
+FORMAT = "foodvision-onnx/2"  # bump when the graphs change: older exports then count as stale
 OPSET = 17
 INPUT, LOGITS = "image", "logits"
 ATOL = 1e-4  # max |logit difference| to PyTorch for an fp32 export
@@ -147,16 +155,47 @@ def is_current(onnx_path: str | os.PathLike, ckpt_path: str | os.PathLike, sourc
     return True
 
 
-def _torch_export(module: nn.Module, x: torch.Tensor, path: Path, outputs: list[str]) -> None:
+def _torch_export(module: nn.Module, x: torch.Tensor, path: Path, outputs: list[str], *, fuse: bool = True) -> None:
     """TorchScript-traced export of an eval-mode `module` (the exporter restores each module's mode
-    afterwards: a wrapper left in training mode would put the model it wraps into training mode)."""
+    afterwards: a wrapper left in training mode would put the model it wraps into training mode).
+    `fuse`: fold BatchNorm into the convolutions (the exporter's eval mode); otherwise BatchNorm
+    stays a node in inference form, with the checkpoint's own weights and statistics."""
     if module.training:
         raise ValueError("export an eval-mode module: the exporter restores the training mode afterwards")
     dynamic = {name: {0: "batch"} for name in [INPUT, *outputs]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript exporter's deprecation and tracer notices
+        mode = torch.onnx.TrainingMode.EVAL if fuse else torch.onnx.TrainingMode.PRESERVE
         torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=[INPUT], output_names=outputs,
-                          dynamic_axes=dynamic, opset_version=OPSET)
+                          dynamic_axes=dynamic, opset_version=OPSET, training=mode)
+
+
+def half_initializers(path: Path) -> int:
+    """Store every float32 initializer of the graph at `path` that fp16 holds exactly in fp16, cast back
+    to float32 by a Cast node at the graph's head (ONNX Runtime folds it at session start; the values
+    are unchanged bit for bit). Rewrites the file; returns the number of parameters now in fp16."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    proto = onnx.load(str(path))
+    graph, kept, casts, halved = proto.graph, [], [], 0
+    for t in graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32 and a.size > 1 and np.array_equal(a.astype(np.float16).astype(np.float32), a):
+            h = numpy_helper.from_array(a.astype(np.float16), f"{t.name}.fp16")
+            kept.append(h)
+            casts.append(helper.make_node("Cast", [h.name], [t.name], to=TensorProto.FLOAT, name=f"{t.name}.cast"))
+            halved += a.size
+        else:
+            kept.append(t)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(casts + nodes)
+    _save_atomic(proto, path)
+    return halved
 
 
 def export(ckpt: Checkpoint, out: str | os.PathLike | None = None, *, int8: bool = False,
@@ -170,9 +209,11 @@ def export(ckpt: Checkpoint, out: str | os.PathLike | None = None, *, int8: bool
     written = []
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         raw = Path(tmp) / "plain.onnx"
-        _torch_export(model, x, raw, [LOGITS])
+        _torch_export(model, x, raw, [LOGITS], fuse=int8)  # the quantiser wants BatchNorm folded
         if int8:
             quantise(ckpt, raw, raw, calibration_dir)
+        else:
+            half_initializers(raw)
         _write_metadata(raw, metadata(ckpt, "logits", int8=int8, source_sha256=digest))
         os.replace(raw, out)
         written.append(out)
@@ -180,7 +221,9 @@ def export(ckpt: Checkpoint, out: str | os.PathLike | None = None, *, int8: bool
             depth = len(model.blocks)
             attn = attention_path(out)
             raw = Path(tmp) / "attn.onnx"
-            _torch_export(_WithAttention(model).eval(), x, raw, [LOGITS] + [f"attn.{i}" for i in range(depth)])
+            _torch_export(_WithAttention(model).eval(), x, raw, [LOGITS] + [f"attn.{i}" for i in range(depth)],
+                          fuse=False)
+            half_initializers(raw)
             _write_metadata(raw, metadata(ckpt, "logits+attention", source_sha256=digest))
             os.replace(raw, attn)
             written.append(attn)
