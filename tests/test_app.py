@@ -76,8 +76,8 @@ def test_classify_endpoint_returns_everything_the_page_shows(client, app, photo,
 
 
 @pytest.mark.parametrize("family, method", [("scratch_vit", m) for m in ("chefer", "attention", "rollout", "grad-cam",
-                                                                          "occlusion")]
-                         + [("timm_vit", "chefer"), ("effnet", "grad-cam"), ("effnet", "occlusion")])
+                                                                          "occlusion", "rise")]
+                         + [("timm_vit", "chefer"), ("effnet", "grad-cam"), ("effnet", "occlusion"), ("effnet", "rise")])
 def test_explain_endpoint_gives_the_overlay_and_its_scores(client, app, photo, family, method):
     overlay, record = client.predict(handle_file(str(photo)), family, method, api_name="/explain")
     assert Image.open(overlay).size == (336, 336)
@@ -96,7 +96,7 @@ def test_explain_with_no_method_uses_the_models_default(client, app, photo):
 
 
 @pytest.mark.parametrize("model, method, message", [
-    ("effnet", "rollout", "unknown method 'rollout' for effnet; choose one of ['occlusion', 'grad-cam']"),
+    ("effnet", "rollout", "unknown method 'rollout' for effnet; choose one of ['rise', 'occlusion', 'grad-cam']"),
     ("resnet", "grad-cam", "unknown model 'resnet'; choose one of ['scratch_vit', 'timm_vit', 'effnet']"),
 ])
 def test_explain_names_the_valid_ids(client, photo, model, method, message):
@@ -137,7 +137,7 @@ def test_predict_classify_and_explain_agree(client, photo, app):
 
 def test_methods_lists_each_models_methods(client, app):
     assert client.predict(api_name="/methods") == {i: list(app.MODELS.models[i].methods) for i in FAMILIES}
-    assert client.predict(api_name="/methods")["effnet"] == ["occlusion", "grad-cam"]
+    assert client.predict(api_name="/methods")["effnet"] == ["rise", "occlusion", "grad-cam"]
 
 
 def test_measure_latency_fills_the_table(client, app):

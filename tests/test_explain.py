@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from conftest import TINY_ARCH
-from vit import explain
+from vit import explain, families
 from vit import model as vit_model
 from vit.zoo import build
 
@@ -127,10 +127,24 @@ def test_every_vit_method_finds_the_one_patch_the_class_token_reads(method, cls)
     assert h.probs is not None and torch.allclose(h.probs.sum(), torch.tensor(1.0))
 
 
-@pytest.mark.parametrize("method", ["grad-cam", "occlusion"])
+@pytest.mark.parametrize("method", ["grad-cam", "occlusion", "rise"])
 def test_cnn_methods_find_the_one_cell_the_head_reads(method):
     h = explain.compute(ProbeCNN(), probe_image(3, 1), method)
     assert h.heat.shape == (4, 4) and h.target == 1 and argmax2d(h.heat) == (ROW, COL)
+
+
+def test_rise_runs_its_masks_in_batches_and_is_deterministic():
+    """RISE: the intact image plus RISE_MASKS masked copies, at most 32 a pass; the same map twice."""
+    model, x, sizes = probe_vit(), probe_image(2, 1), []
+
+    def forward(batch):
+        sizes.append(len(batch))
+        with torch.inference_mode():
+            return model(batch)
+    a = explain.compute(model, x, "rise", forward_batch=forward)
+    assert sum(sizes) == explain.maps.RISE_MASKS + 1 and max(sizes) <= 32
+    b = explain.compute(model, x, "rise", forward_batch=forward)
+    assert np.array_equal(a.heat, b.heat) and a.target == b.target == 1
 
 
 def test_chefer_relevance_only_where_attention_and_gradient_agree():
@@ -142,7 +156,7 @@ def test_chefer_relevance_only_where_attention_and_gradient_agree():
 
 def test_explicit_target_is_explained_not_the_top_class():
     m, x = probe_vit(), probe_image(0, 0)
-    for method in ("chefer", "grad-cam", "occlusion"):
+    for method in ("chefer", "grad-cam", "occlusion", "rise"):
         h = explain.compute(m, x, method, target=2)
         assert h.target == 2
     with pytest.raises(ValueError, match="target"):
@@ -183,7 +197,7 @@ def no_state_left(model: torch.nn.Module) -> bool:
 
 def test_no_method_leaves_a_gradient_or_a_hook_even_from_inference_mode():
     for model, x in tiny_models():
-        family_methods = explain.METHODS if hasattr(model, "patch_embed") else ("grad-cam", "occlusion")
+        family_methods = explain.METHODS if hasattr(model, "patch_embed") else families.ANY_MODEL_METHODS
         for method in family_methods:
             explain.compute(model, x, method)
             with torch.inference_mode():
@@ -272,6 +286,5 @@ def test_gradient_methods_on_an_int8_model_say_what_to_do():
 
 
 def test_every_method_a_family_lists_is_a_method_compute_knows():
-    from vit import families
     assert set(families.ALL_METHODS) == set(explain.METHODS)
     assert all(set(families.get(n).methods) <= set(explain.METHODS) for n in families.names())

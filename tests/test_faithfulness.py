@@ -133,6 +133,17 @@ def test_cli_scores_a_tiny_checkpoint(image_folder, tiny_checkpoints, capsys):
     assert "| scratch_vit | chefer | 3 |" in cli.markdown(out["results"])
 
 
+def test_cli_skip_scores_only_the_photos_after_the_first_n(image_folder, tiny_checkpoints, capsys):
+    """--skip: a held-out check on the photos a method was not chosen on."""
+    args = ["--data-dir", str(image_folder), "--checkpoints", str(tiny_checkpoints["scratch_vit"]),
+            "--methods", "rise", "--steps", "4", "--seeds", "0", "--json"]
+    every = cli.main(args)
+    held_out = cli.main(args + ["--skip", "2"])
+    capsys.readouterr()
+    assert held_out["images"] == every["images"] - 2 and held_out["skipped"] == 2
+    assert held_out["results"]["scratch_vit"]["rise"]["images"] == every["images"] - 2
+
+
 def test_image_paths_are_balanced_across_classes(image_folder):
     names = [p.parent.name for p in cli.image_paths(image_folder, "test", 3)]
     assert sorted(names) == ["pizza", "steak", "sushi"]

@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--checkpoints", nargs="+", default=["checkpoints"], help="folders or .safetensors files")
     ap.add_argument("--methods", nargs="+", choices=METHODS, help="default: every method each family lists")
     ap.add_argument("--limit", type=int, help="first N images (balanced across classes)")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="leave out the first N images (e.g. those a method was chosen on: a held-out check)")
     ap.add_argument("--steps", type=int, default=16, help="K deletion / insertion steps")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random orders for the bar")
     ap.add_argument("--sanity", action="store_true", help="Spearman rho of each map vs a randomised model's")
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    paths = image_paths(args.data_dir, args.split, args.limit)
+    paths = image_paths(args.data_dir, args.split, args.limit)[args.skip:]
     results, timings = {}, {}
     for ckpt_path in checkpoint_paths(args.checkpoints):
         ckpt = load(ckpt_path)
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                    args.time)
         stem_timings = {ckpt_path.stem: timings[ckpt_path.stem]} if ckpt_path.stem in timings else None
         log.info("%s\n%s", ckpt_path.stem, markdown({ckpt_path.stem: results[ckpt_path.stem]}, stem_timings))
-    out = {"split": args.split, "images": len(paths), "steps": args.steps, "seeds": args.seeds,
+    out = {"split": args.split, "skipped": args.skip, "images": len(paths), "steps": args.steps, "seeds": args.seeds,
            "results": results, "timings_s": timings}
     print(json.dumps(out, indent=2) if args.json else markdown(results, timings or None))
     return out
