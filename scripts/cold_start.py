@@ -7,8 +7,9 @@ Times the floor first, then starts app.py as a subprocess on a free port (GRADIO
 until the page answers, then calls the `/predict` API with gradio_client on a generated photo, once cold
 and once warm, reads the server's peak memory, and stops it. The app serves the page before its models
 are built, so the first request may wait for its model: that wait is in "first prediction". A model
-with a current ONNX export on disk (written by the app's first launch, or `python -m vit.export`)
-answers without building its PyTorch model; --without-exports times a fresh clone's first launch.
+with a current ONNX export on disk (committed beside the three checkpoints; for other checkpoints
+written by the app's first launch, or `python -m vit.export`) answers without building its PyTorch
+model; --without-exports times the first launch on checkpoints without exports.
 Bars: server up <= 1.15 x floor, first prediction <= 1.3 x floor.
 """
 from __future__ import annotations
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", help="checkpoint folder for the app (FOODVISION_CHECKPOINTS)")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the server")
     p.add_argument("--without-exports", action="store_true",
-                   help="copy the checkpoints without their .onnx exports (a fresh clone's first launch)")
+                   help="copy the checkpoints without their .onnx exports (your own checkpoints' first launch)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

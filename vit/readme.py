@@ -131,8 +131,14 @@ def faithfulness_block(path: Path = FAITHFULNESS) -> str:
 
     run = json.loads(path.read_text())
     commands = "; ".join(f"`{c}`" for c in run.get("commands", []))
-    return (markdown(run["results"]) + f"\n\n{run['images']} photos of `{run['data_dir']}/{run['split']}`, "
+    text = (markdown(run["results"]) + f"\n\n{run['images']} photos of `{run['data_dir']}/{run['split']}`, "
             f"K = {run['steps']}, random bar: seeds {run['seeds']}. Made by {commands}. {run.get('note', '')}")
+    held = run.get("held_out")
+    if held:  # the same scores on photos no choice was made on
+        text += (f"\n\n**Held out:** the other {held['images']} photos of the split (`--skip {held['skipped']}`), "
+                 f"on which no method or default was chosen:\n\n" + markdown(held["results"])
+                 + f"\n\nMade by `{held['command']}`.")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
