@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Literal, TypedDict
@@ -33,6 +34,7 @@ RESULTS = Path(tempfile.gettempdir()) / "foodvision-results"  # result images; p
 RESULT_TTL_S = 3600
 MAX_INLINE_BYTES = 25 * 1024 * 1024  # a data URL may hold at most what an upload may (app.MAX_FILE_SIZE)
 _writes = 0
+_LOCK = threading.Lock()
 
 
 class FileMeta(TypedDict):
@@ -93,10 +95,11 @@ def result_file(image: Image.Image | None, folder: Path | None = None) -> str | 
     image.save(buffer, "PNG", compress_level=1)
     data = buffer.getvalue()
     folder = folder or RESULTS
-    _writes += 1
-    if _writes % 200 == 0:
-        prune(folder)
-    return write_once(data, folder, hashlib.sha256(data).hexdigest()[:32] + ".png")
+    with _LOCK:  # a clean-up never runs between another request's touch of a file and its return
+        _writes += 1
+        if _writes % 200 == 0:
+            prune(folder)
+        return write_once(data, folder, hashlib.sha256(data).hexdigest()[:32] + ".png")
 
 
 def prune(folder: Path, ttl_s: float = RESULT_TTL_S) -> None:

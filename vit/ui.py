@@ -184,14 +184,20 @@ def optimisations(spec: str | None = None, ids: list[str] | None = None) -> dict
 
 def write_once(data: bytes, folder: str | os.PathLike, name: str) -> str:
     """folder/name holding `data`: written under a temporary name and renamed into place, so that a
-    reader never sees it half-written; left alone if it exists (the caller names files by content)."""
+    reader never sees it half-written. An existing file is kept (the caller names files by content)
+    but touched: a file handed out again is as young as its newest use, so an age-based clean-up
+    (`gradio_io.prune`) cannot delete it before Gradio has copied it."""
     path = Path(folder) / name
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(staging, path)
+    try:
+        os.utime(path)
+        return str(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(staging, path)
     return str(path)
 
 
