@@ -118,7 +118,7 @@ register(Family(
     default_arch={"model_name": "vit_hybrid_lite0_s16", "embed_dim": 192, "depth": 4, "num_heads": 3,
                   "drop_path_rate": 0.1},
     default_pretrained="lite0-imagenet", attention=True,
-    # chefer first: RISE scores better, but a full /explain of it takes 4.8 s here, over the 4 s bar
+    # chefer first: RISE scores as well, but a full /explain of it takes 3.9-4.8 s here, at or over the 4 s bar
     methods=("chefer", "attention", "rollout", "grad-cam", "occlusion", "rise"), channels_last=True, int8=True,
     pretrained_prefix="patch_embed.backbone.",
     description="timm's VisionTransformer over the ImageNet EfficientNet-Lite0 stem (Sec. 3.1, hybrid)"))
