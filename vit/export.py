@@ -104,10 +104,14 @@ def metadata(ckpt: Checkpoint, graph: str, *, int8: bool = False, source_sha256:
             "source_sha256": source_sha256 or sha256(ckpt.path), "source_name": ckpt.path.name}
 
 
-def _write_metadata(path: Path, props: dict[str, str]) -> None:
+def _write_metadata(path: Path, props: dict[str, str], *, half: bool = False) -> None:
+    """Set the file's metadata_props to `props` and, with `half`, store its weights in fp16
+    (`half_initializers`): one load, one atomic save."""
     import onnx
 
     proto = onnx.load(str(path))
+    if half:
+        half_initializers(proto)
     del proto.metadata_props[:]
     for k, v in props.items():
         proto.metadata_props.add(key=k, value=v)
@@ -170,15 +174,13 @@ def _torch_export(module: nn.Module, x: torch.Tensor, path: Path, outputs: list[
                           dynamic_axes=dynamic, opset_version=OPSET, training=mode)
 
 
-def half_initializers(path: Path) -> int:
-    """Store every float32 initializer of the graph at `path` that fp16 holds exactly in fp16, cast back
-    to float32 by a Cast node at the graph's head (ONNX Runtime folds it at session start; the values
-    are unchanged bit for bit). Rewrites the file; returns the number of parameters now in fp16."""
+def half_initializers(proto) -> int:
+    """Store every float32 initializer of the ONNX ModelProto `proto` that fp16 holds exactly in fp16,
+    cast back to float32 by a Cast node at the graph's head (ONNX Runtime folds it at session start;
+    the values are unchanged bit for bit). Changes `proto` in place; returns the parameters now in fp16."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    proto = onnx.load(str(path))
     graph, kept, casts, halved = proto.graph, [], [], 0
     for t in graph.initializer:
         a = numpy_helper.to_array(t)
@@ -194,7 +196,6 @@ def half_initializers(path: Path) -> int:
     nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(casts + nodes)
-    _save_atomic(proto, path)
     return halved
 
 
@@ -212,9 +213,7 @@ def export(ckpt: Checkpoint, out: str | os.PathLike | None = None, *, int8: bool
         _torch_export(model, x, raw, [LOGITS], fuse=int8)  # the quantiser wants BatchNorm folded
         if int8:
             quantise(ckpt, raw, raw, calibration_dir)
-        else:
-            half_initializers(raw)
-        _write_metadata(raw, metadata(ckpt, "logits", int8=int8, source_sha256=digest))
+        _write_metadata(raw, metadata(ckpt, "logits", int8=int8, source_sha256=digest), half=not int8)
         os.replace(raw, out)
         written.append(out)
         if families.get(ckpt.family).attention:
@@ -223,8 +222,7 @@ def export(ckpt: Checkpoint, out: str | os.PathLike | None = None, *, int8: bool
             raw = Path(tmp) / "attn.onnx"
             _torch_export(_WithAttention(model).eval(), x, raw, [LOGITS] + [f"attn.{i}" for i in range(depth)],
                           fuse=False)
-            half_initializers(raw)
-            _write_metadata(raw, metadata(ckpt, "logits+attention", source_sha256=digest))
+            _write_metadata(raw, metadata(ckpt, "logits+attention", source_sha256=digest), half=True)
             os.replace(raw, attn)
             written.append(attn)
     return written

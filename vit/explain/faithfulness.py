@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from vit.explain.perturb import BATCH, blur, blur_sigma, cell_index, perturbed_logits
+from vit.explain.perturb import BATCH, blur, blur_sigma, cell_ids, perturbed_logits
 
 STEPS = 16
 SEEDS = (0, 1, 2)
@@ -110,8 +110,7 @@ def _curves(forward_batch: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     n = rows * cols
     if steps < 1 or n < 1:
         raise ValueError(f"need steps >= 1 and a non-empty map, got steps={steps}, map {shape}")
-    r, c = cell_index(x.shape[-2], x.shape[-1], rows, cols)
-    pixel_cell = torch.from_numpy(r[:, None] * cols + c[None, :])  # (H, W)
+    pixel_cell = torch.from_numpy(cell_ids(x.shape[-2], x.shape[-1], rows, cols))  # (H, W)
     counts = [round(k * n / steps) for k in range(1, steps)]  # cells removed at the inner steps
     masks = [torch.zeros_like(pixel_cell, dtype=torch.bool), torch.ones_like(pixel_cell, dtype=torch.bool)]
     for order in orders:

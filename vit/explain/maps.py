@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from vit.explain.attention import cls_attention, num_prefix_tokens, rollout_map, token_grid, trace
-from vit.explain.perturb import blur, cell_index, perturbed_logits
+from vit.explain.perturb import blur, cell_ids, cell_index, perturbed_logits
 
 METHODS = ("attention", "rollout", "chefer", "grad-cam", "occlusion", "rise")
 MAX_OCCLUSION_CELLS = 8  # occlusion cells per side at most: larger grids are occluded in blocks
@@ -202,8 +202,7 @@ def rise(model: nn.Module, x: torch.Tensor, target: int | None = None, *, forwar
     so a map is deterministic for a fixed image; all images go through `forward_batch` in batches."""
     forward_batch = forward_batch or _inference(model)
     rows, cols = model_grid(model, x)
-    cr, cc = cell_index(x.shape[-2], x.shape[-1], rows, cols)  # (H,), (W,)
-    cell = cr[:, None] * cols + cc[None, :]  # (H, W) cell id
+    cell = cell_ids(x.shape[-2], x.shape[-1], rows, cols)  # (H, W)
     kept = np.random.default_rng(seed).random((masks, rows * cols)) < keep  # (masks, cells)
     blurred = torch.from_numpy(np.concatenate([np.zeros((1, rows * cols), bool), ~kept])[:, cell])  # row 0: intact
     logits = perturbed_logits(forward_batch, x, blur(x), blurred)

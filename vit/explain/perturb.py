@@ -37,11 +37,10 @@ def cell_index(height: int, width: int, rows: int, cols: int) -> tuple[np.ndarra
     return np.arange(height) * rows // height, np.arange(width) * cols // width
 
 
-def cell_masks(height: int, width: int, rows: int, cols: int) -> np.ndarray:
-    """(rows * cols, H, W) bool: the pixels of each grid cell, cells in row-major order."""
+def cell_ids(height: int, width: int, rows: int, cols: int) -> np.ndarray:
+    """(H, W): the grid cell of every pixel, cells numbered row-major."""
     r, c = cell_index(height, width, rows, cols)
-    cell = r[:, None] * cols + c[None, :]  # (H, W)
-    return cell[None] == np.arange(rows * cols)[:, None, None]
+    return r[:, None] * cols + c[None, :]
 
 
 def perturbed_logits(forward_batch: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
