@@ -7,7 +7,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from conftest import ROOT, SHARED_DATA
-from vit import checkpoint, export
+from vit import checkpoint, examples, export
 from vit.data import ImageDataset, eval_transform, list_images
 from vit.evaluate import run_eval
 
@@ -38,3 +38,24 @@ def test_committed_checkpoints_ship_current_onnx_exports(path: Path):
     onnx_path = export.default_path(path)
     assert onnx_path.is_file(), f"{onnx_path} is missing: run python -m vit.export {path}"
     assert export.is_current(onnx_path, path), f"{onnx_path} is stale: run python -m vit.export {path}"
+
+
+def _table(rows: list[str]) -> dict[str, list[str]]:
+    """Markdown rows keyed by their first cell (a `file` name)."""
+    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows if r.startswith("| `")]
+    return {c[0]: c[1:] for c in cells}
+
+
+def test_examples_readme_shows_what_the_committed_checkpoints_predict():
+    """examples/README.md tells a visitor what each model answers for each photo; after a retrain
+    `python -m vit.examples --check` prints the new answers, and this fails until the table has them."""
+    documented = _table((ROOT / "examples" / "README.md").read_text().splitlines())
+    measured = _table(examples.check([ROOT / "checkpoints" / f"{n}.safetensors" for n in examples.ORDER]))
+    assert measured.keys() == documented.keys()
+    for name, (truth, *predicted) in measured.items():
+        source, documented_truth, *rest = documented[name]
+        assert documented_truth == truth, name
+        for said, got in zip(rest, predicted):  # "sushi 0.47 ✗": the class and mark exactly, the probability to 0.01
+            (said_class, said_p, *said_mark), (got_class, got_p, *got_mark) = said.split(), got.split()
+            assert (said_class, said_mark) == (got_class, got_mark), f"{name}: README {said!r}, measured {got!r}"
+            assert float(said_p) == pytest.approx(float(got_p), abs=0.011), f"{name}: README {said!r}, measured {got!r}"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import CLASSES, SHARED_DATA
+from conftest import CLASSES, SHARED_DATA, make_image, tiny_checkpoint
 from vit import data
 
 
@@ -136,3 +136,20 @@ def test_examples_are_filled_from_the_test_split(image_folder, tmp_path):
     assert sorted(p.name for p in copied) == ["pizza_pizza_0.jpg", "steak_steak_0.jpg", "sushi_sushi_0.jpg"]
     assert all(p.read_bytes() == (image_folder / "test" / p.name.split("_", 1)[0] / p.name.split("_", 1)[1]).read_bytes()
                for p in copied)
+
+
+def test_examples_check_marks_wrong_answers_and_refuses_bad_input(tmp_path, capsys):
+    from vit import examples
+    for seed, name in enumerate(("pizza_1.jpg", "steak_2.jpg", "mine.png")):
+        make_image(seed).save(tmp_path / name)
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", "scratch_vit")
+    rows = examples.check([ckpt], folder=tmp_path)
+    assert rows[0] == "| file | true class | Scratch ViT |" and len(rows) == 5
+    table = {r.split("|")[1].strip(" `"): [c.strip() for c in r.split("|")[2:4]] for r in rows[2:]}
+    assert table["mine.png"][0] == "?" and "✗" not in table["mine.png"][1]  # no class in the name: nothing to mark
+    for name, truth in (("pizza_1.jpg", "pizza"), ("steak_2.jpg", "steak")):
+        assert table[name][0] == truth and table[name][1].endswith("✗") == (not table[name][1].startswith(truth))
+    assert examples.main(["--check", "--checkpoints", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        examples.main([])
