@@ -51,6 +51,12 @@ def png_header_only(width: int, height: int) -> bytes:
     return png_bytes(width, height, [bytes(63)])
 
 
+def markdown_rows(lines: Iterable[str]) -> dict[str, list[str]]:
+    """The rows of a Markdown table whose first cell is a `file` name: {file: the other cells}."""
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("| `")]
+    return {c[0].strip("`"): c[1:] for c in cells}
+
+
 def make_image(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
     """A random-noise RGB photo with a bright square whose place depends on the seed."""
     rng = np.random.default_rng(seed)

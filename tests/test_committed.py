@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from torch.utils.data import DataLoader
 
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT, SHARED_DATA, markdown_rows
 from vit import checkpoint, examples, export
 from vit.data import ImageDataset, eval_transform, list_images
 from vit.evaluate import run_eval
@@ -40,17 +40,11 @@ def test_committed_checkpoints_ship_current_onnx_exports(path: Path):
     assert export.is_current(onnx_path, path), f"{onnx_path} is stale: run python -m vit.export {path}"
 
 
-def _table(rows: list[str]) -> dict[str, list[str]]:
-    """Markdown rows keyed by their first cell (a `file` name)."""
-    cells = [[c.strip() for c in r.strip().strip("|").split("|")] for r in rows if r.startswith("| `")]
-    return {c[0]: c[1:] for c in cells}
-
-
 def test_examples_readme_shows_what_the_committed_checkpoints_predict():
     """examples/README.md tells a visitor what each model answers for each photo; after a retrain
     `python -m vit.examples --check` prints the new answers, and this fails until the table has them."""
-    documented = _table((ROOT / "examples" / "README.md").read_text().splitlines())
-    measured = _table(examples.check([ROOT / "checkpoints" / f"{n}.safetensors" for n in examples.ORDER]))
+    documented = markdown_rows((ROOT / "examples" / "README.md").read_text().splitlines())
+    measured = markdown_rows(examples.check([ROOT / "checkpoints" / f"{n}.safetensors" for n in examples.ORDER]))
     assert measured.keys() == documented.keys()
     for name, (truth, *predicted) in measured.items():
         source, documented_truth, *rest = documented[name]

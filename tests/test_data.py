@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from conftest import CLASSES, SHARED_DATA, make_image, tiny_checkpoint
+from conftest import CLASSES, SHARED_DATA, make_image, markdown_rows, tiny_checkpoint
 from vit import data
 
 
@@ -145,7 +145,7 @@ def test_examples_check_marks_wrong_answers_and_refuses_bad_input(tmp_path, caps
     ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", "scratch_vit")
     rows = examples.check([ckpt], folder=tmp_path)
     assert rows[0] == "| file | true class | Scratch ViT |" and len(rows) == 5
-    table = {r.split("|")[1].strip(" `"): [c.strip() for c in r.split("|")[2:4]] for r in rows[2:]}
+    table = markdown_rows(rows)
     assert table["mine.png"][0] == "?" and "✗" not in table["mine.png"][1]  # no class in the name: nothing to mark
     for name, truth in (("pizza_1.jpg", "pizza"), ("steak_2.jpg", "steak")):
         assert table[name][0] == truth and table[name][1].endswith("✗") == (not table[name][1].startswith(truth))

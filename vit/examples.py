@@ -62,8 +62,8 @@ def check(checkpoints: list[Path], folder: Path = EXAMPLES) -> list[str]:
         with Image.open(path) as image:
             cells = []
             for p in predictors:
-                name, prob = max(p.predict(image).items(), key=lambda kv: kv[1])
-                cells.append(f"{name} {prob:.2f}" + (" ✗" if truth and name != truth else ""))
+                r = p.classify(image)
+                cells.append(f"{r.top} {r.probs[r.top]:.2f}" + (" ✗" if truth and r.top != truth else ""))
         rows.append(f"| `{path.name}` | {truth or '?'} | " + " | ".join(cells) + " |")
     return rows
 
