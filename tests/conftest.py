@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from vit import checkpoint
-from vit.data import preprocessing
-from vit.zoo import HYBRID, build
+from vit.factory import build, preprocessing
+from vit.zoo import HYBRID
 
 CLASSES = ["pizza", "steak", "sushi"]
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -9,7 +9,7 @@ import torch
 from conftest import CLASSES
 from vit import bench, checkpoint, families, report
 from vit.bench import memory, optimisations
-from vit.checkpoint import load
+from vit.factory import load
 from vit.model import VisionTransformer, preset
 from vit.predict import Predictor, optimise
 

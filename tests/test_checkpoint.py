@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from conftest import CLASSES, tiny_checkpoint
-from vit import checkpoint
+from vit import checkpoint, factory
 from vit.checkpoint import CheckpointError
 
 
 @pytest.mark.parametrize("family", ["scratch_vit", "timm_vit", "effnet"])
 def test_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path, family):
     path = tiny_checkpoint(tmp_path / "m.safetensors", family)
-    ckpt = checkpoint.load(path)
+    ckpt = factory.load(path)
     assert ckpt.family == family and ckpt.class_names == CLASSES
     assert all(t.dtype == torch.float32 for t in ckpt.model.state_dict().values() if t.is_floating_point())
     assert ckpt.meta["weights_dtype"] == "float16"
@@ -23,15 +23,15 @@ def test_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path, family):
 
 def test_fp16_storage_keeps_logits_close(tmp_path):
     from conftest import TINY_ARCH
-    from vit.zoo import build
+    from vit.factory import build
     torch.manual_seed(0)
     built = build("scratch_vit", TINY_ARCH["scratch_vit"], num_classes=3)
     model = built.model.eval()
     meta = {"family": "scratch_vit", "arch": built.arch, "class_names": CLASSES, "init": built.init,
             "preprocessing": checkpoint.Preprocessing((3, 32, 32), (0.5,) * 3, (0.5,) * 3).to_dict()}
     x = torch.randn(2, 3, 32, 32)
-    loaded = checkpoint.load(checkpoint.save(tmp_path / "a.safetensors", model, meta)).model
-    exact = checkpoint.load(checkpoint.save(tmp_path / "b.safetensors", model, meta, half=False)).model
+    loaded = factory.load(checkpoint.save(tmp_path / "a.safetensors", model, meta)).model
+    exact = factory.load(checkpoint.save(tmp_path / "b.safetensors", model, meta, half=False)).model
     assert torch.allclose(loaded(x), model(x), atol=1e-2)
     assert torch.equal(exact(x), model(x))
 
@@ -64,11 +64,11 @@ def test_a_bad_record_is_refused_at_load_naming_the_file_and_the_field(tmp_path,
     bad = tmp_path / "bad.safetensors"
     save_file(load_file(str(tiny_checkpoints["scratch_vit"])), str(bad), metadata={"foodvision": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="bad.safetensors: bad metadata: " + message):
-        checkpoint.load(bad)
+        factory.load(bad)
 
 
 def test_preprocessing_is_one_typed_accessor(tiny_checkpoints):
-    ckpt = checkpoint.load(tiny_checkpoints["timm_vit"])
+    ckpt = factory.load(tiny_checkpoints["timm_vit"])
     pp = ckpt.preprocessing
     assert pp.image_size == 64 and pp.input_size == (3, 64, 64)
     assert pp.to_dict() == checkpoint.Preprocessing.from_dict(ckpt.meta["preprocessing"]).to_dict()
@@ -77,7 +77,7 @@ def test_preprocessing_is_one_typed_accessor(tiny_checkpoints):
 
 def test_missing_file_names_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="nope.safetensors: no such checkpoint file"):
-        checkpoint.load(tmp_path / "nope.safetensors")
+        factory.load(tmp_path / "nope.safetensors")
 
 
 def test_truncated_file_names_the_file_and_the_problem(tmp_path, tiny_checkpoints):
@@ -86,24 +86,24 @@ def test_truncated_file_names_the_file_and_the_problem(tmp_path, tiny_checkpoint
         bad = tmp_path / f"cut{cut}.safetensors"
         bad.write_bytes(data[:cut])
         with pytest.raises(CheckpointError, match=f"cut{cut}.safetensors: .*(truncated|not a safetensors)"):
-            checkpoint.load(bad)
+            factory.load(bad)
 
 
 def test_wrong_files_are_refused_with_a_reason(tmp_path):
     jpeg = tmp_path / "photo.safetensors"
     jpeg.write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 100)
     with pytest.raises(CheckpointError, match="photo.safetensors: not a safetensors file"):
-        checkpoint.load(jpeg)
+        factory.load(jpeg)
     from safetensors.torch import save_file
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign))
     with pytest.raises(CheckpointError, match="without FoodVision metadata"):
-        checkpoint.load(foreign)
+        factory.load(foreign)
 
 
 def test_wrong_family_and_mismatched_weights(tmp_path, tiny_checkpoints):
     with pytest.raises(CheckpointError, match="holds a effnet model, expected scratch_vit"):
-        checkpoint.load(tiny_checkpoints["effnet"], expect_family="scratch_vit")
+        factory.load(tiny_checkpoints["effnet"], expect_family="scratch_vit")
     # metadata that claims another architecture than the weights have
     meta = checkpoint.read_meta(tiny_checkpoints["scratch_vit"])
     meta["arch"]["depth"] = 3
@@ -111,4 +111,4 @@ def test_wrong_family_and_mismatched_weights(tmp_path, tiny_checkpoints):
     bad = tmp_path / "liar.safetensors"
     save_file(load_file(str(tiny_checkpoints["scratch_vit"])), str(bad), metadata={"foodvision": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="liar.safetensors: weights do not fit"):
-        checkpoint.load(bad)
+        factory.load(bad)

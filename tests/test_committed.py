@@ -7,7 +7,7 @@ import pytest
 from torch.utils.data import DataLoader
 
 from conftest import ROOT, SHARED_DATA, markdown_rows
-from vit import checkpoint, examples, export
+from vit import checkpoint, examples, export, factory
 from vit.data import ImageDataset, eval_transform, list_images
 from vit.evaluate import run_eval
 
@@ -18,7 +18,7 @@ COMMITTED = sorted((ROOT / "checkpoints").glob("*.safetensors"))
 @pytest.mark.skipif(not TEST_DIR.is_dir(), reason="needs ../shared/data")
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
 def test_committed_checkpoint_reproduces_its_recorded_test_accuracy(path: Path):
-    ckpt = checkpoint.load(path)
+    ckpt = factory.load(path)
     recorded = ckpt.meta["metrics"]["test"]
     assert Path(ckpt.meta["recipe"]["test_dir"]).parts[-2:] == TEST_DIR.parts[-2:]
     samples, classes = list_images(TEST_DIR)

@@ -1,4 +1,4 @@
-"""vit.engines: auto picks ONNX Runtime when it can and falls back to PyTorch when it cannot, the
+"""vit.engines and vit.runtime: auto picks ONNX Runtime when it can and falls back to PyTorch when it cannot, the
 environment chooses, a stale export is replaced, concurrent forwards stay independent."""
 import logging
 import shutil
@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from conftest import CLASSES
-from vit import checkpoint, engines, export
-from vit.checkpoint import load
-from vit.engines import EngineError, OrtEngine, TorchEngine, make_engine
+from vit import checkpoint, engines, export, factory
+from vit.factory import load
+from vit.engines import EngineError, OrtEngine, TorchEngine
+from vit.runtime import make_engine
 
 pytest.importorskip("onnxruntime")
 
@@ -61,7 +62,7 @@ def test_a_stale_export_is_replaced(ckpt):
 
 def test_falls_back_to_torch_without_onnxruntime(ckpt, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
-    with caplog.at_level(logging.INFO, logger="vit.engines"):
+    with caplog.at_level(logging.INFO, logger="vit.runtime"):
         engine = make_engine(ckpt)
     assert isinstance(engine, TorchEngine) and engine.name == "torch"
     assert [r.message for r in caplog.records if "PyTorch eager" in r.message and "onnxruntime" in r.message]
@@ -76,7 +77,7 @@ def test_falls_back_to_torch_when_the_export_fails(ckpt, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("exporter exploded")
     monkeypatch.setattr(export, "export", broken)
-    with caplog.at_level(logging.INFO, logger="vit.engines"):
+    with caplog.at_level(logging.INFO, logger="vit.runtime"):
         assert make_engine(ckpt).name == "torch"
     assert any("exporter exploded" in r.message for r in caplog.records)
     with pytest.raises(EngineError, match="exporter exploded"):
@@ -131,13 +132,13 @@ def test_a_current_export_serves_before_the_model_is_built(ckpt, monkeypatch):
     from vit.predict import Predictor
 
     make_engine(ckpt, "onnxruntime")  # the export, written beside the checkpoint
-    calls, real_build = [], checkpoint._build
+    calls, real_build = [], factory._model
 
     def counted_build(path, meta):
         calls.append(path)
         return real_build(path, meta)
 
-    monkeypatch.setattr(checkpoint, "_build", counted_build)
+    monkeypatch.setattr(factory, "_model", counted_build)
     p = Predictor(load(ckpt.path, lazy=True))
     assert p.engine.name == "onnxruntime" and p.wait_for_engine(0) == "onnxruntime"
     photo = Image.effect_mandelbrot((48, 40), (-2, -1.2, 1, 1.2), 40).convert("RGB")

@@ -6,7 +6,7 @@ from PIL import Image
 from conftest import TINY_ARCH
 from vit import explain, families
 from vit import model as vit_model
-from vit.zoo import build
+from vit.factory import build
 
 
 def test_timm_attention_path_reproduces_timms_own_forward():

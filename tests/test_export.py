@@ -9,11 +9,11 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from conftest import CLASSES  # noqa: E402
-from vit import checkpoint, export, families  # noqa: E402
-from vit.checkpoint import load  # noqa: E402
-from vit.data import preprocessing  # noqa: E402
+from vit import checkpoint, export, families, factory  # noqa: E402
+from vit.factory import load  # noqa: E402
+from vit.factory import preprocessing  # noqa: E402
 from vit.engines import OrtEngine  # noqa: E402
-from vit.zoo import build  # noqa: E402
+from vit.factory import build  # noqa: E402
 
 TINY_CNN = families.Family(name="test_cnn", title="tiny ResNet (test)", build=families._builder("build_timm_cnn"),
                            default_arch={"model_name": "resnet10t"}, attention=False,

@@ -10,9 +10,10 @@ import torch
 
 from conftest import CLASSES, make_image
 from vit import checkpoint, families, ui
-from vit.data import preprocessing
+from vit.factory import preprocessing
 from vit.predict import Predictor
-from vit.zoo import build, build_timm_cnn
+from vit.factory import build
+from vit.zoo import build_timm_cnn
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -53,7 +53,7 @@ def test_falls_back_to_timm_for_other_crop_modes():
 
 
 def test_the_request_path_imports_neither_timm_nor_torchvision():
-    code = ("import sys; from vit.predict import Predictor; from vit.checkpoint import load; "
+    code = ("import sys; from vit.predict import Predictor; from vit.factory import load; "
             "load('checkpoints/scratch_vit.safetensors'); "
             "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TINY_ARCH, make_image, tiny_checkpoint
-from vit import checkpoint, evaluate, train
+from vit import checkpoint, evaluate, factory, train
 from vit.model import VisionTransformer, preset
 from vit.train import loop, state
 from vit.train.config import TrainConfig
@@ -88,7 +88,7 @@ def constant_teacher(path, label: int):
     """A checkpoint that predicts `label` for every image."""
     torch.manual_seed(0)
     tiny_checkpoint(path, "scratch_vit")
-    ckpt = checkpoint.load(path)
+    ckpt = factory.load(path)
     with torch.no_grad():
         ckpt.model.head.weight.zero_()
         ckpt.model.head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(label), 3) * 10.0)
@@ -187,7 +187,7 @@ def test_bad_arguments_are_one_line_and_exit_code_2(tmp_path, image_folder, caps
 
 
 def test_a_teacher_with_other_classes_and_an_unknown_family_exit_2(tmp_path, image_folder, capsys):
-    teacher = checkpoint.load(tiny_checkpoint(tmp_path / "t.safetensors", "scratch_vit"))
+    teacher = factory.load(tiny_checkpoint(tmp_path / "t.safetensors", "scratch_vit"))
     teacher.meta["class_names"] = ["cat", "dog", "fish"]
     path = checkpoint.save(tmp_path / "other.safetensors", teacher.model, teacher.meta)
     argv = ["--model", "scratch_vit", "--arch", TINY, "--data-dir", str(image_folder), "--workers", "0",
@@ -233,7 +233,7 @@ def test_two_cpu_processes_train_on_disjoint_halves(tmp_path, image_folder):
         a, b = set(seen[0][e]["keys"]), set(seen[1][e]["keys"])
         assert len(a) == len(b) == 6 and not a & b and len(a | b) == 12  # disjoint halves of the 12 photos
     assert seen[0][0]["keys"] != seen[0][1]["keys"]  # set_epoch: a new shuffle each epoch
-    ckpt = checkpoint.load(out)
+    ckpt = factory.load(out)
     assert ckpt.meta["recipe"]["world_size"] == 2 and ckpt.meta["metrics"]["test"]["n_images"] == 6
     assert ckpt.meta["history"][0]["test_acc"] * 6 == pytest.approx(round(ckpt.meta["history"][0]["test_acc"] * 6))
     assert not (tmp_path / "ddp.safetensors.state.pt").exists() or state.load(str(out) + ".state.pt")["world_size"] == 2

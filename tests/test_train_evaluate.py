@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import CLASSES, TINY_ARCH, make_image
-from vit import checkpoint, evaluate, train
+from vit import checkpoint, evaluate, factory, train
 from vit.predict import Predictor
 
 
@@ -26,7 +26,7 @@ def run_train(folder, out, family, *extra):
 def test_one_epoch_writes_a_complete_checkpoint(tmp_path, image_folder, family, extra):
     out = run_train(image_folder, tmp_path / f"{family}.safetensors", family, *extra)
     assert out.with_suffix(".png").stat().st_size > 0
-    ckpt = checkpoint.load(out)
+    ckpt = factory.load(out)
     meta = ckpt.meta
     assert meta["family"] == family and meta["class_names"] == CLASSES
     assert meta["recipe"]["epochs"] == 1 and meta["recipe"]["n_train"] == 9 and meta["recipe"]["n_val"] == 3

@@ -3,8 +3,9 @@ import timm
 import torch
 
 from conftest import SHARED_DATA
-from vit import zoo
-from vit.data import eval_transform, list_images, preprocessing
+from vit import factory, zoo
+from vit.data import eval_transform, list_images
+from vit.factory import preprocessing
 from vit.model import VisionTransformer
 
 IMAGENET_PIZZA = 963  # ImageNet-1k class "pizza, pizza pie"
@@ -33,7 +34,7 @@ def test_lite0_imagenet_weights_recognise_pizza_with_timms_preprocessing():
 
 
 def test_effnet_from_lite0_gets_a_new_three_class_head():
-    built = zoo.build("effnet", num_classes=3, pretrained="lite0-imagenet")
+    built = factory.build("effnet", num_classes=3, pretrained="lite0-imagenet")
     ref = zoo.lite0_imagenet_state_dict()
     sd = built.model.state_dict()
     assert sd["classifier.weight"].shape == (3, 1280)
@@ -42,7 +43,7 @@ def test_effnet_from_lite0_gets_a_new_three_class_head():
 
 
 def test_hybrid_vit_has_the_pretrained_stem_and_14x14_tokens():
-    built = zoo.build("timm_vit", num_classes=3, pretrained="lite0-imagenet")
+    built = factory.build("timm_vit", num_classes=3, pretrained="lite0-imagenet")
     model = built.model.eval()
     ref = zoo.lite0_imagenet_state_dict()
     stem = model.patch_embed.backbone.state_dict()
@@ -56,27 +57,27 @@ def test_hybrid_vit_has_the_pretrained_stem_and_14x14_tokens():
 
 
 def test_random_init_is_recorded_as_random():
-    assert zoo.build("timm_vit", num_classes=3).init == {"weights": "random"}
-    built = zoo.build("scratch_vit", {"preset": "vit_test_p8_32"}, num_classes=3)
+    assert factory.build("timm_vit", num_classes=3).init == {"weights": "random"}
+    built = factory.build("scratch_vit", {"preset": "vit_test_p8_32"}, num_classes=3)
     assert isinstance(built.model, VisionTransformer) and built.init["weights"] == "random"
     assert built.arch["num_classes"] == 3 and "preset" not in built.arch  # the full config is recorded
 
 
 def test_plain_timm_vit_builds_by_name():
-    built = zoo.build("timm_vit", {"model_name": "vit_tiny_patch16_224"}, num_classes=3)
+    built = factory.build("timm_vit", {"model_name": "vit_tiny_patch16_224"}, num_classes=3)
     assert built.model.patch_embed.grid_size == (14, 14)
 
 
 def test_offline_hub_request_fails_fast_and_names_alternatives(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="lite0-imagenet"):
-        zoo.build("timm_vit", {"model_name": "vit_tiny_patch16_224"}, num_classes=3, pretrained="timm-hub")
+        factory.build("timm_vit", {"model_name": "vit_tiny_patch16_224"}, num_classes=3, pretrained="timm-hub")
 
 
 def test_bad_requests_are_value_errors():
     with pytest.raises(ValueError, match="unknown model family"):
-        zoo.build("resnet", num_classes=3)
+        factory.build("resnet", num_classes=3)
     with pytest.raises(ValueError, match="no pretrained weights"):
-        zoo.build("scratch_vit", num_classes=3, pretrained="lite0-imagenet")
+        factory.build("scratch_vit", num_classes=3, pretrained="lite0-imagenet")
     with pytest.raises(ValueError, match="offline ImageNet weights exist for"):
-        zoo.build("effnet", {"model_name": "efficientnet_b0"}, num_classes=3, pretrained="lite0-imagenet")
+        factory.build("effnet", {"model_name": "efficientnet_b0"}, num_classes=3, pretrained="lite0-imagenet")

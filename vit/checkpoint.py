@@ -4,6 +4,9 @@ The record rebuilds the model from the file alone (family, architecture, class n
 preprocessing) and says how it came to be (initialisation, training recipe, metrics, history).
 Float weights are stored in fp16 to keep files small and restored to fp32 on load. Nothing is
 ever unpickled.
+
+This module is the file format only: it knows no model family. `vit.factory.load` asks the
+registry (vit.families) to build the architecture a record names and fills it with `load_weights`.
 """
 from __future__ import annotations
 
@@ -13,9 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
-from vit import families
+from typing import TYPE_CHECKING, Callable, Iterable
 
 if TYPE_CHECKING:
     from torch import nn
@@ -76,15 +77,18 @@ class Preprocessing:
                    crop_mode=field_("crop_mode", lambda v: isinstance(v, str), "expected a string"))
 
 
-def validate(meta: dict) -> dict:
-    """Check a metadata record field by field; raises ValueError naming the first bad field."""
+def validate(meta: dict, families: Iterable[str] | None = None) -> dict:
+    """Check a metadata record field by field; raises ValueError naming the first bad field.
+    `families`: the registered family names (vit.families.names()); None skips that check."""
     if not isinstance(meta, dict):
         raise ValueError("the record is not a JSON object")
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise ValueError(f"fields {missing} are missing")
-    if meta["family"] not in families.names():
-        raise ValueError(f"family = {meta['family']!r}: unknown; registered families are {families.names()}")
+    if not isinstance(meta["family"], str) or not meta["family"]:
+        raise ValueError(f"family = {meta['family']!r}: expected a family name")
+    if families is not None and meta["family"] not in tuple(families):
+        raise ValueError(f"family = {meta['family']!r}: unknown; registered families are {tuple(families)}")
     names = meta["class_names"]
     if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) and n for n in names)
             and len(set(names)) == len(names)):
@@ -98,10 +102,12 @@ def validate(meta: dict) -> dict:
 
 @dataclass
 class Checkpoint:
-    """A checkpoint file's metadata, and its model built on first use of `model` (at once by `load`,
-    on demand with `load(..., lazy=True)`: a caller served by an ONNX export never builds it)."""
+    """A checkpoint file's metadata, and its model built on first use of `model` by `build` (at once
+    by `vit.factory.load`, on demand with `load(..., lazy=True)`: a caller served by an ONNX export
+    never builds it)."""
     meta: dict
     path: Path
+    build: Callable[[], nn.Module] | None = field(default=None, repr=False, compare=False)
     _model: nn.Module | None = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -110,7 +116,9 @@ class Checkpoint:
         """The model in eval mode, fp32, on the CPU; built once (CheckpointError if the weights do not load)."""
         with self._lock:
             if self._model is None:
-                self._model = _build(self.path, self.meta)
+                if self.build is None:
+                    raise CheckpointError(f"{self.path}: no model builder; open it with vit.factory.load")
+                self._model = self.build()
             return self._model
 
     @property
@@ -124,10 +132,6 @@ class Checkpoint:
     @property
     def class_names(self) -> list[str]:
         return self.meta["class_names"]
-
-    @property
-    def spec(self) -> families.Family:
-        return families.get(self.family)
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -161,8 +165,8 @@ def save(path: str | os.PathLike, model: "nn.Module", meta: dict, *, half: bool 
     return path
 
 
-def read_meta(path: str | os.PathLike) -> dict:
-    """The metadata record alone, without reading the weights."""
+def read_meta(path: str | os.PathLike, families: Iterable[str] | None = None) -> dict:
+    """The metadata record alone, without reading the weights; `families` as in `validate`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -179,38 +183,25 @@ def read_meta(path: str | os.PathLike) -> dict:
     if raw is None:
         raise CheckpointError(f"{path}: a safetensors file without FoodVision metadata; not one of our checkpoints")
     try:
-        return validate(json.loads(raw))
+        return validate(json.loads(raw), families)
     except (json.JSONDecodeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad metadata: {e}") from e
 
 
-def load(path: str | os.PathLike, *, expect_family: str | None = None, lazy: bool = False) -> Checkpoint:
-    """Rebuild the model from the file alone and load its weights (fp32, eval mode). `lazy`: read and
-    validate the metadata now, build the model when `.model` is first used."""
-    path = Path(path)
-    meta = read_meta(path)
-    if expect_family is not None and meta["family"] != expect_family:
-        raise CheckpointError(f"{path}: holds a {meta['family']} model, expected {expect_family}")
-    ckpt = Checkpoint(meta, path)
-    if not lazy:
-        ckpt.model  # noqa: B018 - builds it, raising CheckpointError here
-    return ckpt
-
-
-def _build(path: Path, meta: dict) -> nn.Module:
+def load_weights(model: nn.Module, path: str | os.PathLike, family: str) -> nn.Module:
+    """Fill `model`, built from the architecture of the file's record (a `family` model), with the
+    file's weights: fp32, eval mode. CheckpointError names the file when they are unreadable or do not fit."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from vit.zoo import build
-
+    path = Path(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: weights unreadable, the file is truncated or corrupt ({e})") from e
-    model = build(meta["family"], meta["arch"], num_classes=len(meta["class_names"])).model
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the {meta['family']} architecture in its metadata: "
+        raise CheckpointError(f"{path}: weights do not fit the {family} architecture in its metadata: "
                               f"{str(e).splitlines()[0]}") from e
     return model.eval()

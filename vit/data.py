@@ -21,7 +21,6 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from vit import families
 from vit.preprocess import eval_transform, split_eval_transform  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -40,11 +39,6 @@ class Sample:
     def key(self) -> str:
         """class/filename: the same photo in two variants of the data set has the same key."""
         return f"{self.path.parent.name}/{self.path.name}"
-
-
-def preprocessing(model: torch.nn.Module, family: str) -> dict:
-    """The model's own eval preprocessing as a JSON-ready timm data config (the family says how)."""
-    return families.get(family).preprocessing_for(model)
 
 
 

@@ -1,6 +1,6 @@
 """Where forward passes run: PyTorch eager or ONNX Runtime, behind one small interface.
 
-    engine = make_engine(ckpt)              # ONNX Runtime when it can, else PyTorch (one log line why)
+    engine = current_ort_engine(ckpt) or TorchEngine(ckpt.model)   # vit.runtime.make_engine chooses
     logits = engine.forward(x)              # x: (B, 3, H, W) -> (B, classes), any B
     logits, maps = engine.forward_attention(x)  # ViTs: maps is one (B, heads, N, N) tensor per layer
 
@@ -11,9 +11,12 @@ requests share one engine.
 
 Gradients (Grad-CAM, gradient-weighted relevance) are not an engine's business: they need the
 PyTorch model, which the checkpoint keeps.
+
+This module reads exports and never writes one: vit.export writes them, vit.runtime decides when.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,8 +33,8 @@ from vit import families
 from vit.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
-_EXPORT_LOCK = threading.Lock()
 
+FORMAT = "foodvision-onnx/2"  # of vit.export's graphs; bumped when they change: older exports then count as stale
 KINDS = ("auto", "onnxruntime", "torch")
 ENV = "FOODVISION_ENGINE"
 CONCURRENT = 2  # requests the app computes at once (its queue's default_concurrency_limit)
@@ -111,8 +114,6 @@ class OrtEngine(Engine):
     def __init__(self, path: str | os.PathLike, *, threads: int = THREADS) -> None:
         import onnxruntime as ort
 
-        from vit.export import attention_path
-
         self.path, self.threads = Path(path), threads
         self.session = ort.InferenceSession(str(self.path), session_options(threads),
                                             providers=["CPUExecutionProvider"])
@@ -145,8 +146,6 @@ class OrtEngine(Engine):
             if self._attn_session is None:
                 import onnxruntime as ort
 
-                from vit.export import attention_path
-
                 self._attn_session = ort.InferenceSession(str(attention_path(self.path)),
                                                           session_options(self.threads),
                                                           providers=["CPUExecutionProvider"])
@@ -155,6 +154,54 @@ class OrtEngine(Engine):
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().cpu().float().numpy())
+
+
+# ---------------------------------------------------------------- the files vit.export writes
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_path(ckpt_path: str | os.PathLike, *, int8: bool = False) -> Path:
+    """checkpoints/effnet.safetensors -> checkpoints/effnet.onnx (effnet.int8.onnx with `int8`)."""
+    return Path(ckpt_path).with_suffix(".int8.onnx" if int8 else ".onnx")
+
+
+def attention_path(path: str | os.PathLike) -> Path:
+    """The attention graph beside a plain one: effnet.onnx -> effnet.attn.onnx."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".onnx") + ".attn.onnx")
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """An .onnx file's metadata_props as a dict ({} when unreadable)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a truncated or foreign file is simply not current
+        return {}
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def is_current(onnx_path: str | os.PathLike, ckpt_path: str | os.PathLike, source_sha256: str | None = None) -> bool:
+    """Was `onnx_path` (and, for a ViT, its attention graph) exported from this very checkpoint file
+    by this exporter version?"""
+    onnx_path = Path(onnx_path)
+    digest = source_sha256 or sha256(ckpt_path)
+    paths = [onnx_path]
+    meta = read_metadata(onnx_path)
+    if meta and families.get(meta["family"]).attention:
+        paths.append(attention_path(onnx_path))
+    for p in paths:
+        m = meta if p == onnx_path else read_metadata(p)
+        if m.get("foodvision_format") != FORMAT or m.get("source_sha256") != digest:
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- choosing one
@@ -171,8 +218,6 @@ def onnxruntime_available() -> str | None:
 def cache_path(ckpt: Checkpoint, *, int8: bool = False, digest: str | None = None) -> Path:
     """Where this checkpoint's export lives: beside it when that folder is writable, else in
     $XDG_CACHE_HOME/foodvision/onnx (or the temp dir), named by the checkpoint's sha256."""
-    from vit.export import default_path, sha256
-
     beside = default_path(ckpt.path, int8=int8)
     if os.access(beside.parent, os.W_OK):
         return beside
@@ -193,12 +238,10 @@ def current_ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = T
     None when there is none or onnxruntime is missing. Exports nothing and never builds the model."""
     if onnxruntime_available() is not None:
         return None
-    from vit import export
-
-    digest = export.sha256(ckpt.path)
-    for candidate in dict.fromkeys([export.default_path(ckpt.path, int8=int8),
+    digest = sha256(ckpt.path)
+    for candidate in dict.fromkeys([default_path(ckpt.path, int8=int8),
                                     cache_path(ckpt, int8=int8, digest=digest)]):
-        if candidate.is_file() and export.is_current(candidate, ckpt.path, digest):
+        if candidate.is_file() and is_current(candidate, ckpt.path, digest):
             try:
                 return OrtEngine(candidate, threads=threads)
             except Exception as e:  # noqa: BLE001 - a damaged export is rewritten, not fatal
@@ -207,56 +250,9 @@ def current_ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = T
     return None
 
 
-def ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = THREADS) -> OrtEngine:
-    """An OrtEngine for `ckpt`: its export beside it (or in the cache) when that is current, else a
-    fresh export, checked on random input against PyTorch before it is used."""
-    from vit import export
-
-    with _EXPORT_LOCK:  # torch.onnx.export is process-global: one export at a time
-        engine = current_ort_engine(ckpt, int8=int8, threads=threads)
-        if engine is not None:
-            return engine
-        path = cache_path(ckpt, int8=int8)
-        log.info("%s: %s ONNX export at %s", ckpt.path.name,
-                 "re-exporting a stale" if path.is_file() else "writing an", path)
-        export.export(ckpt, path, int8=int8)
-    engine = OrtEngine(path, threads=threads)
-    if not int8:
-        result = export.check(ckpt, path, engine=engine)  # random input: a quick guard, not the test split
-        if not result["ok"]:
-            raise export.ExportCheckError(f"{path}: ONNX logits differ from PyTorch's by "
-                                          f"{result['max_abs_logit_diff']:.2e}")
-    return engine
-
-
 def resolve_kind(kind: str | None = None) -> str:
     """The engine kind asked for: `kind`, else $FOODVISION_ENGINE, else "auto"; ValueError if unknown."""
     kind = (kind or os.environ.get(ENV) or "auto").strip().lower()
     if kind not in KINDS:
         raise ValueError(f"unknown engine {kind!r} (from {ENV} or the caller); choose one of {KINDS}")
     return kind
-
-
-def make_engine(ckpt: Checkpoint, kind: str | None = None, *, int8: bool = False,
-                threads: int = THREADS) -> Engine:
-    """The engine for `ckpt`. `kind` (default: $FOODVISION_ENGINE, else "auto"):
-
-    - "auto": ONNX Runtime when it imports and a current export exists or can be written, else
-      PyTorch, with one log line saying why;
-    - "onnxruntime": ONNX Runtime or EngineError;
-    - "torch": the eager model.
-    `int8`: the quantised export (vit.export --int8) on ONNX Runtime; ignored by PyTorch."""
-    kind = resolve_kind(kind)
-    attention = families.get(ckpt.family).attention
-    if kind == "torch":
-        return TorchEngine(ckpt.model, attention=attention)
-    why = onnxruntime_available()
-    if why is None:
-        try:
-            return ort_engine(ckpt, int8=int8, threads=threads)
-        except Exception as e:  # noqa: BLE001 - any failure to export or load falls back (auto) or is raised
-            why = f"ONNX export or session failed: {type(e).__name__}: {e}"
-    if kind == "onnxruntime":
-        raise EngineError(f"{ckpt.path.name}: ONNX Runtime engine unavailable: {why}")
-    log.info("%s: serving with PyTorch eager: %s", ckpt.path.name, why)
-    return TorchEngine(ckpt.model, attention=attention)

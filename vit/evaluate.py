@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vit.checkpoint import CheckpointError, load
+from vit.checkpoint import CheckpointError
+from vit.factory import load
 from vit.data import ImageDataset, eval_transform, list_images
 
 log = logging.getLogger(__name__)

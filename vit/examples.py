@@ -15,6 +15,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from vit import families
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHECKPOINTS = EXAMPLES.parent / "checkpoints"
 ORDER = ("scratch_vit", "timm_vit", "effnet")  # the columns of examples/README.md
@@ -55,7 +57,7 @@ def check(checkpoints: list[Path], folder: Path = EXAMPLES) -> list[str]:
 
     predictors = [Predictor.from_checkpoint(c) for c in checkpoints]
     classes = sorted({c for p in predictors for c in p.ckpt.class_names})
-    rows = ["| file | true class | " + " | ".join(p.ckpt.spec.title for p in predictors) + " |",
+    rows = ["| file | true class | " + " | ".join(families.get(p.ckpt.family).title for p in predictors) + " |",
             "|---|---|" + "---|" * len(predictors)]
     for path in find(folder):
         truth = true_class(path, classes)

@@ -27,7 +27,6 @@ The exit code is non-zero when the check fails.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -40,11 +39,12 @@ import torch
 from torch import nn
 
 from vit import families
-from vit.checkpoint import Checkpoint, load
+from vit.checkpoint import Checkpoint
+from vit.engines import FORMAT, attention_path, default_path, is_current, read_metadata, sha256  # noqa: F401 (the files' names and freshness)
+from vit.factory import load
 
 log = logging.getLogger(__name__)
 
-FORMAT = "foodvision-onnx/2"  # bump when the graphs change: older exports then count as stale
 OPSET = 17
 INPUT, LOGITS = "image", "logits"
 ATOL = 1e-4  # max |logit difference| to PyTorch for an fp32 export
@@ -57,25 +57,6 @@ CALIBRATION_PHOTOS = 64  # train photos for static int8 calibration (CNNs)
 
 class ExportCheckError(RuntimeError):
     """An export whose outputs do not match PyTorch's."""
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def default_path(ckpt_path: str | os.PathLike, *, int8: bool = False) -> Path:
-    """checkpoints/effnet.safetensors -> checkpoints/effnet.onnx (effnet.int8.onnx with `int8`)."""
-    return Path(ckpt_path).with_suffix(".int8.onnx" if int8 else ".onnx")
-
-
-def attention_path(path: str | os.PathLike) -> Path:
-    """The attention graph beside a plain one: effnet.onnx -> effnet.attn.onnx."""
-    path = Path(path)
-    return path.with_name(path.name.removesuffix(".onnx") + ".attn.onnx")
 
 
 def input_px(ckpt: Checkpoint) -> int:
@@ -130,33 +111,6 @@ def _save_atomic(proto, path: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """An .onnx file's metadata_props as a dict ({} when unreadable)."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - a truncated or foreign file is simply not current
-        return {}
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def is_current(onnx_path: str | os.PathLike, ckpt_path: str | os.PathLike, source_sha256: str | None = None) -> bool:
-    """Was `onnx_path` (and, for a ViT, its attention graph) exported from this very checkpoint file
-    by this exporter version?"""
-    onnx_path = Path(onnx_path)
-    digest = source_sha256 or sha256(ckpt_path)
-    paths = [onnx_path]
-    meta = read_metadata(onnx_path)
-    if meta and families.get(meta["family"]).attention:
-        paths.append(attention_path(onnx_path))
-    for p in paths:
-        m = meta if p == onnx_path else read_metadata(p)
-        if m.get("foodvision_format") != FORMAT or m.get("source_sha256") != digest:
-            return False
-    return True
 
 
 def _torch_export(module: nn.Module, x: torch.Tensor, path: Path, outputs: list[str], *, fuse: bool = True) -> None:

@@ -20,8 +20,9 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from vit import engines, families
-from vit.checkpoint import Checkpoint, load
+from vit import families, runtime
+from vit.checkpoint import Checkpoint
+from vit.factory import load
 from vit.preprocess import split_eval_transform
 from vit.explain import METHODS, compute, random_curves, score
 
@@ -98,7 +99,7 @@ def evaluate_checkpoint(ckpt: Checkpoint, paths: list[Path], methods: list[str] 
     chosen = [m for m in family.methods if methods is None or m in methods]
     model = ckpt.model.eval()
     view, to_tensor = split_eval_transform(ckpt.meta["preprocessing"])
-    forward = engines.make_engine(ckpt).forward
+    forward = runtime.make_engine(ckpt).forward
     rand_model = randomised(model, family.head) if sanity else None
     rows = {m: {"deletion": [], "insertion": [], "random_deletion": [], "random_insertion": [], "rho": []}
             for m in chosen}
@@ -144,7 +145,7 @@ def time_methods(ckpt: Checkpoint, path: Path, methods: list[str] | None, steps:
     model = ckpt.model.eval()
     view, to_tensor = split_eval_transform(ckpt.meta["preprocessing"])
     x = to_tensor(view(Image.open(path).convert("RGB"))).unsqueeze(0)
-    forward, out = engines.make_engine(ckpt).forward, {}
+    forward, out = runtime.make_engine(ckpt).forward, {}
     for method in (m for m in family.methods if methods is None or m in methods):
         times = []
         for _ in range(runs + 1):  # the first run warms up

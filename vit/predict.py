@@ -27,8 +27,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vit import engines, explain, families
-from vit.checkpoint import Checkpoint, load
+from vit import engines, explain, families, runtime
+from vit.checkpoint import Checkpoint
+from vit.factory import load
 from vit.preprocess import split_eval_transform
 from vit.images import open_image
 
@@ -144,7 +145,7 @@ class Predictor:
             else:
                 self._engine_ready.set()
         else:
-            self.engine = engines.make_engine(ckpt, kind)
+            self.engine = runtime.make_engine(ckpt, kind)
             self._engine_ready.set()
 
     @property
@@ -180,7 +181,7 @@ class Predictor:
 
     def _upgrade_engine(self) -> None:
         try:
-            self.engine = engines.make_engine(self.ckpt, "auto")  # PyTorch again, with the reason logged
+            self.engine = runtime.make_engine(self.ckpt, "auto")  # PyTorch again, with the reason logged
         finally:
             self._engine_ready.set()
 

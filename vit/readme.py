@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from vit import bench
-from vit.checkpoint import CheckpointError, load
+from vit.checkpoint import CheckpointError
+from vit.factory import load
 from vit.predict import time_forward
 from vit.report import performance_markdown
 from vit import families

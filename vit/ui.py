@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from vit import families
-from vit.checkpoint import CheckpointError, Preprocessing, read_meta  # the header alone: no timm, no weights
+from vit.checkpoint import CheckpointError, Preprocessing
+from vit.factory import read_meta  # the header alone: no timm, no weights
 
 if TYPE_CHECKING:  # vit.predict imports timm (seconds): only the loading thread needs it
     from vit.predict import Predictor, Result
@@ -94,7 +95,7 @@ class ModelSet:
         """Make every model whose metadata was read servable, those asked for first, then in order; then
         build the PyTorch models that an ONNX export let wait (gradient methods need them): the
         first answers do not wait for those builds, nor for timm (what `start` runs)."""
-        from vit.checkpoint import load
+        from vit.factory import load
         from vit.predict import Predictor
 
         while True:

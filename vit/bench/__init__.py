@@ -1,22 +1,5 @@
-"""Benchmark the checkpoints on this CPU, next to the references that say whether a figure is good.
-
-    python -m vit.bench [--json | --markdown] [--runs 30] [--threads N] [--checkpoints DIR] [--compile]
-
-Per checkpoint: parameters, file MB, GFLOPs per image (FlopCounterMode: FLOPs = 2 x MACs), latency at batch
-size 1 (p50/p95 of warm runs), images/s at batch size 32, the explanation's latency (ViTs: every layer's
-attention map plus rollout; EfficientNet: Grad-CAM) and the peak RSS of a fresh process serving one image.
-References from the same run: the floor (FLOPs at this CPU's best fp32 matmul rate); our ViT against timm's
-on the same weights (bar: 1.05x); attention maps against the plain forward (bar: 1.5x); the hybrid ViT
-against the EfficientNet-Lite0 it is built on; CPU speed-ups against the plain model, with the test
-accuracy re-checked wherever they change the logits; each engine (PyTorch eager, our ONNX Runtime engine,
-a bare ONNX Runtime session) at batch sizes 1 and 16 with its top-1 agreement with eager. Compared figures
-are timed interleaved, so that background load lands on both sides alike. Timings are printed here, never
-asserted in a test.
-
-The modules, one concern each: machine (where, and the matmul floor), timing (interleaved cases),
-flops, memory (serving RSS in a fresh process), models (one checkpoint's own figures), references,
-optimisations (PyTorch speed-ups), engines (PyTorch vs ONNX Runtime), cli (`run`, `main`).
-"""
+"""Benchmark the checkpoints on this CPU: `python -m vit.bench --help`; what is measured, and
+how, is the docstring of vit/bench/cli.py (the command's help)."""
 from vit.bench.cli import Settings, main, run
 from vit.bench.engines import bench_engines
 from vit.bench.flops import count_flops

@@ -1,4 +1,23 @@
-"""The whole run (`run`) and its command line (`main`); see the package docstring."""
+"""Benchmark the checkpoints on this CPU, next to the references that say whether a figure is good.
+
+    python -m vit.bench [--json | --markdown] [--runs 30] [--threads N] [--checkpoints DIR] [--compile]
+
+Per checkpoint: parameters, file MB, GFLOPs per image (FlopCounterMode: FLOPs = 2 x MACs), latency at batch
+size 1 (p50/p95 of warm runs), images/s at batch size 32, the explanation's latency (ViTs: every layer's
+attention map plus rollout; EfficientNet: Grad-CAM) and the peak RSS of a fresh process serving one image.
+References from the same run: the floor (FLOPs at this CPU's best fp32 matmul rate); our ViT against timm's
+on the same weights (bar: 1.05x); attention maps against the plain forward (bar: 1.5x); the hybrid ViT
+against the EfficientNet-Lite0 it is built on; CPU speed-ups against the plain model, with the test
+accuracy re-checked wherever they change the logits; each engine (PyTorch eager, our ONNX Runtime engine,
+a bare ONNX Runtime session) at batch sizes 1 and 16 with its top-1 agreement with eager. Compared figures
+are timed interleaved, so that background load lands on both sides alike. Timings are printed here, never
+asserted in a test.
+
+The modules, one concern each: machine (where, and the matmul floor), timing (interleaved cases),
+flops, memory (serving RSS in a fresh process), models (one checkpoint's own figures), references,
+optimisations (PyTorch speed-ups), engines (PyTorch vs ONNX Runtime), cli (this module: the whole
+run `run` and its command line `main`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +39,8 @@ from vit.bench.models import BATCH, bench_model
 from vit.bench.optimisations import bench_optimisations
 from vit.bench.references import ATTENTION_BAR, has_timm_twin, hybrid_vs_lite0, is_hybrid, scratch_vs_timm
 from vit.bench.timing import BLOCK
-from vit.checkpoint import CheckpointError, load
+from vit.checkpoint import CheckpointError
+from vit.factory import load
 from vit import families as registry
 from vit.ui import checkpoint_paths
 
@@ -88,9 +108,7 @@ def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
 
 
 def parser() -> argparse.ArgumentParser:
-    from vit import bench
-
-    p = argparse.ArgumentParser(prog="python -m vit.bench", description=bench.__doc__,
+    p = argparse.ArgumentParser(prog="python -m vit.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print one JSON object")

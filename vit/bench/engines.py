@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from vit import engines, export, families
+from vit import engines, export, families, runtime
 from vit.bench.flops import count_flops
 from vit.bench.models import input_px
 from vit.bench.optimisations import split_batches
@@ -41,13 +41,13 @@ class BareSession(engines.Engine):
 def candidates(ckpt: Checkpoint, tmp: Path) -> dict[str, engines.Engine]:
     """torch, ours, ours int8 (where the family's int8 pays), the bare session; missing
     onnxruntime leaves torch alone."""
-    out: dict[str, engines.Engine] = {"torch": engines.make_engine(ckpt, "torch")}
+    out: dict[str, engines.Engine] = {"torch": runtime.make_engine(ckpt, "torch")}
     if engines.onnxruntime_available() is not None:
         log.warning("engine rows: onnxruntime is not installed; torch only")
         return out
-    out["onnxruntime"] = engines.make_engine(ckpt, "onnxruntime")
+    out["onnxruntime"] = runtime.make_engine(ckpt, "onnxruntime")
     if families.get(ckpt.family).int8:
-        out["onnxruntime int8"] = engines.make_engine(ckpt, "onnxruntime", int8=True)
+        out["onnxruntime int8"] = runtime.make_engine(ckpt, "onnxruntime", int8=True)
     plain = tmp / "bare.onnx"
     export._torch_export(ckpt.model, torch.randn(2, 3, input_px(ckpt), input_px(ckpt)), plain, [export.LOGITS])
     out["bare onnxruntime"] = BareSession(plain)

@@ -8,7 +8,8 @@ from vit.bench.flops import count_flops
 from vit.bench.models import input_px
 from vit.bench.timing import Case, ratio, time_interleaved
 from vit.checkpoint import Checkpoint, num_params
-from vit.zoo import HYBRID, LITE0, build
+from vit.factory import build
+from vit.zoo import HYBRID, LITE0
 
 TIMM_BAR, ATTENTION_BAR = 1.05, 1.5
 

@@ -146,10 +146,8 @@ def finish(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared, b
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vit.train import __doc__ as doc
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    parser = build_parser(doc)
+    parser = build_parser(sys.modules[__package__].__doc__)  # the package's docstring (read, not imported back)
     cfg = from_args(parser.parse_args(argv))
     d, device = distributed.setup(pick_device(cfg.device))
     try:

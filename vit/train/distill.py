@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit import checkpoint
+from vit import factory
 
 
 class Normalize(nn.Module):
@@ -59,7 +59,7 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str, temper
 
 def load_teacher(path: str, class_names: list[str], device: str, size: int | None = None) -> Teacher:
     """A frozen checkpoint that sees each training crop at its own input size (or `size`), normalised its way."""
-    ckpt = checkpoint.load(path)
+    ckpt = factory.load(path)
     if ckpt.class_names != class_names:
         raise ValueError(f"teacher {path} predicts {ckpt.class_names}, the data has {class_names}")
     model = ckpt.model.to(device).eval().to(memory_format=torch.channels_last)  # faster CNNs on CPU

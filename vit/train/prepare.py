@@ -20,7 +20,8 @@ from vit.evaluate import split_dir
 from vit.train.config import TrainConfig
 from vit.train.distill import Normalize, Teacher, load_teacher
 from vit.train.distributed import Dist
-from vit.zoo import Built, build
+from vit.factory import build
+from vit.zoo import Built
 
 log = logging.getLogger("vit.train")
 
