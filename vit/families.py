@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the builders import timm (seconds): only when a model is bu
     from vit.zoo import Built
 
 # Explanation methods, in the order the UI offers them; ids are the API's.
-ATTENTION_METHODS = ("attention", "rollout", "chefer")
+ATTENTION_METHODS = ("attention", "rollout", "chefer", "lrp")  # lrp: relevance through the blocks
 ANY_MODEL_METHODS = ("grad-cam", "occlusion", "rise")  # gradients or forward passes: every family
 ALL_METHODS = ATTENTION_METHODS + ANY_MODEL_METHODS
 
@@ -110,7 +110,7 @@ register(Family(
     name="scratch_vit", title="Scratch ViT", build=_builder("build_scratch_vit"),
     default_arch={"preset": "vit_foodvision_p8_96"}, attention=True,
     # RISE first: the best of this model's maps on the test photos, and within the speed bar (README)
-    methods=("rise", "occlusion", "chefer", "attention", "rollout", "grad-cam"), int8=True,
+    methods=("rise", "occlusion", "chefer", "lrp", "attention", "rollout", "grad-cam"), int8=True,
     preprocessing=_scratch_preprocessing,
     description="our Vision Transformer (Dosovitskiy et al. 2021, Eq. 1-4), trained from random weights"))
 register(Family(
@@ -119,7 +119,7 @@ register(Family(
                   "drop_path_rate": 0.1},
     default_pretrained="lite0-imagenet", attention=True,
     # chefer first: RISE scores as well, but a full /explain of it takes 3.9-4.8 s here, at or over the 4 s bar
-    methods=("chefer", "attention", "rollout", "grad-cam", "occlusion", "rise"), channels_last=True, int8=True,
+    methods=("chefer", "lrp", "attention", "rollout", "grad-cam", "occlusion", "rise"), channels_last=True, int8=True,
     pretrained_prefix="patch_embed.backbone.",
     description="timm's VisionTransformer over the ImageNet EfficientNet-Lite0 stem (Sec. 3.1, hybrid)"))
 register(Family(

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from vit.explain.attention import cls_attention, num_prefix_tokens, rollout_map, token_grid, trace
+from vit.explain.lrp import token_relevance
 from vit.explain.perturb import blur, cell_ids, cell_index, perturbed_logits
 
-METHODS = ("attention", "rollout", "chefer", "grad-cam", "occlusion", "rise")
+METHODS = ("attention", "rollout", "chefer", "lrp", "grad-cam", "occlusion", "rise")
 MAX_OCCLUSION_CELLS = 8  # occlusion cells per side at most: larger grids are occluded in blocks
 RISE_MASKS, RISE_KEEP, RISE_SEED = 96, 0.5, 0  # random masks per map, share of cells each keeps, their seed
 
@@ -44,7 +45,8 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, *, target: int | Non
     layer / head: which block (index, -1 = last) and head (index, "mean" or "max") `attention` shows;
     discard: rollout's discard ratio; forward_batch: the batched forward of occlusion and RISE (default
     `model`). `attention` and `rollout` do not depend on the class (their `target` only records the top
-    one); `chefer` and `grad-cam` need gradients (a float model); `occlusion` and `rise` only forward passes."""
+    one); `chefer`, `lrp` and `grad-cam` need gradients (a float model); `occlusion` and `rise` only forward
+    passes."""
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of {METHODS}")
     if x.dim() != 4 or x.shape[0] != 1:
@@ -57,6 +59,8 @@ def compute(model: nn.Module, x: torch.Tensor, method: str, *, target: int | Non
         return grad_cam_heat(model, x, target)
     if method == "chefer":
         return chefer(model, x, target)
+    if method == "lrp":
+        return lrp(model, x, target)
     with torch.inference_mode():
         t = trace(model, x)
     grid, prefix = token_grid(model), num_prefix_tokens(model)
@@ -114,6 +118,16 @@ def chefer(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat
         r = r + cam @ r  # Eq. 6
     heat = r[:prefix, prefix:].mean(0).reshape(grid)  # (rows, cols)
     return _heat(heat, c, "chefer", t.logits)
+
+
+def lrp(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat:
+    """Conservative LRP (Ali et al. 2022; AttnLRP's identity rule on GELU, Achtibat et al. 2024; see
+    vit/explain/lrp.py): the relevance of each patch token entering the first block, summed over its
+    channels, on the token grid. Signed: negative cells speak against the class."""
+    _check_differentiable(model, "lrp")
+    r = token_relevance(model, x, target)
+    heat = r.per_token[num_prefix_tokens(model):].reshape(token_grid(model))  # (rows, cols)
+    return _heat(heat, r.target, "lrp", r.logits)
 
 
 def grad_cam_heat(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat:
