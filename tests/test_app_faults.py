@@ -23,7 +23,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from conftest import FAMILIES, ROOT, app_server, label_probs, make_image, png_bytes, png_header_only, tiny_checkpoint
-from vit import checkpoint, ui
+from vit import checkpoint, handlers, serving
 from vit.images import open_image
 
 TOO_LARGE = r"is too large to open safely .*The limit is 100 megapixels; please upload a smaller image\."
@@ -208,7 +208,7 @@ def test_data_urls_like_webcam_and_clipboard(running_app, uploads, good, client,
     full size first: 25 s and 1.5 GB)."""
     app, url = running_app
     received = []
-    monkeypatch.setattr(app, "open_image", lambda image: received.append(image) or open_image(image))
+    monkeypatch.setattr(handlers, "open_image", lambda image: received.append(image) or open_image(image))
     p = app.MODELS.models["scratch_vit"]
     for name in ("gray.png", "huge.png"):
         event, out = call_rest(url, "predict", [data_url(uploads[name].read_bytes()), "scratch_vit"])
@@ -283,7 +283,7 @@ def test_checkpoints_are_never_unpickled(tmp_path):
     marker = tmp_path / "unpickled"
     (tmp_path / "scratch_vit.safetensors").write_bytes(pickle.dumps({"weights": _Touch(marker)}))
     torch.save({"weights": _Touch(marker)}, tmp_path / "timm_vit.safetensors")
-    models = ui.ModelSet(ui.checkpoint_paths(tmp_path)).load()
+    models = serving.ModelSet(serving.checkpoint_paths(tmp_path)).load()
     assert not models.models and not marker.exists()
     assert all("not a safetensors file" in models.errors[f] for f in ("scratch_vit", "timm_vit"))
     for path in [ROOT / "app.py", *sorted((ROOT / "vit").glob("*.py"))]:  # and no code path could
@@ -303,7 +303,7 @@ def test_checkpoint_metadata_that_builds_no_model_is_reported(tiny_checkpoints, 
     meta = {**checkpoint.read_meta(src), **edit}
     path = tmp_path / "scratch_vit.safetensors"
     save_file(load_file(str(src)), str(path), metadata={checkpoint.META_KEY: json.dumps(meta)})
-    models = ui.ModelSet({"scratch_vit": path}).load()
+    models = serving.ModelSet({"scratch_vit": path}).load()
     assert not models.models and re.search(message, models.errors["scratch_vit"])
     assert str(path) in models.errors["scratch_vit"]
 

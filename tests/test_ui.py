@@ -1,9 +1,7 @@
 """What the app shows, computed without Gradio (vit/ui.py)."""
 import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,61 +9,19 @@ import pytest
 from PIL import Image
 
 from conftest import FAMILIES, ROOT, make_image
-from vit import predict, ui
+from vit import predict, serving, ui
 
 
 @pytest.fixture(scope="module")
 def models(tiny_checkpoints):
-    return ui.ModelSet(tiny_checkpoints).load()
-
-
-def test_unloadable_checkpoints_are_reported_not_fatal(tmp_path, tiny_checkpoints):
-    truncated = tmp_path / "timm_vit.safetensors"
-    truncated.write_bytes(tiny_checkpoints["timm_vit"].read_bytes()[:300])
-    (tmp_path / "notes.safetensors").write_text("not a checkpoint")
-    shutil.copy(tiny_checkpoints["scratch_vit"], tmp_path / "scratch_vit.safetensors")
-    models = ui.ModelSet(ui.checkpoint_paths(tmp_path)).start()
-    assert models.ids == ["scratch_vit", "notes", "timm_vit"]  # registry order, then unreadable ones by name
-    assert models.wait(120) and set(models.models) == {"scratch_vit"}
-    assert "timm_vit.safetensors" in models.errors["timm_vit"] and "not a safetensors file" in models.errors["notes"]
-    with pytest.raises(ui.ModelError, match="notes is unavailable: .*notes.safetensors"):
-        models.get("notes")
-    with pytest.raises(ui.ModelError, match=r"unknown model 'effnet'; choose one of \['scratch_vit', 'notes', "):
-        models.get("effnet")
-    rows = ui.comparison_rows(models)
-    assert rows[2][1].startswith("unavailable") and rows[0][4] == "50.0%"
-
-
-def test_metadata_is_read_at_once_and_models_load_behind(tiny_checkpoints, monkeypatch):
-    """Titles, classes and the table come from the headers before any model is built; get() waits."""
-    from vit import predict
-
-    built = []
-    monkeypatch.setattr(predict.Predictor, "__init__", lambda self, *a, **k: built.append(self) or
-                        setattr(self, "ok", True))
-    models = ui.ModelSet(tiny_checkpoints)
-    assert not built and models.titles == {"scratch_vit": "Scratch ViT", "timm_vit": "Hybrid ViT (timm)",
-                                           "effnet": "EfficientNet-Lite0"}
-    assert [models.status(i) for i in models.ids] == ["loading"] * 3 and models.class_names() == ["pizza", "steak", "sushi"]
-    with pytest.raises(ui.ModelError, match="Scratch ViT is still loading"):
-        models.get("scratch_vit", timeout=0)
-    assert len(ui.comparison_rows(models)) == 3
-    models.start()
-    assert models.get("effnet").ok and models.wait(60) and len(built) == 3
+    return serving.ModelSet(tiny_checkpoints).load()
 
 
 def test_importing_the_app_imports_no_timm():
     """The page is built before the models: timm (seconds to import) is left to the loading thread."""
-    code = ("import sys, vit.ui, vit.gradio_io, vit.examples; from vit.checkpoint import read_meta; "
+    code = ("import sys, vit.ui, vit.gradio_io, vit.examples, vit.serving, vit.handlers; from vit.checkpoint import read_meta; "
             "assert 'timm' not in sys.modules, 'timm imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-def test_titles_are_unique(tmp_path, tiny_checkpoints):
-    for name in ("a", "b"):
-        shutil.copy(tiny_checkpoints["effnet"], tmp_path / f"{name}.safetensors")
-    assert ui.ModelSet(ui.checkpoint_paths(tmp_path)).titles == {"a": "EfficientNet-Lite0 (a)",
-                                                                "b": "EfficientNet-Lite0 (b)"}
 
 
 def test_model_card_says_what_the_model_started_from_and_scores(models):
@@ -88,14 +44,6 @@ def test_model_card_says_what_a_distilled_model_learned_from(models):
                                                                              "teacher_init": "random"})
     card = ui.model_card(meta, "x", models.paths["scratch_vit"])
     assert "predictions (" not in card and "feature maps" not in card and "teacher started" not in card
-
-
-def test_checkpoint_dir_comes_from_the_environment(monkeypatch, tmp_path, tiny_checkpoints):
-    for f in FAMILIES:
-        shutil.copy(tiny_checkpoints[f], tmp_path / f"{f}.safetensors")
-    (tmp_path / "readme.txt").write_text("not a checkpoint")
-    monkeypatch.setenv("FOODVISION_CHECKPOINTS", str(tmp_path))
-    assert ui.checkpoint_paths() == {f: tmp_path / f"{f}.safetensors" for f in sorted(FAMILIES)}
 
 
 @pytest.mark.parametrize("text, expected", [(None, "mean"), ("max", "max"), ("head 2", 1), (2, 1)])
@@ -121,7 +69,7 @@ def test_overlays_and_grids_fit_the_models_view(models, family):
     assert (mosaic is None) == (not models.has_attention(family))
     if models.has_attention(family):
         assert ui.head_choices(p.num_heads) == ["mean", "max"] + [f"head {i + 1}" for i in range(p.num_heads)]
-    assert ui.methods_of(models, family) == p.methods  # known from the metadata before the model loads
+    assert serving.methods_of(models, family) == p.methods  # known from the metadata before the model loads
 
 
 @pytest.mark.parametrize("family, grid", [("scratch_vit", (4, 4)), ("timm_vit", (4, 4)), ("effnet", None)])
@@ -187,49 +135,3 @@ def test_history_rows_feed_the_curves(models):
     assert len(rows) == 2 * len(FAMILIES)
 
 
-def test_optimisations_come_from_a_spec_or_the_environment(monkeypatch, tiny_checkpoints):
-    assert ui.optimisations("scratch_vit=int8, effnet=channels_last") == {"scratch_vit": "int8",
-                                                                         "effnet": "channels_last"}
-    monkeypatch.setenv("FOODVISION_OPTIMISE", "timm_vit=channels_last")
-    assert ui.optimisations() == {"timm_vit": "channels_last"}
-    monkeypatch.delenv("FOODVISION_OPTIMISE")
-    assert ui.optimisations() == {}
-    for bad in ("resnet=int8", "effnet=fast", "effnet"):
-        with pytest.raises(ValueError, match="bad optimisation"):
-            ui.optimisations(bad, ids=FAMILIES)
-    models = ui.ModelSet({"scratch_vit": tiny_checkpoints["scratch_vit"]}, {"scratch_vit": "int8"}).load()
-    p = models.get("scratch_vit")
-    assert p.optimisation == "int8" and sum(p.predict(make_image(3)).values()) == pytest.approx(1.0, abs=1e-5)
-    assert p.explain(make_image(3), "attention").maps  # attention maps still come out of the quantised model
-
-
-def test_a_model_asked_for_is_built_next(tiny_checkpoints, monkeypatch):
-    """The first request should not wait for every model: the one it asks for is built first."""
-    from vit import predict
-
-    order = []
-    monkeypatch.setattr(predict.Predictor, "__init__", lambda self, ckpt, *a: order.append(ckpt.path.stem))
-    models = ui.ModelSet(tiny_checkpoints)
-    with pytest.raises(ui.ModelError, match="still loading"):
-        models.get("effnet", timeout=0)  # asked for before loading starts
-    models.start(first="timm_vit")
-    assert models.wait(120) and order == ["effnet", "timm_vit", "scratch_vit"]
-
-
-def test_a_result_handed_out_again_survives_the_age_based_clean_up(tmp_path, monkeypatch):
-    """The same overlay as an hour ago reuses its file; another request's clean-up (every 200th write)
-    must not delete it before Gradio has copied it (Gradio then falls back to the bare path: a 403)."""
-    from vit import gradio_io
-
-    image = Image.new("RGB", (8, 8), (200, 30, 30))
-    path = Path(gradio_io.result_file(image, tmp_path))
-    hours_ago = time.time() - 2 * gradio_io.RESULT_TTL_S
-    stale = tmp_path / "nobody-asked-again.png"
-    stale.write_bytes(b"x")
-    for p in (path, stale):
-        os.utime(p, (hours_ago, hours_ago))
-    monkeypatch.setattr(gradio_io, "_writes", 0)
-    assert Path(gradio_io.result_file(image, tmp_path)) == path  # handed out again: no write, no clean-up
-    monkeypatch.setattr(gradio_io, "_writes", 199)
-    gradio_io.result_file(Image.new("RGB", (8, 8)), tmp_path)  # another request: the clean-up runs
-    assert path.is_file() and not stale.exists()

@@ -28,7 +28,6 @@ from typing import Literal, TypedDict
 from PIL import Image
 
 from vit.images import ImageError
-from vit.ui import write_once
 
 RESULTS = Path(tempfile.gettempdir()) / "foodvision-results"  # result images; pruned after RESULT_TTL_S
 RESULT_TTL_S = 3600
@@ -84,6 +83,25 @@ def _data_url_bytes(url: str) -> bytes:
 def image_name(value: object) -> str:
     """The file name the user sent, for messages ("the image" when there is none)."""
     return (value.get("orig_name") if isinstance(value, dict) else None) or "the image"
+
+
+def write_once(data: bytes, folder: str | os.PathLike, name: str) -> str:
+    """folder/name holding `data`: written under a temporary name and renamed into place, so that a
+    reader never sees it half-written. An existing file is kept (the caller names files by content)
+    but touched: a file handed out again is as young as its newest use, so an age-based clean-up
+    (`gradio_io.prune`) cannot delete it before Gradio has copied it."""
+    path = Path(folder) / name
+    try:
+        os.utime(path)
+        return str(path)
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(staging, path)
+    return str(path)
 
 
 def result_file(image: Image.Image | None, folder: Path | None = None) -> str | None:

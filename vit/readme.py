@@ -28,7 +28,7 @@ from vit.factory import load
 from vit.predict import time_forward
 from vit.report import performance_markdown
 from vit import families
-from vit.ui import checkpoint_paths
+from vit.serving import checkpoint_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 

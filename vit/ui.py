@@ -1,17 +1,12 @@
-"""What the Gradio app shows, computed without Gradio: the model set, model cards, overlays, tables.
+"""What the page shows, computed without Gradio: model cards, texts, overlays, tables.
 
-app.py wires widgets to these functions; everything here is testable without a browser. Importing
-this module imports no timm and builds no model: `ModelSet` reads every checkpoint's metadata from
-its header at once and builds the models in a background thread (`start`), so the page can be served
-while they load.
+The app's handlers (vit.handlers) call these for every answer; everything here is testable without a
+browser. Importing this module imports no timm: explanations are drawn by vit.explain, imported
+when a result is drawn.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,147 +15,17 @@ import torch
 from PIL import Image
 
 from vit import families
-from vit.checkpoint import CheckpointError, Preprocessing
-from vit.factory import read_meta  # the header alone: no timm, no weights
+from vit.checkpoint import Preprocessing
 
 if TYPE_CHECKING:  # vit.predict imports timm (seconds): only the loading thread needs it
     from vit.predict import Predictor, Result
+    from vit.serving import ModelSet
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 LAYER_DEFAULT = 4  # the layer an example's overlay shows (clipped to the model's last)
 DISPLAY_SIDE = 336  # overlays are drawn on the model's view, enlarged to this for the screen
-LOAD_WAIT_S = 120.0  # a request for a model still loading waits this long, then gets a message
 HEAD_REDUCTIONS = ("mean", "max")  # vit.explain.HEAD_REDUCTIONS
-
-
-class ModelError(LookupError):
-    """A model that is unknown, still loading or unavailable; the message is meant for the user."""
-
-
-def checkpoint_paths(directory: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Every *.safetensors in `directory` ($FOODVISION_CHECKPOINTS, else ./checkpoints), by file stem:
-    the stem is the model's id in the API."""
-    root = Path(directory or os.environ.get("FOODVISION_CHECKPOINTS") or CHECKPOINT_DIR)
-    return {p.stem: p for p in sorted(root.glob("*.safetensors"))}
-
-
-class ModelSet:
-    """The models the app serves, by id (checkpoint file stem): metadata at once, models when loaded.
-
-    `titles`, `meta` and `ids` are known when the constructor returns; `get(id)` waits for a model
-    that is still loading. A checkpoint that is missing, damaged or builds no model is reported in
-    `errors`, not fatal."""
-
-    def __init__(self, paths: dict[str, Path], optimise: dict[str, str] | None = None) -> None:
-        self.paths, self.optimise = dict(paths), dict(optimise or {})
-        self.meta: dict[str, dict] = {}
-        self.models: dict[str, Predictor] = {}
-        self.errors: dict[str, str] = {}
-        self._ready = {i: threading.Event() for i in paths}
-        self._wanted: list[str] = []  # ids asked for while loading: built next
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        for i, path in paths.items():
-            try:
-                self.meta[i] = read_meta(path)
-            except (CheckpointError, OSError) as e:
-                self._fail(i, str(e))
-        order = {name: k for k, name in enumerate(families.names())}
-        self.ids = sorted(paths, key=lambda i: (order.get(self.meta.get(i, {}).get("family"), len(order)), i))
-        self.titles = _titles(self.ids, self.meta)
-
-    def _fail(self, i: str, why: str) -> None:
-        self.errors[i] = why
-        self._ready[i].set()
-        log.warning("%s unavailable: %s", i, why)
-
-    def start(self, first: str | None = None) -> "ModelSet":
-        """Build every model in a background thread, `first` first; returns at once."""
-        if first is not None:
-            self._want(first)
-        if self._thread is None:
-            # not a daemon: an exit waits for the model being built instead of aborting inside native code
-            self._thread = threading.Thread(target=self.load, name="load-models")
-            self._thread.start()
-        return self
-
-    def _want(self, i: str) -> None:
-        with self._lock:
-            if i not in self._wanted:
-                self._wanted.append(i)
-
-    def load(self) -> "ModelSet":
-        """Make every model whose metadata was read servable, those asked for first, then in order; then
-        build the PyTorch models that an ONNX export let wait (gradient methods need them): the
-        first answers do not wait for those builds, nor for timm (what `start` runs)."""
-        from vit.factory import load
-        from vit.predict import Predictor
-
-        while True:
-            with self._lock:
-                pending = [i for i in self._wanted + self.ids if not self._ready[i].is_set()]
-            if not pending:
-                break
-            i = pending[0]
-            try:
-                self.models[i] = Predictor(load(self.paths[i], lazy=True), self.optimise.get(i, "none"))
-                log.info("%s loaded from %s", i, self.paths[i])
-            except (CheckpointError, OSError, RuntimeError, ValueError, KeyError, TypeError) as e:
-                # a CheckpointError names the file; anything else came from metadata that builds no model
-                path = self.paths[i]
-                self._fail(i, str(e) if isinstance(e, CheckpointError)
-                           else f"{path}: cannot be loaded ({type(e).__name__}: {e})")
-            finally:
-                self._ready[i].set()
-        for i in self.ids:
-            if i in self.models:
-                self.models[i].warm()
-        return self
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every model is loaded or failed; False on timeout."""
-        return all(e.wait(timeout) for e in self._ready.values())
-
-    def status(self, i: str) -> str:
-        """"ready", "loading" or "failed"."""
-        return "ready" if i in self.models else "failed" if i in self.errors else "loading"
-
-    def get(self, i: str, timeout: float = LOAD_WAIT_S) -> "Predictor":
-        """The model with id `i`, waiting up to `timeout` s for one still loading; ModelError otherwise."""
-        if i not in self._ready:
-            raise ModelError(f"unknown model {i!r}; choose one of {self.ids}")
-        if not self._ready[i].is_set():
-            self._want(i)  # the loading thread builds it next
-        if not self._ready[i].wait(timeout):
-            raise ModelError(f"{self.titles[i]} is still loading; please try again in a few seconds.")
-        if i in self.errors:
-            raise ModelError(f"{self.titles[i]} is unavailable: {self.errors[i]}")
-        return self.models[i]
-
-    def has_attention(self, i: str) -> bool:
-        """Whether model `i` has attention maps (a ViT), from its family in the registry."""
-        return i in self.meta and families.get(self.meta[i]["family"]).attention
-
-    def class_names(self) -> list[str]:
-        """Every class any model predicts, in the order the checkpoints list them."""
-        return list(dict.fromkeys(c for i in self.ids if i in self.meta for c in self.meta[i]["class_names"]))
-
-    def fingerprint(self) -> str:
-        """Changes whenever a served checkpoint file does (name, size, time): keys the examples' cache."""
-        h = hashlib.sha256()
-        for i in self.ids:
-            st = self.paths[i].stat() if self.paths[i].is_file() else None
-            h.update(f"{i}:{st and st.st_size}:{st and st.st_mtime_ns}:{self.optimise.get(i)};".encode())
-        return h.hexdigest()[:16]
-
-
-def _titles(ids: list[str], meta: dict[str, dict]) -> dict[str, str]:
-    """What a person reads for each model: the checkpoint's title, else its family's; the id is added
-    where two models would read the same."""
-    base = {i: meta[i].get("title") or families.get(meta[i]["family"]).title if i in meta else i for i in ids}
-    return {i: t if list(base.values()).count(t) == 1 else f"{t} ({i})" for i, t in base.items()}
 
 
 def classes_text(names: list[str]) -> str:
@@ -168,38 +33,36 @@ def classes_text(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1] if names else "?"
 
 
-def optimisations(spec: str | None = None, ids: list[str] | None = None) -> dict[str, str]:
-    """Per-model CPU speed-ups (vit.predict.OPTIMISATIONS) from "id=mode,..." (default:
-    $FOODVISION_OPTIMISE), e.g. "scratch_vit=int8,effnet=channels_last"; ids checked against `ids`."""
-    modes = ("none", "channels_last", "int8", "compile")  # vit.predict.OPTIMISATIONS, without importing timm
-    spec = os.environ.get("FOODVISION_OPTIMISE", "") if spec is None else spec
-    chosen = {}
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        model, _, mode = item.partition("=")
-        if not model or (ids is not None and model not in ids) or mode not in modes:
-            raise ValueError(f"bad optimisation {item!r}: use id=mode with an id in {ids or 'the served models'} "
-                             f"and a mode in {modes}")
-        chosen[model] = mode
-    return chosen
+def header_text(models: ModelSet) -> str:
+    """The page's title and what it does, for the models served."""
+    n = len(models.ids)
+    return ("# 🍕🥩🍣 FoodVision ViT\n"
+            f"Classify a food photo as **{classes_text(models.class_names())}** with {n} model{'s' * (n != 1)} and see "
+            "*why*: per-layer, per-head attention for the Vision Transformers, Grad-CAM for the CNN. The ViT trained "
+            "here from scratch saw only a few hundred photos; no ViT ImageNet weights were used anywhere (see each "
+            "model's card).")
 
 
-def write_once(data: bytes, folder: str | os.PathLike, name: str) -> str:
-    """folder/name holding `data`: written under a temporary name and renamed into place, so that a
-    reader never sees it half-written. An existing file is kept (the caller names files by content)
-    but touched: a file handed out again is as young as its newest use, so an age-based clean-up
-    (`gradio_io.prune`) cannot delete it before Gradio has copied it."""
-    path = Path(folder) / name
-    try:
-        os.utime(path)
-        return str(path)
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(staging, path)
-    return str(path)
+def status_text(models: ModelSet) -> str:
+    """The header's line about models still loading or unavailable."""
+    lines = [f"> ⏳ **{models.titles[i]} is loading** (requests for it wait)" for i in models.ids
+             if models.status(i) == "loading"]
+    lines += [f"> ⚠️ **{models.titles[i]} unavailable:** {why}" for i, why in models.errors.items()]
+    return "\n".join(lines)
+
+
+def status_card(models: ModelSet, i: str) -> str:
+    """Model `i`'s card, headed by a line while it loads or when it failed."""
+    card = model_card(models.meta[i], models.titles[i], models.paths[i])
+    status = models.status(i)
+    if status == "loading":
+        return "⏳ *Loading this model; a request for it waits until it is ready.*\n\n" + card
+    return card if status == "ready" else f"⚠️ **Unavailable:** {models.errors[i]}\n\n" + card
+
+
+def unavailable_card(models: ModelSet, i: str) -> str:
+    """What the card says for a model whose checkpoint could not be read."""
+    return f"**{models.titles.get(i, i)} is unavailable:** {models.errors.get(i)}"
 
 
 def model_card(meta: dict, title: str, path: Path) -> str:
@@ -233,19 +96,6 @@ def model_card(meta: dict, title: str, path: Path) -> str:
     return "\n".join(lines)
 
 
-def geometry(models: ModelSet, i: str) -> tuple[int, int]:
-    """(attention layers, heads) of model `i`: from the model once loaded, else from its metadata
-    (0, 0 when neither says)."""
-    if i in models.models and models.has_attention(i):
-        return models.models[i].num_layers, models.models[i].num_heads
-    a = models.meta.get(i, {}).get("arch", {})
-    return int(a.get("depth", 0)), int(a.get("num_heads", 0))
-
-
-def max_heads(models: ModelSet) -> int:
-    return max((geometry(models, i)[1] for i in models.ids if models.has_attention(i)), default=0)
-
-
 def describe_arch(meta: dict) -> str:
     """One line from the family's description and the architecture record."""
     a, family = meta["arch"], families.get(meta["family"])
@@ -266,6 +116,18 @@ def latency_text(p: "Predictor", r: "Result") -> str:
             f"📦 {p.ckpt.size_mb:.1f} MB on disk · {p.meta.get('num_params', 0) / 1e6:.2f} M parameters")
 
 
+def compare_text(p: "Predictor", r: "Result", method: str, applies: bool) -> str:
+    """One model's text under Compare all: timing and faithfulness, after a note when `method` is not its own."""
+    note = "" if applies else f"*{METHOD_TITLES.get(method, method)} does not apply: its default instead.*  \n"
+    return note + latency_text(p, r) + "  \n" + faithfulness_text(r)
+
+
+def predict_record(model_id: str, p: "Predictor", r: "Result") -> dict:
+    """What /predict returns beside the label."""
+    return {"model": model_id, "latency_ms": round(r.latency_ms, 2), "device": device_text(),
+            "size_mb": round(p.ckpt.size_mb, 2), "num_params": p.meta.get("num_params")}
+
+
 def device_text() -> str:
     return f"CPU, {torch.get_num_threads()} threads" if not torch.cuda.is_available() else torch.cuda.get_device_name()
 
@@ -279,11 +141,6 @@ METHOD_TITLES = {  # what the method menu says; ids are vit.families' (and the A
     "attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
     "grad-cam": "Grad-CAM", "occlusion": "Occlusion", "rise": "RISE"}
 LAYERED = ("attention", "rollout")  # methods with a layer / head to pick (rollout: heads and discard)
-
-
-def methods_of(models: ModelSet, i: str) -> tuple[str, ...]:
-    """Model `i`'s explanation methods, its default first, from its family (known before it loads)."""
-    return families.get(models.meta[i]["family"]).methods if i in models.meta else ()
 
 
 def method_choices(methods: tuple[str, ...]) -> list[tuple[str, str]]:

@@ -42,7 +42,7 @@ from vit.bench.timing import BLOCK
 from vit.checkpoint import CheckpointError
 from vit.factory import load
 from vit import families as registry
-from vit.ui import checkpoint_paths
+from vit.serving import checkpoint_paths
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,83 @@
+"""The app's request handling (vit/handlers.py), without a browser or a server."""
+import inspect
+
+import gradio as gr
+import pytest
+
+from conftest import CLASSES, make_image
+from vit import handlers, serving
+
+
+@pytest.fixture(scope="module")
+def h(tiny_checkpoints):
+    models = serving.ModelSet(tiny_checkpoints).load()
+    return handlers.Handlers(models, serving.default_model(models))
+
+
+def photo_value(tmp_path):
+    """An upload as the page's events receive it (preprocess=False): Gradio's FileData record."""
+    path = tmp_path / "photo.png"
+    make_image(5, (64, 48)).save(path)
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+@pytest.mark.parametrize("layer, layers, expected", [(1, 4, 0), (4, 4, 3), (9, 4, 3), (0, 4, -1), (-3, 4, -1),
+                                                     (2.0, 4, 1), (3, 0, -1)])
+def test_the_page_counts_layers_from_one(layer, layers, expected):
+    assert handlers.layer_index(layer, layers) == expected
+
+
+def test_a_method_is_the_models_own_or_its_default():
+    assert handlers.choose_method(("rise", "grad-cam"), "effnet", None) == "rise"
+    assert handlers.choose_method(("rise", "grad-cam"), "effnet", "") == "rise"
+    assert handlers.choose_method(("rise", "grad-cam"), "effnet", "grad-cam") == "grad-cam"
+    with pytest.raises(ValueError, match=r"unknown method 'rollout' for effnet; choose one of \['rise', 'grad-cam'\]"):
+        handlers.choose_method(("rise", "grad-cam"), "effnet", "rollout")
+
+
+def test_the_default_model_has_attention_maps(h):
+    assert h.default in ("scratch_vit", "timm_vit") and h.models.has_attention(h.default)
+
+
+@pytest.mark.parametrize("model, method, head, message", [
+    ("resnet", None, "mean", r"unknown model 'resnet'"),
+    ("effnet", "rollout", "mean", r"unknown method 'rollout' for effnet"),
+    ("scratch_vit", "attention", "head 9", r"head 9 does not exist: this model has heads 1 \.\. "),
+    ("scratch_vit", "attention", "nose", r"unknown head 'nose'"),
+])
+def test_a_request_that_cannot_be_answered_says_why(h, tmp_path, model, method, head, message):
+    with pytest.raises(gr.Error, match=message):
+        h.classify(photo_value(tmp_path), model, method, 1, head, 0.5, 0.9)
+
+
+def test_an_image_that_is_no_image_says_so(h, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    with pytest.raises(gr.Error, match="notes.png"):
+        h.classify({"path": str(bad), "meta": {"_type": "gradio.FileData"}}, "effnet", None, 1, "mean", 0.5, 0.9)
+    with pytest.raises(gr.Error, match="a path on the server is not accepted"):
+        h.classify(str(bad), "effnet", None, 1, "mean", 0.5, 0.9)
+
+
+def test_classify_gives_what_the_page_shows(h, tmp_path):
+    probs, timing, overlay, faithful, curves, layers, patches, state = h.classify(
+        photo_value(tmp_path), "scratch_vit", "attention", 2, "head 1", 0.5, 0.9)
+    assert list(probs) == sorted(CLASSES, key=lambda c: -probs[c]) and "ms prediction" in timing
+    assert overlay.endswith(".png") and layers.endswith(".png") and patches.endswith(".png")
+    assert state[0] == "scratch_vit" and state[1].method == "attention"
+    assert h.rerun(None, "scratch_vit", "attention", 2, "mean", 0.5, 0.9) == (None, "", None, "", None, None, None, None)
+
+
+def test_compare_answers_for_every_model_and_notes_a_method_it_lacks(h, tmp_path):
+    out = h.compare(photo_value(tmp_path), "rollout", 0.9)
+    assert len(out) == 3 * len(h.models.ids)
+    texts = dict(zip(h.models.ids, out[1::3]))
+    assert "does not apply" in texts["effnet"] and "does not apply" not in texts["scratch_vit"]
+
+
+def test_the_endpoints_default_to_the_pages_model(h):
+    endpoints = {f.__name__: f for f in handlers.api(h)}
+    assert list(endpoints) == ["predict", "explain", "attention", "methods"]
+    for name in ("predict", "explain", "attention"):
+        assert inspect.signature(endpoints[name]).parameters["model"].default == h.default
+    assert endpoints["methods"]() == {i: list(serving.methods_of(h.models, i)) for i in h.models.ids}
