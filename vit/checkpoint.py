@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 FORMAT = "foodvision-vit/1"
 META_KEY = "foodvision"
 REQUIRED = ("family", "arch", "class_names", "preprocessing", "init")
+# Tensors under this prefix are not weights: vit.trust's fitted state (its record is meta["trust"]).
+EXTRA_PREFIX = "trust."
 
 
 class CheckpointError(RuntimeError):
@@ -165,6 +169,42 @@ def save(path: str | os.PathLike, model: "nn.Module", meta: dict, *, half: bool 
     return path
 
 
+def read_extra(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:
+    """The file's EXTRA_PREFIX tensors (prefix removed), without reading the weights; {} when none.
+    CheckpointError when the file's tensors cannot be read."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k[len(EXTRA_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(EXTRA_PREFIX)}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: tensors unreadable, the file is truncated or corrupt ({e})") from e
+
+
+def rewrite(path: str | os.PathLike, meta: dict, extra: dict[str, "torch.Tensor"]) -> Path:
+    """Replace a checkpoint's metadata and its EXTRA_PREFIX tensors, keeping its weights byte for byte:
+    written to a temporary file beside it, then renamed over it (a crash leaves the old file whole)."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    try:
+        validate(meta)
+    except ValueError as e:
+        raise ValueError(f"checkpoint metadata: {e}") from e
+    weights = {k: v for k, v in load_file(str(path)).items() if not k.startswith(EXTRA_PREFIX)}
+    tensors = weights | {EXTRA_PREFIX + k: v.detach().cpu().contiguous() for k, v in extra.items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
+        os.chmod(tmp, path.stat().st_mode & 0o777)  # mkstemp's 0600 would hide the file from other users
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 def read_meta(path: str | os.PathLike, families: Iterable[str] | None = None) -> dict:
     """The metadata record alone, without reading the weights; `families` as in `validate`."""
     path = Path(path)
@@ -200,7 +240,8 @@ def load_weights(model: nn.Module, path: str | os.PathLike, family: str) -> nn.M
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: weights unreadable, the file is truncated or corrupt ({e})") from e
     try:
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()
+                               if not k.startswith(EXTRA_PREFIX)})
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the {family} architecture in its metadata: "
                               f"{str(e).splitlines()[0]}") from e

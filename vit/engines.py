@@ -34,7 +34,7 @@ from vit.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
-FORMAT = "foodvision-onnx/2"  # of vit.export's graphs; bumped when they change: older exports then count as stale
+FORMAT = "foodvision-onnx/3"  # of vit.export's graphs (3: the plain graph also outputs `features`); bumped when they change: older exports then count as stale
 KINDS = ("auto", "onnxruntime", "torch")
 ENV = "FOODVISION_ENGINE"
 CONCURRENT = 2  # requests the app computes at once (its queue's default_concurrency_limit)
@@ -54,6 +54,11 @@ class Engine(ABC):
     @abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) float32 -> (B, classes) logits, any batch size B."""
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) -> logits (B, classes) and penultimate features (B, D) from the same pass
+        (vit.trust.features: what the classifier reads; an OOD gate on the model's own features scores them)."""
+        raise TypeError(f"{self.name} engine: gives no penultimate features")
 
     def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, 3, H, W) -> logits and one (B, heads, N, N) attention map per layer (ViTs only)."""
@@ -79,6 +84,12 @@ class TorchEngine(Engine):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.model(x)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from vit.trust.features import logits_and_features
+
+        with torch.inference_mode():
+            return logits_and_features(self.model, x)
 
     def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if not self.attention:
@@ -134,6 +145,10 @@ class OrtEngine(Engine):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (logits,) = self.session.run(["logits"], {"image": _numpy(x)})
         return torch.from_numpy(logits)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, features = self.session.run(["logits", "features"], {"image": _numpy(x)})
+        return torch.from_numpy(logits), torch.from_numpy(features)
 
     def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if not self.attention:

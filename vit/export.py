@@ -3,7 +3,8 @@
     python -m vit.export CHECKPOINT [--out FILE.onnx] [--data-dir DIR] [--int8]
 
 Writes FILE.onnx (default: beside the checkpoint), the plain forward: input `image` (B, 3, H, W) ->
-output `logits` (B, classes), with a dynamic batch axis. For a ViT (`families.get(..).attention`) it
+outputs `logits` (B, classes) and `features` (B, D), the penultimate vector the OOD gate (vit.trust)
+scores, with a dynamic batch axis. For a ViT (`families.get(..).attention`) it
 also writes FILE.attn.onnx: `image` -> `logits`, `attn.0` ... `attn.{L-1}`, each (B, heads, N, N).
 A second file, not a second output set, so the plain graph keeps SDPA's shape and the fast path
 never computes maps it does not return.
@@ -42,11 +43,12 @@ from vit import families
 from vit.checkpoint import Checkpoint
 from vit.engines import FORMAT, attention_path, default_path, is_current, read_metadata, sha256  # noqa: F401 (the files' names and freshness)
 from vit.factory import load
+from vit.trust.features import WithFeatures
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
-INPUT, LOGITS = "image", "logits"
+INPUT, LOGITS, FEATURES = "image", "logits", "features"
 ATOL = 1e-4  # max |logit difference| to PyTorch for an fp32 export
 INT8_AGREEMENT = 0.97  # an int8 export must agree with PyTorch's top-1 on this share of the test split
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +166,8 @@ def export(ckpt: Checkpoint, out: str | os.PathLike | None = None, *, int8: bool
     written = []
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         raw = Path(tmp) / "plain.onnx"
-        _torch_export(model, x, raw, [LOGITS], fuse=int8)  # the quantiser wants BatchNorm folded
+        # the quantiser wants BatchNorm folded; `features`: the penultimate vector the OOD gate reads
+        _torch_export(WithFeatures(model).eval(), x, raw, [LOGITS, FEATURES], fuse=int8)
         if int8:
             quantise(ckpt, raw, raw, calibration_dir)
         _write_metadata(raw, metadata(ckpt, "logits", int8=int8, source_sha256=digest), half=not int8)
@@ -272,6 +275,9 @@ def check(ckpt: Checkpoint, onnx_path: str | os.PathLike, data_dir: str | os.Pat
             with torch.inference_mode():
                 agree.append(engine.forward(chunk).argmax(1) == ckpt.model(chunk).argmax(1))
         result |= {"test_dir": str(data), "n_test": len(split), "top1_agreement": torch.cat(agree).float().mean().item()}
+    with torch.inference_mode():
+        ref_features = WithFeatures(ckpt.model)(photos)[1]
+    result["max_abs_feature_diff"] = float((engine.forward_features(photos)[1] - ref_features).abs().max())
     if engine.attention:
         from vit.explain import attention_maps
 
@@ -284,7 +290,7 @@ def check(ckpt: Checkpoint, onnx_path: str | os.PathLike, data_dir: str | os.Pat
         result["ok"] = agreement >= INT8_AGREEMENT
     else:
         result["ok"] = result["max_abs_logit_diff"] <= ATOL and agreement == 1.0 \
-            and result.get("max_abs_attention_diff", 0.0) <= ATOL
+            and result.get("max_abs_attention_diff", 0.0) <= ATOL and result["max_abs_feature_diff"] <= ATOL
     return result
 
 
@@ -292,6 +298,8 @@ def check_text(r: dict) -> str:
     lines = [f"{r['onnx']}: {'OK' if r['ok'] else 'FAILED'}",
              f"  max |logit diff| vs PyTorch on {r['n_photos']} {r['photos']} photos: {r['max_abs_logit_diff']:.2e}"
              + ("" if r["int8"] else f" (bar {ATOL:g})")]
+    if "max_abs_feature_diff" in r:
+        lines.append(f"  max |feature diff| (the gate's input, `features`): {r['max_abs_feature_diff']:.2e}")
     if "max_abs_attention_diff" in r:
         lines.append(f"  max |attention diff| (attention graph): {r['max_abs_attention_diff']:.2e}")
     if "top1_agreement" in r:

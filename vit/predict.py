@@ -29,6 +29,8 @@ from torch import nn
 
 from vit import engines, explain, families, runtime
 from vit.checkpoint import Checkpoint
+from vit.trust import Gate, GateError, Trust, backbone, load_gate, no_gate
+from vit.trust.gate import OWN
 from vit.factory import load
 from vit.preprocess import split_eval_transform
 from vit.images import open_image
@@ -91,7 +93,7 @@ def optimise(model: nn.Module, family: str, mode: str = "none") -> nn.Module:
 @dataclass
 class Result:
     """One request's answer, with the geometry of its maps: renderers need nothing else."""
-    probs: dict[str, float]  # class name -> probability, highest first
+    probs: dict[str, float]  # class name -> calibrated probability softmax(logits / T), highest first
     latency_ms: float  # the timed forward pass that gave `probs` (see `timed`)
     view: Image.Image  # the resized, cropped image the model saw: overlays are drawn on it
     grid: tuple[int, int]  # (rows, cols) of the model's map: token grid (ViTs) or last feature map (CNNs)
@@ -103,6 +105,9 @@ class Result:
     heat: np.ndarray | None = None  # (rows, cols) map of `method` for the top class
     faithfulness: object | None = None  # vit.explain's deletion / insertion scores of `heat`
     explain_ms: float = 0.0  # the map and its score, after the timed pass
+    raw_probs: dict[str, float] = field(default_factory=dict)  # softmax(logits), before temperature scaling
+    trust: Trust | None = None  # the gate's verdict, the prediction set, the temperature (vit.trust)
+    trust_ms: float = 0.0  # the gate's features (the shared backbone's pass) and verdict, after the timed pass
 
     @property
     def top(self) -> str:
@@ -133,7 +138,11 @@ class Predictor:
         self._model: nn.Module | None = None
         self._model_lock = threading.Lock()
         self._engine_ready = threading.Event()
+        self.gate, self.gate_note = _gate(ckpt)
         kind = engines.resolve_kind(engine)
+        if self.shared_gate:  # open (or export) the shared backbone now, not in the first request
+            threading.Thread(target=backbone.get, args=("torch" if kind == "torch" else "auto",), daemon=True,
+                             name="gate-backbone").start()
         current = engines.current_ort_engine(ckpt) if kind == "auto" and optimisation == "none" else None
         if current is not None:
             self.engine: engines.Engine = current
@@ -210,47 +219,96 @@ class Predictor:
 
     def prepare(self, image) -> tuple[Image.Image, torch.Tensor]:
         """Any image input -> (the model's view as PIL, its (1, 3, H, W) normalised tensor)."""
-        view = self.view_transform(open_image(image))
-        return view, self.to_tensor(view).unsqueeze(0)
+        return self._prepare(image)[1:]
 
-    def _probs(self, logits: torch.Tensor) -> dict[str, float]:
-        p = logits.float().softmax(-1)[0].tolist()
-        return dict(sorted(zip(self.class_names, p), key=lambda kv: -kv[1]))
+    def _prepare(self, image) -> tuple[Image.Image, Image.Image, torch.Tensor]:
+        """(the decoded photo, the model's view, its (1, 3, H, W) tensor): decoded once per request."""
+        photo = open_image(image)
+        view = self.view_transform(photo)
+        return photo, view, self.to_tensor(view).unsqueeze(0)
+
+    @property
+    def shared_gate(self) -> bool:
+        """The gate reads the shared ImageNet backbone's features, not the model's own (vit.trust.backbone)."""
+        return self.gate is not None and self.gate.features != OWN
+
+    def _pass(self, engine: engines.Engine, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The plain forward pass: logits, and the model's own features when its gate reads them."""
+        if self.gate is None or self.shared_gate:
+            return engine.forward(x), None
+        return engine.forward_features(x)
+
+    def _gate_features(self, engine: engines.Engine, x: torch.Tensor, photo: Image.Image,
+                       own: torch.Tensor | None) -> torch.Tensor | None:
+        """What the gate reads: the shared backbone's features of the decoded photo (prepared by its
+        own transform, as when the gate was fitted, on the engine kind serving the model), or the
+        model's own (`own`, else one more plain pass: a ViT's attention graph has no `features`)."""
+        if self.gate is None:
+            return None
+        if self.shared_gate:
+            return backbone.get("torch" if engine.name == "torch" else "auto").images([photo])
+        return own if own is not None else engine.forward_features(x)[1]
+
+    def _probs(self, p: torch.Tensor) -> dict[str, float]:
+        """(1, C) probabilities -> {class: probability}, highest first."""
+        return dict(sorted(zip(self.class_names, p[0].tolist()), key=lambda kv: -kv[1]))
+
+    def assess(self, logits: torch.Tensor, features: torch.Tensor) -> tuple[dict, dict, Trust]:
+        """One photo's (calibrated probabilities, raw probabilities, Trust): the gate's verdict on its
+        penultimate features, softmax(logits / T) and the conformal set; without a gate, the raw
+        probabilities twice and a Trust that says why there is no verdict."""
+        raw = logits.float().softmax(-1)
+        if self.gate is None:
+            return self._probs(raw), self._probs(raw), no_gate(self.gate_note)
+        probs, (trust,) = self.gate.assess(logits, features, self.class_names)
+        return self._probs(probs), self._probs(raw), trust
 
     def predict(self, image) -> dict[str, float]:
         return self.classify(image).probs
 
     def classify(self, image) -> Result:
-        """Probabilities from one plain (fast-path) forward pass, and its latency."""
-        view, x = self.prepare(image)
+        """Calibrated probabilities and the gate's verdict (`Result.trust`) from one plain (fast-path)
+        forward pass (plus, for a shared gate, the backbone's), and its latency."""
+        photo, view, x = self._prepare(image)
         engine = self.engine  # one engine for the whole request, even if it is upgraded meanwhile
         start = time.perf_counter()
-        logits = engine.forward(x)
+        logits, own = self._pass(engine, x)
         latency = (time.perf_counter() - start) * 1e3
-        return Result(self._probs(logits), latency, view, (1, 1), engine=engine.name)  # no map: no grid
+        start = time.perf_counter()
+        probs, raw, trust = self.assess(logits, self._gate_features(engine, x, photo, own))
+        trust_ms = (time.perf_counter() - start) * 1e3
+        return Result(probs, latency, view, (1, 1), engine=engine.name, raw_probs=raw, trust=trust,
+                      trust_ms=trust_ms)  # no map: no grid
 
     def explain(self, image, method: str | None = None, *, layer: int = -1, head: int | str = "mean",
                 discard: float = 0.9, score: bool = False) -> Result:
         """Probabilities plus the map of `method` (default: the model's own) for the top class.
 
         One timed pass gives the probabilities: for a ViT the forward that also returns every layer's
-        attention (so attention and rollout need nothing more), for a CNN the plain forward. Gradient
+        attention (so attention and rollout need nothing more), for a CNN the plain forward with its
+        features. The gate's verdict (vit.trust) needs the shared backbone's pass on the photo (the committed
+        gates), or for a ViT gated on its own features one more plain pass (the attention graph has no
+        `features` output). Gradient
         methods then run their own forward + backward on PyTorch; occlusion and the faithfulness score
         (`score=True`) run batched forwards on the engine."""
         method = method or self.methods[0]
         if method not in self.methods:
             raise ValueError(f"unknown method {method!r} for {self.id}; choose one of {list(self.methods)}")
-        view, x = self.prepare(image)
+        photo, view, x = self._prepare(image)
         engine = self.engine  # one engine for the whole request, even if it is upgraded meanwhile
         start = time.perf_counter()
+        own = None
         if self.spec.attention:
             logits, maps = engine.forward_attention(x)
             maps, timed = [m[0] for m in maps], "forward pass with attention maps"
         else:
-            logits, maps, timed = engine.forward(x), [], "forward pass"
+            (logits, own), maps, timed = self._pass(engine, x), [], "forward pass"
         latency = (time.perf_counter() - start) * 1e3
-        result = Result(self._probs(logits), latency, view, self.grid or (1, 1), self.prefix, timed,
-                        engine.name, maps, method)
+        start = time.perf_counter()
+        probs, raw, trust = self.assess(logits, self._gate_features(engine, x, photo, own))
+        trust_ms = (time.perf_counter() - start) * 1e3
+        result = Result(probs, latency, view, self.grid or (1, 1), self.prefix, timed, engine.name, maps, method,
+                        raw_probs=raw, trust=trust, trust_ms=trust_ms)
         start = time.perf_counter()
         target = self.class_names.index(result.top)
         result.heat = self._heat(engine, x, method, maps, target, layer, head, discard)
@@ -270,3 +328,16 @@ class Predictor:
         if method == "rollout":
             return explain.rollout_map(maps, self.grid, self.prefix, discard, head)
         return explain.compute(self.ckpt.model, x, method, target=target, forward_batch=engine.forward_batches).heat
+
+
+def _gate(ckpt: Checkpoint) -> tuple[Gate | None, str | None]:
+    """The checkpoint's gate, or None and why not (logged): none fitted, or a damaged one (the model
+    is served all the same, without a verdict)."""
+    try:
+        gate = load_gate(ckpt)
+    except GateError as e:
+        log.warning("%s", e)
+        return None, f"this model's gate is damaged and not used ({e})"
+    if gate is None:
+        return None, "this model has no out-of-distribution gate (python -m vit.calibrate adds one)"
+    return gate, None

@@ -142,6 +142,9 @@ def finish(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared, b
     log.info("wrote %s (%.1f MB) and %s; selected epoch %d (%s); %s", out, out.stat().st_size / 1e6,
              out.with_suffix(".png"), best["epoch"], best["source"],
              "  ".join(f"{name} acc {m['accuracy']:.4f}" for name, m in metrics.items()))
+    from vit.trust.fit import fit_after_training  # its OOD gate, temperature and conformal sets (vit.trust)
+    fit_after_training(out, prep.train_set, prep.val_set,
+                       {"data_dirs": [str(x) for x in cfg.data_dir], "val_fraction": cfg.val_fraction})
     return out
 
 

@@ -1,0 +1,59 @@
+"""Temperature scaling (Guo et al. 2017, "On calibration of modern neural networks", Sec. 4.2) and the
+two numbers that say whether it worked: expected calibration error (Eq. 3, ECE_BINS equal-width
+confidence bins) and the negative log-likelihood."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ECE_BINS = 15  # Guo et al.'s M = 15 equal-width bins of the top-class probability over [0, 1]
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, *, max_iter: int = 100) -> float:
+    """The T > 0 that minimises the NLL of softmax(logits / T) on held-out (logits, labels): L-BFGS on
+    log T, so T stays positive. One parameter: the top class, hence accuracy, never changes."""
+    logits, labels = logits.detach().double().clone(), labels.detach().long().clone()  # not inference tensors
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp())
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of softmax(logits / temperature)."""
+    return float(F.cross_entropy(logits.double() / temperature, labels.long()))
+
+
+def ece(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Guo et al. Eq. 3: sum over equal-width bins of |accuracy - mean confidence| weighted by the
+    bin's share of the photos; the confidence is the top-class probability. probs: (N, C)."""
+    conf, pred = probs.double().max(1)
+    correct = (pred == labels).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    total = torch.zeros((), dtype=torch.float64)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            total += in_bin.double().mean() * (correct[in_bin].mean() - conf[in_bin].mean()).abs()
+    return float(total)
+
+
+def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> list[dict]:
+    """The reliability diagram's bars: per non-empty bin, its range, count, accuracy and mean confidence."""
+    conf, pred = probs.double().max(1)
+    correct = (pred == labels).double()
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64).tolist()
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            rows.append({"lo": lo, "hi": hi, "count": int(in_bin.sum()), "accuracy": float(correct[in_bin].mean()),
+                         "confidence": float(conf[in_bin].mean())})
+    return rows
