@@ -1,7 +1,7 @@
 """The app's cold start: seconds from `python app.py` to the server answering and to the first prediction,
 against the floor: `python -c "import gradio, torch"`, timed in the same run.
 
-    python scripts/cold_start.py [--model effnet] [--checkpoints DIR] [--without-exports] [--timeout 300] [--json]
+    python scripts/cold_start.py [--model ID] [--checkpoints DIR] [--without-exports] [--timeout 300] [--json]
 
 Times the floor first, then starts app.py as a subprocess on a free port (GRADIO_SERVER_PORT), polls
 until the page answers, then calls the `/predict` API with gradio_client on a generated photo, once cold
@@ -31,6 +31,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # vit, when run as a script
+
+from vit import families  # noqa: E402 - after the path is set
+
+CNN = next(f for f in families.names() if not families.get(f).attention)  # asked for unless --model says
 
 
 def free_port() -> int:
@@ -142,7 +146,9 @@ def cold_start(model: str, checkpoints: str | None, timeout: float, workdir: Pat
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="effnet", help="family asked for: scratch_vit, timm_vit or effnet")
+    p.add_argument("--model", default=CNN, help=f"model asked for: one of {', '.join(families.names())} "
+                                               f"(default {CNN}, the CNN: a timm model whose first answer "
+                                               "without an export needs timm)")
     p.add_argument("--checkpoints", help="checkpoint folder for the app (FOODVISION_CHECKPOINTS)")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the server")
     p.add_argument("--without-exports", action="store_true",

@@ -32,10 +32,11 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from cold_start import free_port, stop, wait_until_up  # a sibling script: the same start and stop
+from cold_start import free_port, stop, wait_until_up  # a sibling script: the same start and stop (and vit on the path)
+from vit import families
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = ("scratch_vit", "timm_vit", "effnet")
+FAMILIES = families.names()  # the committed checkpoints: one per registered family
 BAD = ("notes.jpg", "cut.jpg", "empty.png", "bomb.png")
 STARTUP_TIMEOUT_S = 300
 

@@ -71,21 +71,30 @@ def test_pretrained_parameters_come_from_the_spec():
     assert not effnet.is_pretrained_param("blocks.0.0.conv_dw.weight", {"weights": "random"})
 
 
-def _family_name_comparisons(path: Path) -> list[str]:
-    """`x == "effnet"`, `x in ("scratch_vit", ...)` and the like: string comparisons with a family name."""
+def _family_name_literals(source: str, name: str = "<source>") -> list[str]:
+    """Every string literal that is a family id: `x == "effnet"`, `x in ("scratch_vit", ...)`,
+    `{"timm_vit": ...}`, `titles["effnet"]`, `get("effnet")`, a default argument... (a family id inside a
+    longer text, a docstring or a file name, is not one)."""
     names = set(families.names())
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Compare):
-            for part in [node.left, *node.comparators]:
-                elts = part.elts if isinstance(part, (ast.Tuple, ast.List, ast.Set)) else [part]
-                for e in elts:
-                    if isinstance(e, ast.Constant) and e.value in names:
-                        found.append(f"{path.name}:{node.lineno}: {e.value!r}")
-    return found
+    return [f"{name}:{node.lineno}: {node.value!r}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names]
+
+
+def test_the_guard_sees_comparisons_keys_lookups_and_arguments():
+    source = """
+if x == "effnet" or y in ("scratch_vit",): pass
+rows = {"timm_vit": 1}
+title = titles["effnet"]
+spec = get("scratch_vit")
+def f(model="timm_vit"): pass
+ok = "the effnet model", f"{x}.safetensors", "effnet.onnx"
+"""
+    assert sorted(int(hit.split(":")[1]) for hit in _family_name_literals(source)) == [2, 2, 3, 4, 5, 6]
 
 
 def test_no_module_outside_the_registry_compares_with_a_family_name():
-    files = [ROOT / "app.py", *sorted((ROOT / "vit").rglob("*.py"))]
-    found = [hit for f in files if f.name != "families.py" for hit in _family_name_comparisons(f)]
+    """Family ids are written in vit/families.py alone: the app, the package and the scripts ask the registry."""
+    files = [ROOT / "app.py", *sorted((ROOT / "vit").rglob("*.py")), *sorted((ROOT / "scripts").rglob("*.py"))]
+    found = [hit for f in files if f != ROOT / "vit" / "families.py"
+             for hit in _family_name_literals(f.read_text(), str(f.relative_to(ROOT)))]
     assert not found, found

@@ -19,7 +19,7 @@ from vit import families
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHECKPOINTS = EXAMPLES.parent / "checkpoints"
-ORDER = ("scratch_vit", "timm_vit", "effnet")  # the columns of examples/README.md
+ORDER = families.names()  # the columns of examples/README.md: the registry's order
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 

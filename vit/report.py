@@ -91,7 +91,7 @@ def reference_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     if "scratch_vs_timm" in refs:
         r = refs["scratch_vs_timm"]
         logits = "match" if r["logits_allclose"] else "**differ**"
-        rows.append([f"{titles['scratch_vit']} vs timm `{r['timm_class'].rsplit('.', 1)[-1]}`, same weights "
+        rows.append([f"{titles[r['model']]} vs timm `{r['timm_class'].rsplit('.', 1)[-1]}`, same weights "
                      f"(logits {logits}, max diff {r['max_abs_diff']:.1e})", _ms(r["ours_ms"]), _ms(r["timm_ms"]),
                      _x(r["ratio"]["p50"]), _x(r["ratio"]["best"]), f"<= {r['bar']}", _verdict(r["within_bar"])])
     for family, r in refs.get("attention_over_forward", {}).items():
@@ -100,7 +100,7 @@ def reference_rows(result: dict) -> tuple[list[str], list[list[str]]]:
                      _ms(m["latency_ms"]), _x(r["p50"]), _x(r["best"]), f"<= {r['bar']}", _verdict(r["within_bar"])])
     h = refs.get("hybrid_vs_lite0", {})
     if "ratio" in h:
-        rows.append([f"{titles['timm_vit']} vs plain {h['reference']} at {h['input_px']} px "
+        rows.append([f"{titles[h['model']]} vs plain {h['reference']} at {h['input_px']} px "
                      f"({h['hybrid_gflops']:.2f} vs {h['lite0_gflops']:.2f} GFLOPs; the Lite0 stem is "
                      f"{h['stem_share']['p50']:.0%} of the hybrid's time, {h['stem_share']['best']:.0%} by best runs)", _ms(h["hybrid_ms"]), _ms(h["lite0_ms"]),
                      _x(h["ratio"]["p50"]), _x(h["ratio"]["best"]), "", ""])

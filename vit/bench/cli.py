@@ -86,10 +86,10 @@ def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
             models[family]["rss_mb"] = probe_rss(path, torch.get_num_threads())
         if has_timm_twin(ckpt):
             log.info("%s: against timm on the same weights", family)
-            refs["scratch_vs_timm"] = scratch_vs_timm(ckpt, runs, warmup)
+            refs["scratch_vs_timm"] = {"model": family, **scratch_vs_timm(ckpt, runs, warmup)}
         if is_hybrid(ckpt):
             log.info("%s: against the plain EfficientNet-Lite0", family)
-            refs["hybrid_vs_lite0"] = hybrid_vs_lite0(ckpt, runs, warmup)
+            refs["hybrid_vs_lite0"] = {"model": family, **hybrid_vs_lite0(ckpt, runs, warmup)}
         log.info("%s: optimisations", family)
         opts[family] = bench_optimisations(ckpt, runs, warmup, test_dir, s.compile)
         if s.engine_batches:
@@ -119,7 +119,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--checkpoints", help="folder of <family>.safetensors (default: $FOODVISION_CHECKPOINTS "
                                          "or ./checkpoints)")
-    p.add_argument("--models", default="scratch_vit,timm_vit,effnet", help="comma-separated model ids (checkpoint file stems)")
+    p.add_argument("--models", default=",".join(registry.names()), help="comma-separated model ids (checkpoint file stems)")
     p.add_argument("--test-dir", default=str(DEFAULT_TEST_DIR),
                    help="ImageFolder split for re-checking accuracy where an optimisation changes the logits; "
                         "'none' to skip")

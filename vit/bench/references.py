@@ -8,8 +8,7 @@ from vit.bench.flops import count_flops
 from vit.bench.models import input_px
 from vit.bench.timing import Case, ratio, time_interleaved
 from vit.checkpoint import Checkpoint, num_params
-from vit.factory import build
-from vit.zoo import HYBRID, LITE0
+from vit.zoo import HYBRID, LITE0, build_timm_cnn
 
 TIMM_BAR, ATTENTION_BAR = 1.05, 1.5
 
@@ -59,7 +58,8 @@ def hybrid_vs_lite0(ckpt: Checkpoint, runs: int, warmup: int) -> dict:
     """(c) The hybrid ViT against the plain 3-class EfficientNet-Lite0 it borrows its stem from,
     at the hybrid's input size; the stem alone shows what the transformer adds."""
     model, size = ckpt.model, input_px(ckpt)
-    lite0 = build("effnet", {"model_name": LITE0}, num_classes=len(ckpt.class_names)).model.eval()
+    n = len(ckpt.class_names)
+    lite0 = build_timm_cnn({"model_name": LITE0, "num_classes": n}, n, None).model.eval()
     stem = model.patch_embed.backbone
     x = torch.randn(1, 3, size, size)
     t = time_interleaved({"hybrid": Case(model, x), "lite0": Case(lite0, x), "stem": Case(stem, x)}, runs, warmup)
