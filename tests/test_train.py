@@ -38,7 +38,8 @@ def train_cli(folder, out, *extra, model="scratch_vit", arch=TINY):
 
 
 def weights(path):
-    return load_file(str(path))
+    """The model's tensors in a checkpoint file (not the OOD gate's trust.* state that vit.train adds)."""
+    return {k: v for k, v in load_file(str(path)).items() if not k.startswith(checkpoint.EXTRA_PREFIX)}
 
 
 def same_weights(a, b) -> bool:
