@@ -1,8 +1,10 @@
 """Score every explanation method of every checkpoint by deletion / insertion (Petsiuk et al. 2018)
-against random orders, and optionally run the model-randomisation sanity check (Adebayo et al. 2018).
+against random orders, and optionally run the model-randomisation sanity check (Adebayo et al. 2018) and
+ROAD (Rong et al. 2022), a second metric that imputes removed pixels instead of blurring them.
 
     python -m vit.faithfulness --data-dir ../shared/data/pizza_steak_sushi --limit 30
     python -m vit.faithfulness --data-dir DIR --checkpoints checkpoints/effnet.safetensors --sanity --json
+    python -m vit.faithfulness --data-dir DIR --limit 15 --road --json   # + ROAD, its agreement per model
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from vit.checkpoint import Checkpoint
 from vit.factory import load
 from vit.preprocess import split_eval_transform
 from vit.explain import METHODS, compute, random_curves, score
+from vit.explain.road import road
 
 log = logging.getLogger("vit.faithfulness")
 BAR_DELETION, BAR_INSERTION = 0.85, 1.15  # map / random: deletion at most, insertion at least
@@ -90,19 +93,20 @@ def randomised(model: nn.Module, head_prefix: str, seed: int = 0) -> nn.Module:
 
 
 def evaluate_checkpoint(ckpt: Checkpoint, paths: list[Path], methods: list[str] | None, steps: int,
-                        seeds: tuple[int, ...], sanity: bool, sanity_limit: int | None = None) -> dict:
-    """Per method: deletion / insertion AUCs, their random bars, and (with `sanity`) Spearman rho, on
-    the first `sanity_limit` images (all if None). The perturbed copies run on the app's engine
-    (ONNX Runtime when it is there: the same logits to ~1e-6, faster); maps and the randomised
-    model on PyTorch."""
+                        seeds: tuple[int, ...], sanity: bool, sanity_limit: int | None = None, *,
+                        road_metric: bool = False) -> dict:
+    """Per method: deletion / insertion AUCs, their random bars, (with `road_metric`) ROAD's MoRF / LeRF
+    (vit.explain.road), and (with `sanity`) Spearman rho, on the first `sanity_limit` images (all if None).
+    The perturbed copies run on the app's engine (ONNX Runtime when it is there: the same logits to ~1e-6,
+    faster); maps and the randomised model on PyTorch."""
     family = families.get(ckpt.family)
     chosen = [m for m in family.methods if methods is None or m in methods]
     model = ckpt.model.eval()
     view, to_tensor = split_eval_transform(ckpt.meta["preprocessing"])
     forward = runtime.make_engine(ckpt).forward
     rand_model = randomised(model, family.head) if sanity else None
-    rows = {m: {"deletion": [], "insertion": [], "random_deletion": [], "random_insertion": [], "rho": []}
-            for m in chosen}
+    rows = {m: {"deletion": [], "insertion": [], "random_deletion": [], "random_insertion": [], "rho": [],
+                "road_morf": [], "road_lerf": []} for m in chosen}
     for n, path in enumerate(tqdm(paths, desc=family.title, unit="img")):
         x = to_tensor(view(Image.open(path).convert("RGB"))).unsqueeze(0)  # (1, 3, H, W)
         bars = {}
@@ -117,6 +121,10 @@ def evaluate_checkpoint(ckpt: Checkpoint, paths: list[Path], methods: list[str] 
             r["insertion"].append(f.insertion_auc)
             r["random_deletion"].append(f.random_deletion_auc)
             r["random_insertion"].append(f.random_insertion_auc)
+            if road_metric:
+                q = road(forward, x, h.heat, h.target)
+                r["road_morf"].append(q.morf)
+                r["road_lerf"].append(q.lerf)
             if rand_model is not None and (sanity_limit is None or n < sanity_limit):
                 hr = compute(rand_model, x, method, target=h.target, forward_batch=inference(rand_model))
                 rho = spearman(h.heat, hr.heat)
@@ -135,7 +143,18 @@ def summarise(r: dict) -> dict:
     if r["rho"]:
         out["spearman_randomised"] = float(np.mean(r["rho"]))
         out["sanity_images"] = len(r["rho"])
+    if r.get("road_morf"):
+        out["road_morf"], out["road_lerf"] = float(np.mean(r["road_morf"])), float(np.mean(r["road_lerf"]))
+        out["road_combined"] = out["road_lerf"] - out["road_morf"]
     return out
+
+
+def road_agreement(per_method: dict[str, dict]) -> float:
+    """Spearman rho, over one model's methods, between ROAD (LeRF - MoRF) and the deletion / insertion
+    figure the defaults are chosen by (insertion ratio - deletion ratio): 1 = the same ranking."""
+    rows = [r for r in per_method.values() if "road_combined" in r]
+    return spearman(np.array([r["road_combined"] for r in rows]),
+                    np.array([r["insertion_ratio"] - r["deletion_ratio"] for r in rows]))
 
 
 def time_methods(ckpt: Checkpoint, path: Path, methods: list[str] | None, steps: int, seeds: tuple[int, ...],
@@ -168,6 +187,8 @@ def markdown(results: dict[str, dict], timings: dict[str, dict] | None = None) -
             "random", "ins/rand", f"bar (≤{BAR_DELETION}, ≥{BAR_INSERTION})"]
     sanity = any("spearman_randomised" in r for per in results.values() for r in per.values())
     head += ["ρ vs randomised ↓"] if sanity else []
+    roads = any("road_combined" in r for per in results.values() for r in per.values())
+    head += ["ROAD MoRF ↓", "ROAD LeRF ↑"] if roads else []
     head += ["full explain p50 (s)"] if timings else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, per in results.items():
@@ -176,6 +197,7 @@ def markdown(results: dict[str, dict], timings: dict[str, dict] | None = None) -
                      f"{r['deletion_ratio']:.2f}", _ci(r, "insertion"), f"{r['random_insertion']:.3f}",
                      f"{r['insertion_ratio']:.2f}", "yes" if r["meets_bar"] else "no"]
             cells += [f"{r.get('spearman_randomised', float('nan')):.2f}"] if sanity else []
+            cells += [f"{r.get(k, float('nan')):.3f}" for k in ("road_morf", "road_lerf")] if roads else []
             cells += [f"{timings.get(name, {}).get(method, float('nan')):.2f}"] if timings else []
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -201,6 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="random orders for the bar")
     ap.add_argument("--sanity", action="store_true", help="Spearman rho of each map vs a randomised model's")
     ap.add_argument("--sanity-limit", type=int, help="the sanity check on the first N images only")
+    ap.add_argument("--road", action="store_true", help="also ROAD (Rong et al. 2022): MoRF / LeRF, noisy linear "
+                    "imputation instead of the blur; and its rank agreement with deletion / insertion per model")
     ap.add_argument("--time", type=int, default=0, metavar="RUNS", help="also time a full explain, p50 of RUNS")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the Markdown table")
     args = ap.parse_args(argv)
@@ -211,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
         ckpt = load(ckpt_path)
         log.info("%s: %d images", ckpt_path, len(paths))
         results[ckpt_path.stem] = evaluate_checkpoint(ckpt, paths, args.methods, args.steps, tuple(args.seeds),
-                                                      args.sanity, args.sanity_limit)
+                                                      args.sanity, args.sanity_limit, road_metric=args.road)
         if args.time:
             timings[ckpt_path.stem] = time_methods(ckpt, paths[0], args.methods, args.steps, tuple(args.seeds),
                                                    args.time)
@@ -219,6 +243,9 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("%s\n%s", ckpt_path.stem, markdown({ckpt_path.stem: results[ckpt_path.stem]}, stem_timings))
     out = {"split": args.split, "skipped": args.skip, "images": len(paths), "steps": args.steps, "seeds": args.seeds,
            "results": results, "timings_s": timings}
+    if args.road:
+        out["road_agreement"] = {name: road_agreement(per) for name, per in results.items()}
+        log.info("ROAD vs deletion / insertion, Spearman rho over methods: %s", out["road_agreement"])
     print(json.dumps(out, indent=2) if args.json else markdown(results, timings or None))
     return out
 
