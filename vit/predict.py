@@ -246,7 +246,10 @@ class Predictor:
         if self.gate is None:
             return None
         if self.shared_gate:
-            return backbone.get("torch" if engine.name == "torch" else "auto").images([photo])
+            net = backbone.get("torch" if engine.name == "torch" else "auto")
+            if self.preprocessing.to_dict() == backbone.PREPROCESSING:  # the model's own input will do
+                return net.features(x)
+            return net.images([photo])
         return own if own is not None else engine.forward_features(x)[1]
 
     def _probs(self, p: torch.Tensor) -> dict[str, float]:
