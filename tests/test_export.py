@@ -103,7 +103,8 @@ def test_exports_keep_the_checkpoints_fp16_weights(exported, family):
         assert fp16 >= 0.9 * sum(v.numel() for v in stored.values()) and fp32 <= 0.01 * fp16, (path.name, fp32, fp16)
     inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(paths[0])).graph.initializer}
     name, tensor = next((k, v) for k, v in stored.items() if v.dim() >= 2)
-    assert np.array_equal(inits[f"{name}.fp16"].astype(np.float32), tensor.numpy())
+    # the plain graph is WithFeatures(model) (logits and features), so its names carry the wrapper's `model.`
+    assert np.array_equal(inits[f"model.{name}.fp16"].astype(np.float32), tensor.numpy())
 
 
 def test_cnn_engine_has_no_attention_maps(exported):
