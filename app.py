@@ -53,6 +53,13 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                 overlay = gr.Image(label="Explanation (on the pixels the model saw)", type="filepath", height=336,
                                    interactive=False, elem_id="overlay")
                 faithfulness = gr.Markdown(elem_id="faithfulness")
+        with gr.Row(visible=False, equal_height=True, elem_id="compare-row") as compare_row:
+            compare_outputs = []
+            for i in IDS:
+                with gr.Column():
+                    gr.Markdown(f"### {MODELS.titles[i]}")
+                    compare_outputs += [gr.Label(num_top_classes=3, label="Prediction"), gr.Markdown(),
+                                        gr.Image(type="filepath", interactive=False, height=240, label="Explanation")]
         with gr.Accordion("Explanation controls", open=True):
             with gr.Row():
                 default_methods = serving.methods_of(MODELS, DEFAULT) if DEFAULT else ()
@@ -72,19 +79,12 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
             layers = gr.Image(label="Class-token attention, every layer", type="filepath", interactive=False,
                               elem_id="layers")
             patches = gr.Image(label="How the model cuts the image (patches / map cells)", type="filepath",
-                               interactive=False)
+                               interactive=False, elem_id="patches")
         page_outputs = [label, timing, overlay, faithfulness, curves, layers, patches]
-        example_set = None if not EXAMPLES else gr.Examples(
-            [[str(p), DEFAULT] for p in EXAMPLES], inputs=[image, model], outputs=page_outputs,
-            fn=H.show_example, cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples",
+        example_set = None if not EXAMPLES else gr.Examples(  # thumbnails; the click also selects the default model
+            [[str(p)] for p in EXAMPLES], inputs=[image], outputs=[*page_outputs, model], fn=H.show_default_example,
+            cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples", examples_per_page=len(EXAMPLES),
             label=f"Examples (answered by {MODELS.titles.get(DEFAULT)} with its default method; see examples/README.md)")
-        with gr.Row(visible=False, equal_height=True, elem_id="compare-row") as compare_row:
-            compare_outputs = []
-            for i in IDS:
-                with gr.Column():
-                    gr.Markdown(f"### {MODELS.titles[i]}")
-                    compare_outputs += [gr.Label(num_top_classes=3, label="Prediction"), gr.Markdown(),
-                                        gr.Image(type="filepath", interactive=False, height=240, label="Explanation")]
         last = gr.State()
         settled = gr.State(frozenset())
         timer = gr.Timer(1.0)

@@ -298,3 +298,43 @@ def test_an_example_shows_a_prediction_and_its_second_click_too(page, running_ap
         check_prediction(page.locator("#prediction"), app, app.DEFAULT, app.EXAMPLES[index])
     assert_clean(page, js_errors, "after clicking examples")
     save_shot(page, shots, "example", full_page=True)
+
+
+# JavaScript: (top of box, bottom of box, whether every image inside is drawn whole: not wider than its box,
+# not cropped by object-fit: cover, nor scrolled sideways out of its panel)
+BOX = """sel => { const el = document.querySelector(sel); if (!el) return null;
+    const r = el.getBoundingClientRect();
+    const whole = [...el.querySelectorAll('img')].every(i => { const b = i.getBoundingClientRect();
+        return getComputedStyle(i).objectFit !== 'cover' && b.left >= r.left - 1 && b.right <= r.right + 1; });
+    return {top: r.top + window.scrollY, bottom: r.bottom + window.scrollY, whole: whole}; }"""
+
+
+@pytest.mark.parametrize("width", [1400, 390])
+def test_the_page_reads_top_to_bottom(browser, running_app, food_photo, shots, width):
+    """Photo and model, then the answer and its explanation, then Compare all, all above the examples;
+    every picture whole at a desktop and at a phone width. Saves page-1400.png and page-390.png."""
+    app, url = running_app
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(url)
+        page.locator("#classify-btn").wait_for()
+        upload(page, food_photo)
+        classify(page, app, app.DEFAULT)
+        page.locator("#compare-btn").click()
+        expect(page.locator("#compare-row [data-testid=label-output-value]")).to_have_count(len(FAMILIES))
+        page.locator("#compare-row").scroll_into_view_if_needed()  # its images load lazily, once on screen
+        page.wait_for_function("""n => { const imgs = [...document.querySelectorAll('#compare-row img')];
+            return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }""", arg=len(FAMILIES))
+        page.evaluate("() => window.scrollTo(0, 0)")
+        box = {name: page.evaluate(BOX, sel) for name, sel in [
+            ("photo", "#image-input"), ("answer", "#prediction"), ("overlay", "#overlay"),
+            ("compare", "#compare-row"), ("layers", "#layers"), ("patches", "#patches"), ("examples", "#examples")]}
+        assert box["photo"]["top"] <= box["answer"]["top"] <= box["overlay"]["top"] < box["compare"]["top"], box
+        assert box["compare"]["bottom"] < box["examples"]["top"], box  # no scrolling past the examples
+        assert not [name for name, b in box.items() if b and not b["whole"] and name != "examples"], box  # thumbnails crop
+        assert_no_error(page, f"at {width} px")
+        save_shot(page, shots, f"page-{width}", full_page=True)
+    finally:
+        context.close()

@@ -116,6 +116,10 @@ class Handlers:
         """A clicked example, with the model's default method (cached after its first click)."""
         return self.classify(image, model, None, ui.LAYER_DEFAULT, "mean", OPACITY, ROLLOUT_DISCARD)[:7]
 
+    def show_default_example(self, image):
+        """A clicked example thumbnail: the default model's answer, and that model selected on the page."""
+        return (*self.show_example(image, self.default), self.default)
+
     def redraw(self, state, opacity, head):
         """Redraw the overlay and the layer mosaic at a new opacity (no model run)."""
         if not state:

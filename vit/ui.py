@@ -34,11 +34,16 @@ def classes_text(names: list[str]) -> str:
 
 
 def header_text(models: ModelSet) -> str:
-    """The page's title and what it does, for the models served."""
+    """The page's title and what it does, for the models served: each model's default explanation
+    named from its family in the registry."""
     n = len(models.ids)
+    defaults = sorted({METHOD_TITLES.get(m, m) for i in models.ids if i in models.meta
+                       for m in families.get(models.meta[i]["family"]).methods[:1]})
+    named = " and ".join(defaults) if defaults else "an explanation"
     return ("# 🍕🥩🍣 FoodVision ViT\n"
             f"Classify a food photo as **{classes_text(models.class_names())}** with {n} model{'s' * (n != 1)} and see "
-            "*why*: per-layer, per-head attention for the Vision Transformers, Grad-CAM for the CNN. The ViT trained "
+            f"*why*: each answer comes with a map of the pixels it rests on ({named} by default; attention, rollout "
+            "and relevance for the Vision Transformers) and a score of how faithful that map is. The ViT trained "
             "here from scratch saw only a few hundred photos; no ViT ImageNet weights were used anywhere (see each "
             "model's card).")
 
@@ -152,7 +157,7 @@ def render_overlay(r: "Result", opacity: float = 0.5) -> Image.Image:
     from vit import explain
 
     shown, _ = _display(r.view)
-    return explain.overlay(shown, r.heat, opacity)
+    return explain.colour_bar(explain.overlay(shown, r.heat, opacity))
 
 
 def faithfulness_record(r: "Result") -> dict:
@@ -196,7 +201,7 @@ def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -
     if not r.maps:
         return None
     heats = [explain.cls_attention(m, r.grid, r.prefix, head) for m in r.maps]
-    return explain.layer_mosaic(r.view, heats, opacity)
+    return explain.colour_bar(explain.layer_mosaic(r.view, heats, opacity))
 
 
 def render_patches(r: "Result") -> Image.Image:

@@ -14,10 +14,10 @@ from vit.explain.faithfulness import Faithfulness, RandomCurves, auc, random_cur
 from vit.explain.maps import (METHODS, ForwardBatch, Heat, cam_from, chefer, compute, grad_cam, grad_cam_heat,
                               model_grid, occlusion)
 from vit.explain.perturb import blur
-from vit.explain.render import curves_plot, layer_mosaic, normalise, overlay, patch_grid
+from vit.explain.render import CMAP, colour_bar, curves_plot, layer_mosaic, normalise, overlay, patch_grid
 
-__all__ = ["HEAD_REDUCTIONS", "METHODS", "Faithfulness", "ForwardBatch", "Heat", "RandomCurves", "Trace",
-           "attention_maps", "auc", "blur", "cam_from", "chefer", "cls_attention", "compute", "curves_plot",
+__all__ = ["CMAP", "HEAD_REDUCTIONS", "METHODS", "Faithfulness", "ForwardBatch", "Heat", "RandomCurves", "Trace",
+           "attention_maps", "auc", "blur", "cam_from", "chefer", "cls_attention", "colour_bar", "compute", "curves_plot",
            "grad_cam", "grad_cam_heat", "head_select", "layer_mosaic", "model_grid", "normalise", "num_prefix_tokens",
            "occlusion", "overlay", "patch_grid", "patch_size_px", "random_curves", "rollout", "rollout_map", "score",
            "token_grid", "trace"]

@@ -18,11 +18,33 @@ def normalise(heat: np.ndarray) -> np.ndarray:
     return heat / top if top > 0 else heat
 
 
-def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> Image.Image:
+CMAP = "inferno"  # perceptually uniform, readable in grey and by colour-blind eyes (jet invents edges)
+
+
+def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = CMAP) -> Image.Image:
     """Blend a (rows, cols) heat map, stretched to the image's size, over the image."""
     h = Image.fromarray(np.uint8(normalise(heat) * 255)).resize(image.size, Image.BILINEAR)
     colour = (colormaps[cmap](np.asarray(h) / 255.0)[..., :3] * 255).astype(np.uint8)
     return Image.blend(image.convert("RGB"), Image.fromarray(colour), float(np.clip(alpha, 0.0, 1.0)))
+
+
+def colour_bar(image: Image.Image, cmap: str = CMAP, width: int = 10) -> Image.Image:
+    """The image with the map's colour scale drawn inside its right edge, low to high from bottom to
+    top over its lower 40 %, labelled "more" and "less" (the image keeps its size)."""
+    out = image.convert("RGB").copy()
+    height = max(8, int(out.height * 0.4))
+    x0, y0 = out.width - width - 6, out.height - height - 6
+    ramp = colormaps[cmap](np.linspace(1, 0, height))[:, :3]  # (height, 3): top = high
+    strip = np.repeat((ramp * 255).astype(np.uint8)[:, None, :], width, axis=1)  # (height, width, 3)
+    out.paste(Image.fromarray(strip), (x0, y0))
+    draw = ImageDraw.Draw(out)
+    draw.rectangle([x0 - 1, y0 - 1, x0 + width, y0 + height], outline=(255, 255, 255))
+    for text, y in (("more", y0 - 13), ("less", y0 + height - 11)):
+        box = draw.textbbox((0, 0), text)
+        tx = x0 - (box[2] - box[0]) - 4
+        draw.rectangle([tx - 2, y - 1, tx + box[2] - box[0] + 1, y + box[3] - box[1] + 2], fill=(0, 0, 0))
+        draw.text((tx, y), text, fill=(255, 255, 255))
+    return out
 
 
 def patch_grid(image: Image.Image, patch: int, colour: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
