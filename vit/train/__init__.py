@@ -5,9 +5,11 @@
 
 Every --data-dir's train/ split is pooled (each photo once); --val-fraction of it is held out
 for early stopping and model selection. The test split (--test-dir, default: the first data dir
-with a test/ folder) is evaluated every epoch for the curves and at the end for the metadata,
-never used to choose anything. With --teacher, the student learns from a trained checkpoint's
-predictions too (DeiT, Touvron et al. 2021): through its distillation token when it has one.
+with a test/ folder) is evaluated with the validation split (every epoch, or every --eval-every N
+epochs and always the last) for the curves and at the end for the metadata, never used to choose
+anything. With --teacher, the student learns from a trained checkpoint's predictions too (DeiT,
+Touvron et al. 2021): through its distillation token when it has one; on a CPU the frozen teacher
+runs on ONNX Runtime (--teacher-engine). Each epoch logs its training images/s, the run its total.
 The whole configuration (vit.train.config.TrainConfig) and the command line go into the
 checkpoint's recipe. After every epoch <out>.state.pt holds the training state; --resume goes on
 from it (same weights as an uninterrupted run).

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from vit import checkpoint
 from vit.checkpoint import CheckpointError
@@ -18,6 +18,7 @@ from vit.evaluate import run_eval
 from vit.train import distributed, loop
 from vit.train.config import ConfigError, TrainConfig, build_parser, from_args, validate
 from vit.train.distill import WithTokens, make_imitation, teacher_record
+from vit.train.ort_teacher import pick_engine
 from vit.train.prepare import Prepared, pick_device, prepare
 
 log = logging.getLogger("vit.train")
@@ -53,6 +54,9 @@ def fit(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared) -> t
                                    "lr_scale": 1.0})
         log.info("feature imitation: teacher stage %d (%d channels) -> the %dx%d token grid, weight %g",
                  imitation.stage, imitation.proj.out_features, imitation.grid, imitation.grid, cfg.feature_distill)
+    if prep.teacher is not None and pick_engine(cfg.teacher_engine, device) == "onnxruntime":
+        prep.teacher.use_onnxruntime(imitation.stage if imitation is not None else None, torch.get_num_threads())
+        log.info("teacher on ONNX Runtime (%d threads)", torch.get_num_threads())
     scheduler = loop.make_scheduler(optimizer, cfg, updates_per_epoch)
     ema = None
     if cfg.ema:
@@ -61,7 +65,8 @@ def fit(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared) -> t
     run = loop.Run(cfg, model, optimizer, scheduler, len(prep.class_names), prep.student_norm, device, d,
                    prep.teacher, ema, prep.channels_last, is_pretrained=prep.is_pretrained, imitation=imitation)
     scheduler.step_update(0)
-    eval_loaders = {name: DataLoader(loop.shard(ds, d), batch_size=64, num_workers=min(cfg.workers, 2))
+    eval_loaders = {name: DataLoader(loop.shard(ds, d), batch_size=64,  # cached tensors: nothing for workers to do
+                                     num_workers=0 if isinstance(ds, TensorDataset) else min(cfg.workers, 2))
                     for name, ds in prep.eval_data.items()}
     history: list[dict] = []
     best = {"val_loss": float("inf"), "epoch": -1, "state": None, "source": "model"}
@@ -73,7 +78,7 @@ def fit(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared) -> t
     if cfg.compile and not device.startswith("cuda"):
         log.warning("--compile ignored on %s", device)
         cfg = run.cfg = _replace(cfg, compile=False)
-    frozen = None
+    frozen, clock = None, loop.Throughput()
     for epoch in range(start_epoch, cfg.epochs if not stopped else start_epoch):
         if frozen != (epoch < cfg.freeze_epochs):
             frozen = epoch < cfg.freeze_epochs
@@ -84,7 +89,9 @@ def fit(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared) -> t
         row["lr"] = run.lr
         loop.log_samples(loader, prep, d, epoch + 1)
         models = {"": model} | ({"ema_": ema.module} if ema is not None else {})
-        row |= loop.eval_metrics(run, models, eval_loaders, prep.class_names)
+        evaluated = loop.evaluates(epoch + 1, cfg)
+        if evaluated:
+            row |= loop.eval_metrics(run, models, eval_loaders, prep.class_names)
         history.append(row)
         if d.is_main:
             log.info("epoch %3d/%d  lr %.2e  train loss %.4f acc %.3f  val loss %s acc %s  test acc %s%s  "
@@ -92,17 +99,20 @@ def fit(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared) -> t
                      _fmt(row.get("val_loss")), _fmt(row.get("val_acc")), _fmt(row.get("test_acc")),
                      f"  EMA val loss {_fmt(row.get('ema_val_loss'))}" if ema is not None else "",
                      row["seconds"], row["images_per_s"], "  (frozen backbone)" if frozen else "")
-        for source, m in models.items():  # without a val split: the last epoch's model
+        for source, m in models.items() if evaluated else ():  # without a val split: the last epoch's model
             value = row.get(f"{source}val_loss", -epoch)
             if loop.is_better(value, best):
                 best = {"val_loss": value, "epoch": epoch + 1, "state": loop.snapshot(m), "source": source or "model"}
-        stopped = bool(cfg.patience) and epoch + 1 - best["epoch"] >= cfg.patience
+        stopped = evaluated and bool(cfg.patience) and epoch + 1 - best["epoch"] >= cfg.patience
         if d.is_main:
             loop.save_state(run, cfg.state_path, epoch + 1, best, history, generator, stopped)
+        clock.add(row)
         if stopped:
             log.info("early stop: val loss has not improved for %d epochs (best: epoch %d)", cfg.patience,
                      best["epoch"])
             break
+    if d.is_main and clock.epochs:
+        log.info("%s", clock.summary())
     return best, history
 
 
@@ -124,8 +134,9 @@ def finish(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared, b
                               + f", label smoothing {cfg.label_smoothing} (timm Mixup / SoftTargetCrossEntropy)",
               "pretrained": prep.pretrained or "none", "data_dirs": [str(x) for x in cfg.data_dir],
               "n_train": len(prep.train_set), "n_val": len(prep.val_set), "test_dir": prep.test_source,
-              "selection": ("epoch with the lowest validation loss" + (" (model or EMA)" if cfg.ema else ""))
-                           if prep.val_set else "last epoch",
+              "selection": ("epoch with the lowest validation loss" + (" (model or EMA)" if cfg.ema else "")
+                            + (f" among the evaluated ones (every {cfg.eval_every} and the last)" if cfg.eval_every > 1
+                               else "")) if prep.val_set else "last epoch",
               "selected_epoch": best["epoch"], "selected_weights": best["source"], "epochs_run": len(history),
               "world_size": d.world_size, "global_batch_size": cfg.batch_size * cfg.accum_steps * d.world_size}
     if prep.teacher is not None:
@@ -138,7 +149,8 @@ def finish(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared, b
             "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": device}
     out = checkpoint.save(cfg.out, model, meta, half=not cfg.fp32)
     from vit.report import plot_history
-    plot_history(history, title=f"{Path(cfg.out).stem}: {cfg.model}").savefig(out.with_suffix(".png"), dpi=100)
+    evaluated = [row for row in history if loop.evaluates(row["epoch"], cfg)]  # the epochs with val/test points
+    plot_history(evaluated, title=f"{Path(cfg.out).stem}: {cfg.model}").savefig(out.with_suffix(".png"), dpi=100)
     log.info("wrote %s (%.1f MB) and %s; selected epoch %d (%s); %s", out, out.stat().st_size / 1e6,
              out.with_suffix(".png"), best["epoch"], best["source"],
              "  ".join(f"{name} acc {m['accuracy']:.4f}" for name, m in metrics.items()))

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vit import families
+from vit.train.ort_teacher import ENGINES, onnxruntime_available
 
 DATASETS = ("imagefolder", "food101", "cifar10")
 
@@ -47,8 +48,10 @@ class TrainConfig:
     distill_alpha: float = 0.5  # weight of the teacher term in the loss
     distill_temperature: float = 1.0  # softmax temperature for distill=soft
     teacher_size: int | None = None  # side in px of the crops the teacher sees (None: its own input size)
+    teacher_engine: str = "auto"  # the teacher's forward: auto (onnxruntime on a CPU when installed), torch, onnxruntime
     feature_distill: float = 0.0  # weight of the teacher-feature imitation term (ViT student, CNN teacher; 0: off)
-    patience: int = 0  # stop after this many epochs without a lower val loss (0: never)
+    patience: int = 0  # stop after this many epochs without a lower val loss (0: never; checked when evaluated)
+    eval_every: int = 1  # evaluate (val, test; model and EMA) every this many epochs, and always after the last
     ema: bool = False  # keep an exponential moving average of the weights (timm ModelEmaV3)
     ema_decay: float = 0.9998  # its decay per optimiser step
     amp: str = "off"  # autocast: off, bf16, fp16 (fp16 with a GradScaler)
@@ -94,13 +97,15 @@ def build_parser(doc: str | None = None) -> argparse.ArgumentParser:
                        ("warmup_epochs", float), ("weight_decay", float), ("backbone_lr_scale", float),
                        ("freeze_epochs", int), ("label_smoothing", float), ("mixup", float), ("cutmix", float),
                        ("repeats", int), ("distill_alpha", float), ("distill_temperature", float),
-                       ("teacher_size", int), ("feature_distill", float), ("patience", int), ("ema_decay", float), ("seed", int), ("workers", int)):
+                       ("teacher_size", int), ("feature_distill", float), ("patience", int), ("eval_every", int),
+                       ("ema_decay", float), ("seed", int), ("workers", int)):
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name].default, help=_comment(name))
     p.add_argument("--augment", default="trivial", choices=["trivial", "randaug", "light"], help=_comment("augment"))
     p.add_argument("--teacher", default=None, help=_comment("teacher"))
     p.add_argument("--distill", default="hard", choices=["hard", "soft"], help=_comment("distill"))
+    p.add_argument("--teacher-engine", default="auto", choices=list(ENGINES), help=_comment("teacher_engine"))
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights (timm ModelEmaV3); it is "
-                                                      "evaluated each epoch and saved when better")
+                                                      "evaluated with the model and saved when better")
     p.add_argument("--amp", nargs="?", const="bf16", default="off", choices=["off", "bf16", "fp16"],
                    help="mixed precision autocast (--amp alone: bf16; fp16 adds a GradScaler)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (GPU; ignored on CPU)")
@@ -127,7 +132,7 @@ def from_args(ns: argparse.Namespace) -> TrainConfig:
 
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError for arguments that cannot work, before anything is built or read."""
-    for name in ("epochs", "batch_size", "accum_steps", "repeats"):
+    for name in ("epochs", "batch_size", "accum_steps", "repeats", "eval_every"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     for name in ("freeze_epochs", "patience", "workers", "lr", "min_lr", "warmup_epochs", "weight_decay",
@@ -149,5 +154,7 @@ def validate(cfg: TrainConfig) -> None:
                 raise ConfigError(f"--data-dir {d}: no such folder with a train/ split")
     if cfg.teacher and not Path(cfg.teacher).is_file():
         raise ConfigError(f"--teacher {cfg.teacher}: no such checkpoint file")
+    if cfg.teacher_engine == "onnxruntime" and not onnxruntime_available():
+        raise ConfigError("--teacher-engine onnxruntime: onnxruntime is not installed (pip install onnxruntime)")
     if cfg.resume and not cfg.state_path.is_file():
         raise ConfigError(f"--resume: no training state at {cfg.state_path}")

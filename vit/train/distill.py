@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vit import factory
+from vit.train.ort_teacher import OrtTeacher
 
 
 class Normalize(nn.Module):
@@ -32,18 +33,32 @@ class Teacher:
     normalize: Normalize
     path: str
     meta: dict
+    engine: str = "torch"  # what runs its forward pass: torch, or onnxruntime after `use_onnxruntime`
+    ort: OrtTeacher | None = None
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalize(x).contiguous(memory_format=torch.channels_last)
 
+    def use_onnxruntime(self, stage: int | None, threads: int) -> None:
+        """Run the forward pass on ONNX Runtime from now on: the logits, and the stage-`stage` feature
+        map when `stage` is not None (the only one `logits_and_features` then gives)."""
+        example = self._input(torch.zeros(2, 3, self.normalize.size, self.normalize.size,
+                                          device=self.normalize.mean.device))
+        self.ort, self.engine = OrtTeacher(self.model, example, stage, threads), "onnxruntime"
+
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ort is not None:
+            return self.ort.run(self.normalize(x))[0]
         return self.model(self._input(x))
 
     @torch.no_grad()
     def logits_and_features(self, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits and the stage-`stage` feature map (B, C, h, w), from one pass (timm's
         `forward_intermediates`), on exactly the student's batch."""
+        if self.ort is not None and self.ort.stage == stage:
+            logits, feats = self.ort.run(self.normalize(x))
+            return logits, feats
         final, (feats,) = self.model.forward_intermediates(self._input(x), indices=[stage])
         return self.model.forward_head(final), feats
 
@@ -76,7 +91,8 @@ def teacher_record(teacher: Teacher, kind: str, alpha: float, temperature: float
     return {"teacher": teacher.path, "teacher_family": teacher.meta["family"],
             "teacher_init": teacher.meta.get("init", {}).get("weights"),
             "teacher_test_accuracy": teacher.meta.get("metrics", {}).get("test", {}).get("accuracy"),
-            "kind": kind, "alpha": alpha, "temperature": temperature, "teacher_input_px": teacher.normalize.size}
+            "kind": kind, "alpha": alpha, "temperature": temperature, "teacher_input_px": teacher.normalize.size,
+            "teacher_engine": teacher.engine}
 
 
 def pick_stage(teacher: Teacher, grid: int) -> tuple[int, int]:

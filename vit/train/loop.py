@@ -158,6 +158,25 @@ def train_one_epoch(run: Run, batches) -> dict:
             "images_per_s": seen / seconds if seconds else 0.0}
 
 
+class Throughput:
+    """This sitting's images per second: in the training loop alone (as each epoch's row reports) and
+    overall, wall time from the first epoch's start to the last epoch's state file (evaluation included)."""
+
+    def __init__(self) -> None:
+        self.start, self.epochs, self.images, self.train_seconds = time.perf_counter(), 0, 0, 0.0
+
+    def add(self, row: dict) -> None:
+        self.epochs += 1
+        self.images += round(row["images_per_s"] * row["seconds"])
+        self.train_seconds += row["seconds"]
+
+    def summary(self) -> str:
+        wall = time.perf_counter() - self.start
+        return (f"{self.epochs} epochs, {self.images} images in {wall:.0f} s: {self.images / max(self.train_seconds, 1e-9):.1f} "
+                f"images/s training, {self.images / max(wall, 1e-9):.1f} images/s overall "
+                f"({wall - self.train_seconds:.0f} s outside the training loop: evaluation, state files)")
+
+
 def step(run: Run) -> None:
     """One optimiser update: unscale, clip, step, then the schedule and the EMA follow."""
     run.scaler.unscale_(run.optimizer)
@@ -217,12 +236,19 @@ def log_samples(loader: DataLoader, prep: Prepared, d: Dist, epoch: int) -> None
         loader.sampler.seen = []
 
 
+def evaluates(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether 1-based `epoch` is evaluated: every cfg.eval_every-th, and always the last."""
+    return epoch % cfg.eval_every == 0 or epoch == cfg.epochs
+
+
 def eval_metrics(run: Run, models: dict[str, nn.Module], loaders: dict[str, DataLoader], class_names) -> dict:
     """{"val_loss": ..., "ema_test_acc": ...} over all ranks' shards, for each model and split."""
     row = {}
     for prefix, model in models.items():
         for name, loader in loaders.items():
-            m = reduce_eval(run_eval(model, loader, class_names, run.device), run.dist, run.device)
+            with torch.inference_mode():  # no autograd graph for the forward passes of an evaluation
+                m = run_eval(model, loader, class_names, run.device)
+            m = reduce_eval(m, run.dist, run.device)
             row[f"{prefix}{name}_loss"], row[f"{prefix}{name}_acc"] = m["loss"], m["accuracy"]
     return row
 

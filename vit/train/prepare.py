@@ -11,11 +11,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from vit import checkpoint, families
-from vit.data import (Sample, eval_transform, list_images, make_dataset, named_source, split_train_val,
-                      train_samples, train_transform)
+from vit.data import (ImageDataset, Sample, eval_transform, list_images, make_dataset, named_source,
+                      split_train_val, train_samples, train_transform)
 from vit.evaluate import split_dir
 from vit.train.config import TrainConfig
 from vit.train.distill import Normalize, Teacher, load_teacher
@@ -60,6 +60,21 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
 
 
+EVAL_CACHE_BYTES = 2**30  # in-memory eval splits whose input tensors fit in this are transformed once
+
+
+def transformed_once(data: Dataset) -> Dataset:
+    """An in-memory eval split as the (input, label) tensors its fixed transform gives, computed once:
+    an evaluation then resizes no photo (it did every epoch). Streamed or larger splits stay as they are."""
+    if not isinstance(data, ImageDataset) or len(data) == 0:
+        return data
+    x0, _ = data[0]
+    if x0.numel() * x0.element_size() * len(data) > EVAL_CACHE_BYTES:
+        return data
+    xs, ys = zip(*(data[i] for i in range(len(data))))
+    return TensorDataset(torch.stack(xs), torch.tensor(ys))  # (N, 3, H, W), (N,)
+
+
 def prepare(cfg: TrainConfig, d: Dist, device: str) -> Prepared:
     seed_everything(cfg.seed)
     family = families.get(cfg.model)
@@ -83,7 +98,8 @@ def prepare(cfg: TrainConfig, d: Dist, device: str) -> Prepared:
     cache_side = round(crop / pp["crop_pct"])
     train_data = make_dataset(train_set, train_transform(crop, cfg.augment), cfg.data_cache, cache_side, cfg.repeats)
     eval_tf = eval_transform(pp)
-    eval_data = {name: make_dataset(s, eval_tf, cfg.data_cache) for name, s in (("val", val_set), ("test", test_set)) if s}
+    eval_data = {name: transformed_once(make_dataset(s, eval_tf, cfg.data_cache))
+                 for name, s in (("val", val_set), ("test", test_set)) if s}
     if d.is_main:
         log.info("%s: %s params, init %s, train %d / val %d / test %d images, device %s, %d process(es)",
                  cfg.model, f"{checkpoint.num_params(built.model):,}", built.init["weights"], len(train_set),
