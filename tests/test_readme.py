@@ -1,8 +1,13 @@
+import re
+from pathlib import Path
+
 import pytest
 
-from vit.readme import replace_block
+from vit.readme import BLOCK_FILES, replace_block
 
-README = (__import__("pathlib").Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+DOCS = {p.name: p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
 
 
 def test_replace_block_swaps_only_the_marked_text():
@@ -13,8 +18,11 @@ def test_replace_block_swaps_only_the_marked_text():
 
 
 def test_readme_has_the_generated_blocks_and_one_test_command():
-    for name in ("results", "performance", "limits"):
-        assert f"<!-- {name}:start -->" in README and f"<!-- {name}:end -->" in README
+    """The measured sections live in docs/, each block in the file vit.readme writes it to."""
+    for name in ("models", "results", "performance", "faithfulness"):
+        text = BLOCK_FILES[name].read_text()
+        assert f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text, BLOCK_FILES[name]
+    assert "<!-- limits:start -->" in DOCS["limits.md"] and "<!-- limits:end -->" in DOCS["limits.md"]
     assert README.count("<!-- test-command -->") == 1
     assert "sdk: gradio" in README and "app_file: app.py" in README
 
@@ -26,5 +34,19 @@ def test_readme_pins_the_installed_gradio():
 
 def test_the_faithfulness_table_is_generated_from_the_saved_run():
     from vit.readme import FAITHFULNESS, faithfulness_block
-    block = README.split("<!-- faithfulness:start -->\n")[1].split("\n<!-- faithfulness:end -->")[0]
+    block = DOCS["explanations.md"].split("<!-- faithfulness:start -->\n")[1].split("\n<!-- faithfulness:end -->")[0]
     assert FAITHFULNESS.is_file() and block == faithfulness_block()
+
+
+def test_the_readme_is_short_and_links_every_doc():
+    """A stranger reads it in five minutes: under 250 lines, the measurements one link away, and
+    every image and relative link it or a doc names exists."""
+    assert len(README.splitlines()) <= 250
+    assert all(f"docs/{name}" in README for name in DOCS), [n for n in DOCS if f"docs/{n}" not in README]
+    for base, text in [(ROOT, README), *((ROOT / "docs", t) for t in DOCS.values())]:
+        for target in re.findall(r"\]\(([^)#:]+)\)", text):
+            assert (base / target).exists(), f"{target} (from {base})"
+
+
+def test_the_readme_tells_how_to_run_the_fast_tests():
+    assert 'pytest -m "not slow"' in README

@@ -1,9 +1,11 @@
-"""Regenerate the README's measured sections from the project's own files, never by hand.
+"""Regenerate the measured sections of the README and docs/ from the project's own files, never by hand.
 
-    python -m vit.readme                  # rewrites the Results block of README.md in place
-    python -m vit.readme --performance    # ... and the Performance block (runs vit.bench, minutes)
-    python -m vit.readme --faithfulness   # ... and the explanations table, from checkpoints/faithfulness.json
+    python -m vit.readme                  # rewrites the models table (README.md) and docs/results.md in place
+    python -m vit.readme --performance    # ... and docs/performance.md (runs vit.bench, minutes)
+    python -m vit.readme --faithfulness   # ... and docs/explanations.md's table, from checkpoints/faithfulness.json
     python -m vit.readme --print          # prints instead of rewriting
+
+Each block lies between `<!-- name:start -->` and `<!-- name:end -->` in the file `BLOCK_FILES` names.
 
 The Results block comes from the committed checkpoints' metadata (accuracy, data, recipe) plus a
 latency measured here and now (median of warm batch-size-1 forward passes), naming this machine.
@@ -31,6 +33,9 @@ from vit import families
 from vit.serving import checkpoint_paths
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
+               "faithfulness": DOCS / "explanations.md"}
 
 
 def machine() -> str:
@@ -86,7 +91,7 @@ def results_block(runs: int = 30) -> str:
         per_class = " / ".join(f"{v:.0%}" for v in test["per_class_accuracy"].values())
         classes_rows.append(f"| {title} | {per_class} | {val.get('accuracy', float('nan')):.1%} "
                             f"| {test['loss']:.3f} | `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` |")
-        curves.append(f"![{title} training curves](checkpoints/{family}.png)")
+        curves.append(f"![{title} training curves](../checkpoints/{family}.png)")  # from docs/
     names = " / ".join(load_classes())
     return "\n".join([
         "| model | started from | training data | epochs | test accuracy | parameters | file MB | CPU p50 ms |",
@@ -103,6 +108,13 @@ def results_block(runs: int = 30) -> str:
         "",
         *curves,
     ])
+
+
+def models_block(results: str) -> str:
+    """The README's one table of the models: the first table of the results block, and where the rest is."""
+    table = results.split("\n\n", 1)[0]
+    return (table + "\n\nTest split: `pizza_steak_sushi/test` (75 photos), never used for training or model selection. "
+            "Per-class accuracy, training curves and how the scratch ViT got there: [docs/results.md](docs/results.md).")
 
 
 def load_classes() -> list[str]:
@@ -145,14 +157,15 @@ def faithfulness_block(path: Path = FAITHFULNESS) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vit.readme", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--readme", default=str(ROOT / "README.md"))
+    p.add_argument("--root", default=str(ROOT), help="the folder holding README.md and docs/ (default: this clone)")
     p.add_argument("--runs", type=int, default=30, help="timed forward passes per model")
     p.add_argument("--performance", action="store_true", help="also run the benchmark for the Performance block")
     p.add_argument("--faithfulness", action="store_true", help=f"also the explanations table, from {FAITHFULNESS.name}")
     p.add_argument("--print", action="store_true", help="print the blocks instead of rewriting the README")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    blocks = {"results": results_block(args.runs)}
+    results = results_block(args.runs)
+    blocks = {"models": models_block(results), "results": results}
     if args.performance:
         blocks["performance"] = performance_block(args.runs)
     if args.faithfulness:
@@ -160,12 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.print:
         print("\n\n".join(blocks.values()))
         return 0
-    readme = Path(args.readme)
-    text = readme.read_text()
     for name, block in blocks.items():
-        text = replace_block(text, name, block)
-    readme.write_text(text)
-    print(f"updated the {', '.join(blocks)} block(s) of {readme}")
+        path = Path(args.root) / BLOCK_FILES[name].relative_to(ROOT)
+        path.write_text(replace_block(path.read_text(), name, block))
+        print(f"updated the {name} block of {path}")
     return 0
 
 
