@@ -202,6 +202,7 @@ def two_class_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_any_checkpoint_folder_is_served(two_class_dir, photo):
     port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}

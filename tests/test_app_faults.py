@@ -249,6 +249,7 @@ def broken_app(tmp_path_factory):
         yield url, Client(url, verbose=False)
 
 
+@pytest.mark.slow
 def test_app_starts_with_the_models_that_load(broken_app, photo):
     url, client = broken_app
     radio = next(c for c in httpx.get(url + "config").json()["components"]

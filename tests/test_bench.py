@@ -72,6 +72,7 @@ def run_cli(args, capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(optimisations, "ATOL", 0.0)  # every variant that is not bit-exact gets re-checked
     for family in ("scratch_vit", "timm_vit"):
@@ -131,6 +132,7 @@ def test_missing_checkpoint_is_reported_not_fatal(tmp_path):
     assert "missing" in report.performance_markdown(out)
 
 
+@pytest.mark.slow
 def test_rss_probe_reports_the_child_not_the_parent(tiny_checkpoints):
     """ru_maxrss survives fork + exec: a child that read it would report at least this process's peak."""
     ballast = torch.ones(512 * 2**20 // 4)  # 512 MB, touched, in the parent only

@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw
 
 from conftest import CLASSES, FAMILIES
 
+pytestmark = pytest.mark.slow  # Chromium on the running app
+
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError as e:  # the browser fixture skips (or fails, in CI) with this reason

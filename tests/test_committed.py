@@ -15,6 +15,7 @@ TEST_DIR = SHARED_DATA / "pizza_steak_sushi" / "test"
 COMMITTED = sorted((ROOT / "checkpoints").glob("*.safetensors"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TEST_DIR.is_dir(), reason="needs ../shared/data")
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
 def test_committed_checkpoint_reproduces_its_recorded_test_accuracy(path: Path):
@@ -40,6 +41,7 @@ def test_committed_checkpoints_ship_current_onnx_exports(path: Path):
     assert export.is_current(onnx_path, path), f"{onnx_path} is stale: run python -m vit.export {path}"
 
 
+@pytest.mark.slow
 def test_examples_readme_shows_what_the_committed_checkpoints_predict():
     """examples/README.md tells a visitor what each model answers for each photo; after a retrain
     `python -m vit.examples --check` prints the new answers, and this fails until the table has them."""

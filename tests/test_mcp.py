@@ -16,6 +16,8 @@ mcp = pytest.importorskip("mcp", reason="pip install 'gradio[mcp]'")
 from mcp.client.session import ClientSession  # noqa: E402
 from mcp.client.streamable_http import streamablehttp_client  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app in its own process
+
 
 @pytest.fixture(scope="module")
 def mcp_url(tmp_path_factory, app_checkpoints):

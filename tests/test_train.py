@@ -209,6 +209,7 @@ def test_evaluate_rejects_a_folder_with_other_classes(tmp_path, tiny_checkpoints
     assert "has classes ['cat', 'dog', 'fish'], the checkpoint ['pizza', 'steak', 'sushi']" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_help_lists_the_new_options():
     import re
     out = subprocess.run([sys.executable, "-m", "vit.train", "--help"], capture_output=True, text=True, check=True).stdout
@@ -218,6 +219,7 @@ def test_help_lists_the_new_options():
     assert "torchrun --nnodes" in out  # the multi-node command line
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_on_disjoint_halves(tmp_path, image_folder):
     """torchrun, 2 processes, gloo: each rank trains on its own half; rank 0 writes a normal checkpoint."""
     args = ["--model", "scratch_vit", "--arch", TINY, "--data-dir", str(image_folder), "--epochs", "2",

@@ -23,6 +23,7 @@ def run_train(folder, out, family, *extra):
     ("timm_vit", ["--pretrained", "lite0-imagenet", "--freeze-epochs", "1"]),
     ("effnet", ["--pretrained", "none", "--augment", "light"]),
 ])
+@pytest.mark.slow
 def test_one_epoch_writes_a_complete_checkpoint(tmp_path, image_folder, family, extra):
     out = run_train(image_folder, tmp_path / f"{family}.safetensors", family, *extra)
     assert out.with_suffix(".png").stat().st_size > 0
@@ -82,6 +83,7 @@ def test_schedule_warms_up_then_decays_to_the_floor_with_the_backbone_scale():
     assert {g["weight_decay"] for g in opt.param_groups} == {0.0, cfg.weight_decay}  # biases: none
 
 
+@pytest.mark.slow
 def test_help_works():
     for module in ("vit.train", "vit.evaluate"):
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
