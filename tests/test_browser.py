@@ -35,7 +35,8 @@ TIMEOUT_MS = 90_000  # a request explains and scores its map: seconds on a busy 
 if expect is not None:
     expect.set_options(timeout=TIMEOUT_MS)  # expect's own default is 5 s
 METHOD_TITLES = {"attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
-                 "grad-cam": "Grad-CAM", "occlusion": "Occlusion", "rise": "RISE"}
+                 "grad-cam": "Grad-CAM", "occlusion": "Occlusion", "rise": "RISE",
+                 "lrp": "LRP (conservative relevance)"}
 ERROR_TOAST = "[data-testid=toast-body].error"  # gr.Error: a toast with the message
 ERROR_STATUS = re.compile(r"^\s*Error\s*$")  # any other exception: 'Error' on each output's status tracker
 SHOWN_ERRORS = """() => [...document.querySelectorAll('[data-testid=toast-body].error')]

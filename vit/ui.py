@@ -144,7 +144,7 @@ def _display(view: Image.Image) -> tuple[Image.Image, float]:
 
 METHOD_TITLES = {  # what the method menu says; ids are vit.families' (and the API's)
     "attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
-    "grad-cam": "Grad-CAM", "occlusion": "Occlusion", "rise": "RISE"}
+    "grad-cam": "Grad-CAM", "occlusion": "Occlusion", "rise": "RISE", "lrp": "LRP (conservative relevance)"}
 LAYERED = ("attention", "rollout")  # methods with a layer / head to pick (rollout: heads and discard)
 
 
