@@ -111,9 +111,13 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     opacity.release(H.redraw, [last, opacity, head], [overlay, layers], **private)
     method.input(H.on_method_change, [model, method], [layer, head, discard], queue=False, **private)
     model.change(H.on_model_default_method, [model], [discard], queue=False, **private)
-    for event in (method.input, layer.release, head.input, discard.release, model.input):
+    for event in (method.input, model.input):
         event(H.rerun, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
               api_visibility="private")
+    for event in (layer.release, head.input, discard.release):  # the map from the photo's pass, then its score
+        event(H.redraw_map, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
+              api_visibility="private").then(H.score_view, [image, model, method, layer, head, discard],
+                                             [faithfulness, curves], concurrency_id=MODEL_RUNS, preprocess=False, **private)
     image.upload(H.check_upload, [image], None, preprocess=False, **private)
     image.change(lambda: None, None, last, queue=False, **private)
     control_outputs = [card, layer, head, method, layers]

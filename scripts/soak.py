@@ -128,16 +128,17 @@ class Server:
 
 
 def request(client: Client, kind: str, family: str, image: Path, rng: random.Random):
-    """One request of `kind` (an endpoint name) for `family` on `image`."""
+    """One request of `kind` (an endpoint, "/predict" ...) for `family` on `image`, with one of the methods
+    the server's /methods lists for it."""
     file = handle_file(str(image))
-    if kind == "predict":
-        return client.predict(file, family, api_name="/predict")
-    view = rng.choice(["attention", "rollout", "grad-cam"])
-    if kind == "attention":
-        return client.predict(file, family, view, rng.randint(1, 4), "mean", 0.5, 0.9, api_name="/attention")
-    if kind == "classify":
-        return client.predict(file, family, view, 1, "max", 0.5, 0.9, api_name="/classify")
-    return client.predict(file, 0.9, api_name="/compare")
+    if kind == "/predict":
+        return client.predict(file, family, api_name=kind)
+    view = rng.choice(client.predict(api_name="/methods")[family])
+    if kind == "/attention":
+        return client.predict(file, family, view, rng.randint(1, 4), "mean", 0.5, 0.9, api_name=kind)
+    if kind == "/classify":
+        return client.predict(file, family, view, 1, "max", 0.5, 0.9, api_name=kind)
+    return client.predict(file, 0.9, api_name=kind)
 
 
 def main() -> None:
@@ -165,7 +166,7 @@ def main() -> None:
         print(f"server: python app.py, pid {server.proc.pid}, started in {server.startup_s:.1f} s; "
               f"models: {', '.join(families)}")
         print(f"RSS idle after start         {server.rss():7.0f} MB")
-        for kind in ("predict", "attention", "classify", "compare"):
+        for kind in ("/predict", "/attention", "/classify", "/compare"):
             for family in families:
                 request(client, kind, family, photos[1], rng)
         before, threads, files = server.rss(), server.status("Threads"), server.open_files()
@@ -173,7 +174,7 @@ def main() -> None:
 
         plan = []
         for i in range(args.requests):
-            kind = rng.choices(["predict", "attention", "classify", "compare"], weights=[50, 30, 15, 5])[0]
+            kind = rng.choices(["/predict", "/attention", "/classify", "/compare"], weights=[50, 30, 15, 5])[0]
             image = rng.choice(bad) if rng.random() < 0.1 else rng.choice(photos)
             plan.append((kind, rng.choice(families), image, random.Random(args.seed * 100_003 + i)))
         answered, refused, unexpected, marks = 0, 0, [], []

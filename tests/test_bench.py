@@ -9,6 +9,7 @@ import torch
 from conftest import CLASSES
 from vit import bench, checkpoint, families, report
 from vit.bench import memory, optimisations
+from vit.explain import methods
 from vit.factory import load
 from vit.model import VisionTransformer, preset
 from vit.predict import Predictor, optimise
@@ -113,7 +114,7 @@ def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_pat
             if r["engine"] in ("torch", "onnxruntime", "bare onnxruntime"):  # fp32: the same top-1 as eager
                 assert r["top1_agreement"] == 1.0, r
     for family, rows in out["explanations"].items():  # a full /explain for every method the model lists
-        assert [r["method"] for r in rows] == list(families.get(family).methods), family
+        assert [r["method"] for r in rows] == list(methods.of(families.get(family))), family
         assert [r["default"] for r in rows] == [True] + [False] * (len(rows) - 1)
         assert all(r["runs"] == 1 and 0 < r["p50_s"] <= r["max_s"] for r in rows)
     md = report.performance_markdown(out)

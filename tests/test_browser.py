@@ -17,6 +17,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from conftest import CLASSES, FAMILIES
+from vit.explain.methods import title as method_title  # the menu's titles: the registry's
 
 pytestmark = pytest.mark.slow  # Chromium on the running app
 
@@ -34,9 +35,6 @@ TITLES = {"scratch_vit": "Scratch ViT", "timm_vit": "Hybrid ViT (timm)", "effnet
 TIMEOUT_MS = 90_000  # a request explains and scores its map: seconds on a busy 2-core machine
 if expect is not None:
     expect.set_options(timeout=TIMEOUT_MS)  # expect's own default is 5 s
-METHOD_TITLES = {"attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
-                 "grad-cam": "Grad-CAM", "occlusion": "Occlusion", "rise": "RISE",
-                 "lrp": "LRP (conservative relevance)"}
 ERROR_TOAST = "[data-testid=toast-body].error"  # gr.Error: a toast with the message
 ERROR_STATUS = re.compile(r"^\s*Error\s*$")  # any other exception: 'Error' on each output's status tracker
 SHOWN_ERRORS = """() => [...document.querySelectorAll('[data-testid=toast-body].error')]
@@ -141,7 +139,7 @@ def pick_model(page, app, family: str) -> None:
     expect(card_title.or_(failed).first).to_be_visible()
     assert_no_error(page, f"after picking {TITLES[family]}")
     method = page.locator("#method-dropdown input")
-    expect(method).to_have_value(METHOD_TITLES[app.MODELS.models[family].methods[0]])  # the model's default
+    expect(method).to_have_value(method_title(app.MODELS.models[family].methods[0]))  # the model's default
     settle(page)
 
 
@@ -189,8 +187,8 @@ def assert_clean(page, js_errors: list[str], when: str) -> None:
 
 def pick_method(page, method: str) -> None:
     page.locator("#method-dropdown input").click()
-    page.get_by_role("option", name=METHOD_TITLES[method], exact=True).click()
-    expect(page.locator("#method-dropdown input")).to_have_value(METHOD_TITLES[method])
+    page.get_by_role("option", name=method_title(method), exact=True).click()
+    expect(page.locator("#method-dropdown input")).to_have_value(method_title(method))
 
 
 def change_overlay(page, family: str, before: str) -> str:

@@ -5,6 +5,7 @@ from PIL import Image
 
 from conftest import TINY_ARCH
 from vit import explain, families
+from vit.explain import methods
 from vit import model as vit_model
 from vit.factory import build
 
@@ -114,11 +115,11 @@ def argmax2d(heat: np.ndarray) -> tuple[int, int]:
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="chefer.*grad-cam.*occlusion"):
+    with pytest.raises(ValueError, match="unknown explanation method .gradcam.; choose one of .*chefer.*lrp.*grad-cam"):
         explain.compute(probe_vit(), probe_image(), "gradcam")
 
 
-@pytest.mark.parametrize("method", explain.METHODS)
+@pytest.mark.parametrize("method", methods.ids())
 @pytest.mark.parametrize("cls", [0, 1, 2])
 def test_every_vit_method_finds_the_one_patch_the_class_token_reads(method, cls):
     h = explain.compute(probe_vit(), probe_image(cls, cls), method)
@@ -197,7 +198,7 @@ def no_state_left(model: torch.nn.Module) -> bool:
 
 def test_no_method_leaves_a_gradient_or_a_hook_even_from_inference_mode():
     for model, x in tiny_models():
-        family_methods = explain.METHODS if hasattr(model, "patch_embed") else families.ANY_MODEL_METHODS
+        family_methods = methods.ids() if hasattr(model, "patch_embed") else methods.of(families.get("effnet"))
         for method in family_methods:
             explain.compute(model, x, method)
             with torch.inference_mode():
@@ -208,7 +209,7 @@ def test_no_method_leaves_a_gradient_or_a_hook_even_from_inference_mode():
 
 def test_concurrent_requests_get_the_same_maps_as_sequential_ones():
     model = probe_vit()
-    jobs = [(method, probe_image(seed, seed % 3)) for method in explain.METHODS for seed in range(4)]
+    jobs = [(method, probe_image(seed, seed % 3)) for method in methods.ids() for seed in range(4)]
     expected = [explain.compute(model, x, method).heat for method, x in jobs]
     with ThreadPoolExecutor(max_workers=4) as pool:  # the same method on four images at once
         got = list(pool.map(lambda job: explain.compute(model, job[1], job[0]).heat, jobs * 2))
@@ -285,6 +286,8 @@ def test_gradient_methods_on_an_int8_model_say_what_to_do():
     assert explain.compute(q, x, "occlusion").heat.shape == (4, 4)  # forward-only methods still work
 
 
-def test_every_method_a_family_lists_is_a_method_compute_knows():
-    assert set(families.ALL_METHODS) == set(explain.METHODS)
-    assert all(set(families.get(n).methods) <= set(explain.METHODS) for n in families.names())
+def test_every_family_offers_registered_methods_its_default_first():
+    for n in families.names():
+        offered = methods.of(families.get(n))
+        assert set(offered) <= set(methods.ids()) and offered[0] == families.get(n).default_method, n
+    assert methods.of(families.get("effnet")) == ("rise", "occlusion", "grad-cam")  # no attention: no token methods

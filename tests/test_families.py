@@ -10,6 +10,7 @@ import torch
 
 from conftest import CLASSES, make_image
 from vit import checkpoint, families, ui
+from vit.explain import methods
 from vit.factory import preprocessing
 from vit.predict import Predictor
 from vit.factory import build
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def resnet_family():
     spec = families.register(families.Family(
         name="toy_resnet", title="Toy ResNet", build=build_timm_cnn,
-        default_arch={"model_name": "resnet10t"}, attention=False, methods=("grad-cam", "occlusion"),
+        default_arch={"model_name": "resnet10t"}, attention=False, default_method="grad-cam",
         channels_last=True, head="fc"))
     yield spec
     families.unregister("toy_resnet")
@@ -37,13 +38,13 @@ def test_a_fourth_family_needs_only_the_registry(tmp_path, resnet_family):
             "preprocessing": pp}
     path = checkpoint.save(tmp_path / "toy.safetensors", built.model, meta)
     p = Predictor.from_checkpoint(path)
-    assert p.id == "toy" and p.methods == ("grad-cam", "occlusion")
+    assert p.id == "toy" and p.methods == ("grad-cam", "occlusion", "rise")  # what a CNN can give, its default first
     r = p.classify(make_image(1, (120, 100)))
     assert set(r.probs) == set(CLASSES) and abs(sum(r.probs.values()) - 1) < 1e-5
     e = p.explain(make_image(1, (120, 100)))
     assert e.method == "grad-cam" and e.heat.ndim == 2 and e.heat.shape == e.grid
     assert e.probs == pytest.approx(r.probs, abs=1e-5)
-    with pytest.raises(ValueError, match="choose one of \\['grad-cam', 'occlusion'\\]"):
+    with pytest.raises(ValueError, match="choose one of \\['grad-cam', 'occlusion', 'rise'\\]"):
         p.explain(make_image(1), "attention")
     card = ui.model_card(checkpoint.read_meta(path), resnet_family.title, path)
     assert card.startswith("**Toy ResNet**") and "resnet10t" in card
@@ -55,10 +56,11 @@ def test_unknown_family_lists_the_registered_ones():
 
 
 def test_a_cnn_cannot_claim_attention_methods():
-    with pytest.raises(ValueError, match="attention methods need attention maps"):
-        families.register(families.Family(name="bad", title="Bad", build=build_timm_cnn, default_arch={},
-                                          attention=False, methods=("rollout",)))
-    assert "bad" not in families.names()
+    bad = families.Family(name="bad", title="Bad", build=build_timm_cnn, default_arch={}, attention=False,
+                          default_method="rollout")
+    with pytest.raises(ValueError, match="default method 'rollout' does not apply .*attention maps"):
+        methods.of(bad)
+    assert "rollout" not in methods.of(families.get("effnet")) and "rollout" in methods.of(families.get("timm_vit"))
 
 
 def test_pretrained_parameters_come_from_the_spec():
@@ -97,4 +99,35 @@ def test_no_module_outside_the_registry_compares_with_a_family_name():
     files = [ROOT / "app.py", *sorted((ROOT / "vit").rglob("*.py")), *sorted((ROOT / "scripts").rglob("*.py"))]
     found = [hit for f in files if f != ROOT / "vit" / "families.py"
              for hit in _family_name_literals(f.read_text(), str(f.relative_to(ROOT)))]
+    assert not found, found
+
+
+def _method_id_literals(source: str, name: str = "<source>", allowed_keyword: str | None = None) -> list[str]:
+    """Every string literal that is an explanation method id (as `_family_name_literals`), except the names
+    listed in an `__all__` (functions such as `chefer`) and, with `allowed_keyword`, that keyword's values."""
+    ids, tree = set(methods.ids()), ast.parse(source)
+    skip = {id(c) for node in ast.walk(tree) if isinstance(node, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets) for c in ast.walk(node.value)}
+    skip |= {id(node.value) for node in ast.walk(tree)  # an endpoint's name ("/attention") is not a method
+             if isinstance(node, ast.keyword) and node.arg in (allowed_keyword, "api_name")}
+    return [f"{name}:{node.lineno}: {node.value!r}" for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and node.value in ids and id(node) not in skip]
+
+
+def test_the_method_guard_sees_literals_but_not_export_lists_or_a_familys_default():
+    source = """
+__all__ = ["chefer", "occlusion"]
+if method == "rollout": pass
+Family(name="x", default_method="rise")
+"""
+    assert [int(h.split(":")[1]) for h in _method_id_literals(source)] == [3, 4]
+    assert [int(h.split(":")[1]) for h in _method_id_literals(source, allowed_keyword="default_method")] == [3]
+
+
+def test_method_ids_are_written_in_the_method_registry_alone():
+    """The app, the package and the scripts ask vit.explain.methods; a family names its default only."""
+    files = [ROOT / "app.py", *sorted((ROOT / "vit").rglob("*.py")), *sorted((ROOT / "scripts").rglob("*.py"))]
+    registry = ROOT / "vit" / "explain" / "methods.py"
+    found = [hit for f in files if f != registry for hit in _method_id_literals(
+        f.read_text(), str(f.relative_to(ROOT)), "default_method" if f.name == "families.py" else None)]
     assert not found, found

@@ -8,6 +8,7 @@ import torch
 from conftest import TINY_ARCH
 from vit import explain, families
 from vit import model as vit_model
+from vit.explain import methods
 from vit.explain.lrp import token_relevance
 from vit.factory import build
 
@@ -88,8 +89,8 @@ def test_lrp_map_is_the_token_grid_and_finite(make, size, grid):
 
 
 def test_lrp_is_offered_for_both_vits_and_not_the_cnn():
-    assert "lrp" in families.get("scratch_vit").methods and "lrp" in families.get("timm_vit").methods
-    assert "lrp" not in families.get("effnet").methods
+    offered = {n: methods.of(families.get(n)) for n in families.names()}
+    assert "lrp" in offered["scratch_vit"] and "lrp" in offered["timm_vit"] and "lrp" not in offered["effnet"]
     cnn = build("effnet", TINY_ARCH["effnet"], num_classes=3).model.eval()
     with pytest.raises(TypeError, match="no attention blocks"):
         explain.compute(cnn, torch.randn(1, 3, 64, 64), "lrp")

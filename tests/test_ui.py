@@ -92,11 +92,12 @@ def test_faithfulness_is_shown_and_recorded(models):
                      deletion_curve=[1.0, 0.0], insertion_curve=[0.0, 1.0], steps=1, baseline="blur",
                      random_seeds=(7, 8))
     r = SimpleNamespace(faithfulness=f, method="grad-cam", top="pizza", probs={"pizza": 0.9, "sushi": 0.1},
-                        latency_ms=1.234, explain_ms=5.0, grid=(7, 7))
+                        latency_ms=1.234, explain_ms=5.0, map_ms=2.0, score_ms=3.0, grid=(7, 7))
     assert ui.explain_record("effnet", r) == {
         "model": "effnet", "method": "grad-cam", "label": "pizza", "probs": {"pizza": 0.9, "sushi": 0.1},
         "deletion_auc": 0.111, "insertion_auc": 0.822, "random_deletion_auc": 0.333, "random_insertion_auc": 0.444,
-        "steps": 1, "random_seeds": [7, 8], "latency_ms": 1.23, "explain_ms": 5.0, "grid": [7, 7]}
+        "steps": 1, "random_seeds": [7, 8], "latency_ms": 1.23, "explain_ms": 5.0,
+        "map_ms": 2.0, "score_ms": 3.0, "grid": [7, 7]}
     text = ui.faithfulness_text(r)
     assert "deletion AUC **0.111** vs 0.333 at random (lower is better)" in text
     assert "insertion AUC **0.822** vs 0.444 at random (higher is better)" in text

@@ -26,7 +26,8 @@ from vit import families, runtime
 from vit.checkpoint import Checkpoint
 from vit.factory import load
 from vit.preprocess import split_eval_transform
-from vit.explain import METHODS, compute, random_curves, score
+from vit.explain import compute, random_curves, score
+from vit.explain import methods as registry
 from vit.explain.road import road
 
 log = logging.getLogger("vit.faithfulness")
@@ -100,7 +101,7 @@ def evaluate_checkpoint(ckpt: Checkpoint, paths: list[Path], methods: list[str] 
     The perturbed copies run on the app's engine (ONNX Runtime when it is there: the same logits to ~1e-6,
     faster); maps and the randomised model on PyTorch."""
     family = families.get(ckpt.family)
-    chosen = [m for m in family.methods if methods is None or m in methods]
+    chosen = [m for m in registry.of(family) if methods is None or m in methods]
     model = ckpt.model.eval()
     view, to_tensor = split_eval_transform(ckpt.meta["preprocessing"])
     forward = runtime.make_engine(ckpt).forward
@@ -165,7 +166,7 @@ def time_methods(ckpt: Checkpoint, path: Path, methods: list[str] | None, steps:
     view, to_tensor = split_eval_transform(ckpt.meta["preprocessing"])
     x = to_tensor(view(Image.open(path).convert("RGB"))).unsqueeze(0)
     forward, out = runtime.make_engine(ckpt).forward, {}
-    for method in (m for m in family.methods if methods is None or m in methods):
+    for method in (m for m in registry.of(family) if methods is None or m in methods):
         times = []
         for _ in range(runs + 1):  # the first run warms up
             start = time.perf_counter()
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data-dir", type=Path, required=True, help="ImageFolder root with split folders")
     ap.add_argument("--split", default="test")
     ap.add_argument("--checkpoints", nargs="+", default=["checkpoints"], help="folders or .safetensors files")
-    ap.add_argument("--methods", nargs="+", choices=METHODS, help="default: every method each family lists")
+    ap.add_argument("--methods", nargs="+", choices=registry.ids(), help="default: every method each family lists")
     ap.add_argument("--limit", type=int, help="first N images (balanced across classes)")
     ap.add_argument("--skip", type=int, default=0,
                     help="leave out the first N images (e.g. those a method was chosen on: a held-out check)")

@@ -5,8 +5,10 @@ family's name (as timm's `_registry.py` / `pretrained_cfg`). A new family, say a
 CNN, is one `register(Family(...))` call:
 
     register(Family(name="resnet", title="ResNet-18", build=timm_builder("resnet18"),
-                    default_arch={"model_name": "resnet18"}, attention=False,
-                    methods=("grad-cam", "occlusion")))
+                    default_arch={"model_name": "resnet18"}, attention=False))
+
+Which explanation methods a family's models offer follows from its capabilities (`attention`,
+`gradients`) in vit.explain.methods; a family names only its default method.
 """
 from __future__ import annotations
 
@@ -18,11 +20,6 @@ if TYPE_CHECKING:  # the builders import timm (seconds): only when a model is bu
 
     from vit.zoo import Built
 
-# Explanation methods, in the order the UI offers them; ids are the API's.
-ATTENTION_METHODS = ("attention", "rollout", "chefer", "lrp")  # lrp: relevance through the blocks
-ANY_MODEL_METHODS = ("grad-cam", "occlusion", "rise")  # gradients or forward passes: every family
-ALL_METHODS = ATTENTION_METHODS + ANY_MODEL_METHODS
-
 Builder = Callable[[dict, int, "str | None"], "Built"]  # (arch with num_classes, num_classes, pretrained) -> Built
 
 
@@ -33,8 +30,9 @@ class Family:
     build: Builder  # see `Builder`
     default_arch: dict  # a new model's architecture unless told otherwise
     default_pretrained: str | None = None  # None: random initialisation
-    attention: bool = True  # a ViT: per-layer (B, heads, N, N) attention maps on request
-    methods: tuple[str, ...] = ALL_METHODS  # explanation methods, the default first
+    attention: bool = True  # a ViT: per-layer (B, heads, N, N) attention maps and a token grid on request
+    gradients: bool = True  # a float PyTorch model: methods with a backward pass apply
+    default_method: str | None = None  # explanation shown first (rule: docs/explanations.md); None: the first that applies
     channels_last: bool = False  # NHWC pays on CPU (convolutions)
     int8: bool = False  # dynamic int8 of nn.Linear pays on CPU (transformer matmuls)
     head: str = "head"  # parameter-name prefix of the classifier (new when fine-tuning)
@@ -65,12 +63,7 @@ _REGISTRY: dict[str, Family] = {}
 
 
 def register(family: Family) -> Family:
-    """Add (or replace) a family; returns it."""
-    unknown = set(family.methods) - set(ALL_METHODS)
-    if unknown or not family.methods:
-        raise ValueError(f"{family.name}: unknown explanation methods {sorted(unknown)}; choose from {ALL_METHODS}")
-    if not family.attention and set(family.methods) & set(ATTENTION_METHODS):
-        raise ValueError(f"{family.name}: attention methods need attention maps")
+    """Add (or replace) a family; returns it (vit.explain.methods.of(family) checks its default method)."""
     _REGISTRY[family.name] = family
     return family
 
@@ -110,7 +103,7 @@ register(Family(
     name="scratch_vit", title="Scratch ViT", build=_builder("build_scratch_vit"),
     default_arch={"preset": "vit_foodvision_p8_96"}, attention=True,
     # RISE first: the best of this model's maps on the test photos, and within the speed bar (README)
-    methods=("rise", "occlusion", "chefer", "lrp", "attention", "rollout", "grad-cam"), int8=True,
+    default_method="rise", int8=True,
     preprocessing=_scratch_preprocessing,
     description="our Vision Transformer (Dosovitskiy et al. 2021, Eq. 1-4), trained from random weights"))
 register(Family(
@@ -120,13 +113,13 @@ register(Family(
     default_pretrained="lite0-imagenet", attention=True,
     # lrp first: the best pair of ratios on the 30 selection photos (0.63 / 1.26; chefer 0.82 / 1.24, RISE 0.71 / 1.20,
     # over the speed bar here) and on the 45 held out (0.70 / 1.24), in one forward + backward pass (README)
-    methods=("lrp", "chefer", "attention", "rollout", "grad-cam", "occlusion", "rise"), channels_last=True, int8=True,
+    default_method="lrp", channels_last=True, int8=True,
     pretrained_prefix="patch_embed.backbone.",
     description="timm's VisionTransformer over the ImageNet EfficientNet-Lite0 stem (Sec. 3.1, hybrid)"))
 register(Family(
     name="effnet", title="EfficientNet-Lite0", build=_builder("build_timm_cnn"),
     default_arch={"model_name": "tf_efficientnet_lite0", "drop_rate": 0.2, "drop_path_rate": 0.1},
     # RISE first: the only map of the CNN that beats random orders by the README's margin ("which to trust")
-    default_pretrained="lite0-imagenet", attention=False, methods=("rise", "occlusion", "grad-cam"),
+    default_pretrained="lite0-imagenet", attention=False, default_method="rise",
     channels_last=True, head="classifier",
     description="a CNN baseline, fine-tuned from ImageNet"))

@@ -14,6 +14,7 @@ from typing import Callable
 import gradio as gr
 
 from vit import ui
+from vit.explain import methods as registry
 from vit.gradio_io import ImageFile, file_data, image_name, image_source, label_value, result_file
 from vit.images import MIN_SIDE, ImageError, describe_error, open_image
 from vit.serving import ModelError, ModelSet, geometry, methods_of
@@ -94,7 +95,7 @@ class Handlers:
 
     # ------------------------------------------------------------ the page's events
 
-    def classify(self, image, model, method, layer, head, opacity, discard):
+    def classify(self, image, model, method, layer, head, opacity, discard, score: bool = True):
         """Classify a food photo with one model and explain the prediction: what the page shows.
 
         Args:
@@ -109,7 +110,7 @@ class Handlers:
             Class probabilities, timing text, the overlay, the faithfulness text, the deletion / insertion
             curves, every layer's attention (models with attention) and the patch grid.
         """
-        p, r = self.explain_request(model, image, method, layer, head, discard)
+        p, r = self.explain_request(model, image, method, layer, head, discard, score)
         return (r.probs, ui.latency_text(p, r), *self.page(p, r, opacity, head), (model, r))
 
     def show_example(self, image, model):
@@ -136,6 +137,21 @@ class Handlers:
         if method not in methods_of(self.models, model):  # the menu still shows the last model's method
             method = None
         return self.classify(image, model, method, layer, head, opacity, discard)
+
+    def redraw_map(self, image, model, method, layer, head, opacity, discard):
+        """After a new layer, head or discard ratio: the map from the photo's pass already made (no model
+        run; Predictor.explain keeps it), unscored; `score_view` scores it next."""
+        if image is None or method not in methods_of(self.models, model):
+            return self.rerun(image, model, method, layer, head, opacity, discard)
+        return self.classify(image, model, method, layer, head, opacity, discard, score=False)
+
+    def score_view(self, image, model, method, layer, head, discard):
+        """The faithfulness text and curves of the map shown (computed once per photo, model, method and
+        parameters; a view seen before is not scored again)."""
+        if image is None or method not in methods_of(self.models, model):
+            return gr.skip(), gr.skip()
+        p, r = self.explain_request(model, image, method, layer, head, discard)
+        return ui.faithfulness_text(r), result_file(ui.curves_image(r))
 
     def compare(self, image, method, discard):
         """Every model on the same image with the same explanation method (a model without it: its default),
@@ -185,21 +201,21 @@ class Handlers:
     @staticmethod
     def controls(method, layers: int, heads: int):
         """Layer slider and head menu: shown for the methods that use them, hidden (not greyed) otherwise."""
-        layered = method in ui.LAYERED
-        layer = (gr.update(minimum=1, maximum=layers, value=layers, visible=layered and method == "attention")
+        uses_layer = registry.uses(method, registry.LAYER)
+        layer = (gr.update(minimum=1, maximum=layers, value=layers, visible=uses_layer)
                  if layers > 1 else gr.update(value=1, visible=False))  # a Slider needs minimum < maximum
-        return layer, gr.update(choices=ui.head_choices(heads), value="mean", visible=layered and heads > 0)
+        return layer, gr.update(choices=ui.head_choices(heads), value="mean",
+                                visible=registry.uses(method, registry.HEAD) and heads > 0)
 
     def on_method_change(self, model, method):
-        """Fit the controls to the method: layer for one layer's attention, head for attention and rollout,
-        the discard ratio for rollout alone."""
+        """Fit the controls to the method: those its registry entry uses (layer, head, discard) shown."""
         layer, head = self.controls(method, *geometry(self.models, model))
         return gr.update(visible=layer.get("visible", False)), gr.update(visible=head["visible"]), \
-            gr.update(visible=method == "rollout")
+            gr.update(visible=registry.uses(method, registry.DISCARD))
 
     def on_model_default_method(self, model):
-        """The discard slider for the model's default method (rollout alone uses it)."""
-        return gr.update(visible=(methods_of(self.models, model) or (None,))[0] == "rollout")
+        """The discard slider for the model's default method (shown if that method uses it)."""
+        return gr.update(visible=registry.uses((methods_of(self.models, model) or ("",))[0], registry.DISCARD))
 
     def status_text(self) -> str:
         """The header's line about models still loading or unavailable (re-read on every page load)."""
@@ -249,7 +265,7 @@ def api(h: Handlers) -> list[Callable]:
         p, r = h.explain_request(model, image, method or None)
         return file_data(result_file(ui.render_overlay(r, OPACITY))), ui.explain_record(model, r)
 
-    def attention(image: ImageFile, model: str = default, view: str = "attention", layer: int = 1, head: str = "mean",
+    def attention(image: ImageFile, model: str = default, view: str = registry.first_using(registry.LAYER), layer: int = 1, head: str = "mean",
                   opacity: float = 0.5, discard: float = 0.9) -> tuple[ImageFile | None, ImageFile | None]:
         """Attention maps: one layer's class-token attention or the rollout over all layers, and every layer.
 

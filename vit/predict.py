@@ -28,7 +28,9 @@ from PIL import Image
 from torch import nn
 
 from vit import engines, explain, families, runtime
+from vit.cache import LRU, content_key
 from vit.checkpoint import Checkpoint
+from vit.explain import methods as registry
 from vit.trust import Gate, GateError, Trust, backbone, load_gate, no_gate
 from vit.trust.gate import OWN
 from vit.factory import load
@@ -59,6 +61,10 @@ def time_forward(model: torch.nn.Module | None, x: torch.Tensor, runs: int = 30,
 # (2 + 2 (K - 1) (1 + seeds) forward passes: 56 here, 122 there); vit.bench times it. K = 12 (68 passes) took
 # the hybrid ViT's chefer to 1.85-2.01 s: too close to the bar on a machine whose speed drifts by 15 %.
 SCORE_STEPS, SCORE_SEEDS = 10, (0, 1)
+
+# Per Predictor, keyed by the decoded photo's content hash (vit.cache): forward passes (logits, attention maps,
+# gate features; ~1 MB a ViT image), and maps, scores and random bars (a few kB each) per (photo, method, params).
+PASS_CACHE, MAP_CACHE = 8, 256
 
 # CPU speed-ups a Predictor can apply; vit.bench measures each against the plain model.
 OPTIMISATIONS = ("none", "channels_last", "int8", "compile")
@@ -105,9 +111,13 @@ class Result:
     heat: np.ndarray | None = None  # (rows, cols) map of `method` for the top class
     faithfulness: object | None = None  # vit.explain's deletion / insertion scores of `heat`
     explain_ms: float = 0.0  # the map and its score, after the timed pass
+    map_ms: float = 0.0  # the map alone (0 when it came from the cache)
+    score_ms: float = 0.0  # its deletion / insertion score (0 when cached or not scored)
+    reused: bool = False  # the timed pass was this photo's earlier one (latency_ms is that pass's)
     raw_probs: dict[str, float] = field(default_factory=dict)  # softmax(logits), before temperature scaling
     trust: Trust | None = None  # the gate's verdict, the prediction set, the temperature (vit.trust)
     trust_ms: float = 0.0  # the gate's features (the shared backbone's pass) and verdict, after the timed pass
+    gate_features: torch.Tensor | None = None  # (1, D) shared-backbone features: Compare all reuses them
 
     @property
     def top(self) -> str:
@@ -139,6 +149,7 @@ class Predictor:
         self._model_lock = threading.Lock()
         self._engine_ready = threading.Event()
         self.gate, self.gate_note = _gate(ckpt)
+        self._passes, self._maps, self._scores = LRU(PASS_CACHE), LRU(MAP_CACHE), LRU(MAP_CACHE)
         kind = engines.resolve_kind(engine)
         if self.shared_gate:  # open (or export) the shared backbone now, not in the first request
             threading.Thread(target=backbone.get, args=("torch" if kind == "torch" else "auto",), daemon=True,
@@ -206,8 +217,8 @@ class Predictor:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """Explanation methods this model supports, its default first."""
-        return self.spec.methods
+        """Explanation methods this model supports, its default first (vit.explain.methods)."""
+        return registry.of(self.spec)
 
     @property
     def num_layers(self) -> int:
@@ -284,7 +295,7 @@ class Predictor:
                       trust_ms=trust_ms)  # no map: no grid
 
     def explain(self, image, method: str | None = None, *, layer: int = -1, head: int | str = "mean",
-                discard: float = 0.9, score: bool = False) -> Result:
+                discard: float = 0.9, score: bool = False, gate_features: torch.Tensor | None = None) -> Result:
         """Probabilities plus the map of `method` (default: the model's own) for the top class.
 
         One timed pass gives the probabilities: for a ViT the forward that also returns every layer's
@@ -293,44 +304,80 @@ class Predictor:
         gates), or for a ViT gated on its own features one more plain pass (the attention graph has no
         `features` output). Gradient
         methods then run their own forward + backward on PyTorch; occlusion and the faithfulness score
-        (`score=True`) run batched forwards on the engine."""
+        (`score=True`) run batched forwards on the engine. `gate_features`: another model's
+        `Result.gate_features` for the same photo, reused when this model's gate reads the shared backbone
+        too (Compare all: one backbone pass per photo, not one per model).
+
+        Nothing is run twice for one photo (keyed by its content hash, vit.cache; bounded LRUs beside the
+        model, never on it): the timed pass is reused by every later method, layer, head and discard; a map
+        and its score are kept per (photo, method, the parameters it uses), so going back to a view costs
+        no model run, and the score's random bar is shared by every method of the photo."""
         method = method or self.methods[0]
         if method not in self.methods:
             raise ValueError(f"unknown method {method!r} for {self.id}; choose one of {list(self.methods)}")
         photo, view, x = self._prepare(image)
-        engine = self.engine  # one engine for the whole request, even if it is upgraded meanwhile
-        start = time.perf_counter()
-        own = None
-        if self.spec.attention:
-            logits, maps = engine.forward_attention(x)
-            maps, timed = [m[0] for m in maps], "forward pass with attention maps"
-        else:
-            (logits, own), maps, timed = self._pass(engine, x), [], "forward pass"
-        latency = (time.perf_counter() - start) * 1e3
-        start = time.perf_counter()
-        probs, raw, trust = self.assess(logits, self._gate_features(engine, x, photo, own))
-        trust_ms = (time.perf_counter() - start) * 1e3
-        result = Result(probs, latency, view, self.grid or (1, 1), self.prefix, timed, engine.name, maps, method,
-                        raw_probs=raw, trust=trust, trust_ms=trust_ms)
-        start = time.perf_counter()
+        key, engine = content_key(photo), self.engine  # one engine for the whole request, even if upgraded meanwhile
+        result, logits = self._answer(key, engine, photo, view, x, gate_features)
+        result.method = method
         target = self.class_names.index(result.top)
-        result.heat = self._heat(engine, x, method, maps, target, layer, head, discard)
-        result.grid = result.heat.shape
+        m = registry.get(method)
+        params = (key, engine.name, method, target, *(v for c, v in zip(registry.CONTROLS, (layer, head, discard))
+                                                      if c in m.controls))
+        start = time.perf_counter()
+        heat = self._maps.get(params)
+        if heat is None:
+            heat = self._maps.put(params, registry.compute(
+                self.ckpt.model, x, method, target=target, layer=layer, head=head, discard=discard,
+                forward_batch=engine.forward_batches, maps=result.maps or None, logits=logits).heat)
+        result.heat, result.grid = heat, heat.shape
+        result.map_ms = (time.perf_counter() - start) * 1e3
         if score:
-            result.faithfulness = explain.score(engine.forward_batches, x, result.heat, target,
-                                                steps=SCORE_STEPS, seeds=SCORE_SEEDS)
-        result.explain_ms = (time.perf_counter() - start) * 1e3
+            start = time.perf_counter()
+            result.faithfulness = self._score(params, engine, x, heat, target)
+            result.score_ms = (time.perf_counter() - start) * 1e3
+        result.explain_ms = result.map_ms + result.score_ms
         return result
 
-    def _heat(self, engine: engines.Engine, x: torch.Tensor, method: str, maps: list[torch.Tensor], target: int,
-              layer: int, head: int | str, discard: float) -> np.ndarray:
-        """The map: attention and rollout from the timed pass's maps; gradient methods on the fp32
-        PyTorch model (whatever engine serves the forward passes); occlusion batched on the engine."""
-        if method == "attention":
-            return explain.cls_attention(maps[layer], self.grid, self.prefix, head)
-        if method == "rollout":
-            return explain.rollout_map(maps, self.grid, self.prefix, discard, head)
-        return explain.compute(self.ckpt.model, x, method, target=target, forward_batch=engine.forward_batches).heat
+    def _answer(self, key: str, engine: engines.Engine, photo: Image.Image, view: Image.Image, x: torch.Tensor,
+                gate_features: torch.Tensor | None) -> tuple[Result, torch.Tensor]:
+        """Probabilities and verdict from the timed pass (for a ViT with every layer's attention), made once
+        per photo and engine: a new method, layer, head or discard on the same photo reuses it."""
+        cached = self._passes.get((key, engine.name))
+        reused = cached is not None
+        if not reused:
+            start = time.perf_counter()
+            own = None
+            if self.spec.attention:
+                logits, maps = engine.forward_attention(x)
+                maps, timed = [m[0] for m in maps], "forward pass with attention maps"
+            else:
+                (logits, own), maps, timed = self._pass(engine, x), [], "forward pass"
+            latency, start = (time.perf_counter() - start) * 1e3, time.perf_counter()
+            reuse = gate_features is not None and self.shared_gate
+            feats = gate_features if reuse else self._gate_features(engine, x, photo, own)
+            cached = self._passes.put((key, engine.name), (logits, maps, feats, latency, timed,
+                                                           (time.perf_counter() - start) * 1e3))
+        logits, maps, feats, latency, timed, feats_ms = cached
+        start = time.perf_counter()
+        probs, raw, trust = self.assess(logits, feats)  # the verdict itself is cheap: asked every time
+        trust_ms = (time.perf_counter() - start) * 1e3 + (0.0 if reused else feats_ms)
+        return Result(probs, latency, view, self.grid or (1, 1), self.prefix, timed, engine.name, list(maps),
+                      raw_probs=dict(raw), trust=trust, trust_ms=trust_ms,
+                      gate_features=feats if self.shared_gate else None, reused=reused), logits
+
+    def _score(self, params: tuple, engine: engines.Engine, x: torch.Tensor, heat: np.ndarray, target: int):
+        """The map's deletion / insertion score, once per (photo, engine, method, target, params); the random
+        bar once per (photo, engine, grid, target), shared by every method of that photo."""
+        f = self._scores.get(params)
+        if f is not None:
+            return f
+        bar_key = (params[0], params[1], "random bar", heat.shape, target)
+        bar = self._scores.get(bar_key)
+        if bar is None:
+            bar = self._scores.put(bar_key, explain.random_curves(engine.forward_batches, x, heat.shape, target,
+                                                                   steps=SCORE_STEPS, seeds=SCORE_SEEDS))
+        return self._scores.put(params, explain.score(engine.forward_batches, x, heat, target, steps=SCORE_STEPS,
+                                                      seeds=SCORE_SEEDS, random=bar))
 
 
 def _gate(ckpt: Checkpoint) -> tuple[Gate | None, str | None]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vit import families
+from vit.explain import methods as registry
 from vit.checkpoint import CheckpointError
 from vit.factory import read_meta  # the header alone: no timm, no weights
 
@@ -207,8 +208,9 @@ def optimisations(spec: str | None = None, ids: list[str] | None = None) -> dict
 
 
 def methods_of(models: ModelSet, i: str) -> tuple[str, ...]:
-    """Model `i`'s explanation methods, its default first, from its family (known before it loads)."""
-    return families.get(models.meta[i]["family"]).methods if i in models.meta else ()
+    """Model `i`'s explanation methods, its default first, from its family's capabilities in the method
+    registry (known before it loads)."""
+    return registry.of(families.get(models.meta[i]["family"])) if i in models.meta else ()
 
 
 def geometry(models: ModelSet, i: str) -> tuple[int, int]:

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from vit import families
+from vit.explain import methods as registry
 from vit.checkpoint import Preprocessing
 
 if TYPE_CHECKING:  # vit.predict imports timm (seconds): only the loading thread needs it
@@ -37,8 +38,8 @@ def header_text(models: ModelSet) -> str:
     """The page's title and what it does, for the models served: each model's default explanation
     named from its family in the registry."""
     n = len(models.ids)
-    defaults = sorted({METHOD_TITLES.get(m, m) for i in models.ids if i in models.meta
-                       for m in families.get(models.meta[i]["family"]).methods[:1]})
+    defaults = sorted({registry.title(m) for i in models.ids if i in models.meta
+                       for m in registry.of(families.get(models.meta[i]["family"]))[:1]})
     named = " and ".join(defaults) if defaults else "an explanation"
     return ("# 🍕🥩🍣 FoodVision ViT\n"
             f"Classify a food photo as **{classes_text(models.class_names())}** with {n} model{'s' * (n != 1)} and see "
@@ -93,7 +94,7 @@ def model_card(meta: dict, title: str, path: Path) -> str:
                      f"out for validation), {recipe.get('epochs_run', recipe.get('epochs'))} epochs{learned}")
     size_mb = path.stat().st_size / 1e6 if path.is_file() else 0.0
     lines += ["- **Classes:** " + ", ".join(m["class_names"]),
-              "- **Explanations:** " + ", ".join(METHOD_TITLES.get(x, x) for x in families.get(m["family"]).methods),
+              "- **Explanations:** " + ", ".join(registry.title(x) for x in registry.of(families.get(m["family"]))),
               "- **Test accuracy:** " + (f"{test['accuracy']:.1%} on {test['n_images']} photos" if test else "not measured")
               + (f" (validation: {val['accuracy']:.1%} on {val['n_images']})" if val else ""),
               f"- **Size:** {size_mb:.1f} MB on disk, {m.get('num_params', 0):,} parameters, "
@@ -123,7 +124,7 @@ def latency_text(p: "Predictor", r: "Result") -> str:
 
 def compare_text(p: "Predictor", r: "Result", method: str, applies: bool) -> str:
     """One model's text under Compare all: timing and faithfulness, after a note when `method` is not its own."""
-    note = "" if applies else f"*{METHOD_TITLES.get(method, method)} does not apply: its default instead.*  \n"
+    note = "" if applies else f"*{registry.title(method)} does not apply: its default instead.*  \n"
     return note + latency_text(p, r) + "  \n" + faithfulness_text(r)
 
 
@@ -142,14 +143,9 @@ def _display(view: Image.Image) -> tuple[Image.Image, float]:
     return view.resize((DISPLAY_SIDE, round(view.height * scale)), Image.BICUBIC), scale
 
 
-METHOD_TITLES = {  # what the method menu says; ids are vit.families' (and the API's)
-    "attention": "Attention: one layer", "rollout": "Attention rollout", "chefer": "Chefer relevance",
-    "grad-cam": "Grad-CAM", "occlusion": "Occlusion", "rise": "RISE", "lrp": "LRP (conservative relevance)"}
-LAYERED = ("attention", "rollout")  # methods with a layer / head to pick (rollout: heads and discard)
-
-
 def method_choices(methods: tuple[str, ...]) -> list[tuple[str, str]]:
-    return [(METHOD_TITLES.get(m, m), m) for m in methods]
+    """The method menu's (title, id) pairs, titles from the method registry."""
+    return [(registry.title(m), m) for m in methods]
 
 
 def render_overlay(r: "Result", opacity: float = 0.5) -> Image.Image:
@@ -172,7 +168,7 @@ def faithfulness_text(r: "Result", title: str = "") -> str:
     f = faithfulness_record(r)
     if f["deletion_auc"] is None:
         return ""
-    return (f"**Is the map faithful?** ({METHOD_TITLES.get(r.method, r.method)}{', ' + title if title else ''})  \n"
+    return (f"**Is the map faithful?** ({registry.title(r.method)}{', ' + title if title else ''})  \n"
             f"Blurring the hottest cells first: deletion AUC **{f['deletion_auc']:.3f}** vs "
             f"{f['random_deletion_auc']:.3f} at random (lower is better).  \n"
             f"Revealing them first: insertion AUC **{f['insertion_auc']:.3f}** vs "
@@ -191,7 +187,8 @@ def explain_record(model_id: str, r: "Result") -> dict:
     scored = {"steps": r.faithfulness.steps, "random_seeds": list(r.faithfulness.random_seeds)} \
         if r.faithfulness is not None else {}
     return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
-            **scored, "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2), "grid": list(r.grid)}
+            **scored, "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2),
+            "map_ms": round(r.map_ms, 2), "score_ms": round(r.score_ms, 2), "grid": list(r.grid)}
 
 
 def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:

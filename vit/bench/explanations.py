@@ -10,10 +10,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from vit.explain import methods as registry
 from vit.predict import Predictor
 
 BAR_S, OCCLUSION_BAR_S = 2.0, 4.0
-PERTURBATION_METHODS = ("occlusion", "rise")  # tens of batched forward passes a map: the occlusion bar
 RUNS = 5
 
 
@@ -37,7 +37,7 @@ def bench_explanations(path: Path, runs: int = RUNS, image: Image.Image | None =
             start = time.perf_counter()
             p.explain(image, method, score=True)
             times.append(time.perf_counter() - start)
-        bar = OCCLUSION_BAR_S if method in PERTURBATION_METHODS else BAR_S
+        bar = OCCLUSION_BAR_S if registry.PERTURBED in registry.get(method).needs else BAR_S
         p50 = statistics.median(times)
         rows.append({"method": method, "p50_s": p50, "max_s": max(times), "runs": runs, "engine": p.engine.name,
                      "bar_s": bar, "within_bar": p50 <= bar, "default": method == p.methods[0]})

@@ -1,5 +1,5 @@
-"""Explanation methods behind one entry point, `compute(model, x, method)`, each a map on the model's
-own grid (the token grid of a ViT, the last feature map of a CNN).
+"""The explanation maps (registered by id in vit.explain.methods, whose `compute` is the entry point), each
+a map on the model's own grid (the token grid of a ViT, the last feature map of a CNN).
 
 Every method is per request: no hooks, nothing stored on the model, and gradients come from
 `torch.autograd.grad` on a graph built by this call alone, so no parameter keeps a `.grad` and two
@@ -21,7 +21,6 @@ from vit.explain.attention import cls_attention, num_prefix_tokens, rollout_map,
 from vit.explain.lrp import token_relevance
 from vit.explain.perturb import blur, cell_ids, cell_index, perturbed_logits
 
-METHODS = ("attention", "rollout", "chefer", "lrp", "grad-cam", "occlusion", "rise")
 MAX_OCCLUSION_CELLS = 8  # occlusion cells per side at most: larger grids are occluded in blocks
 RISE_MASKS, RISE_KEEP, RISE_SEED = 96, 0.5, 0  # random masks per map, share of cells each keeps, their seed
 
@@ -33,44 +32,48 @@ class Heat:
     """One explanation map and the pass that made it."""
     heat: np.ndarray  # (rows, cols) on the model's grid, larger = more important
     target: int  # the explained class index
-    method: str  # one of METHODS
+    method: str  # its id in vit.explain.methods (set by `compute`)
     logits: torch.Tensor | None = None  # (1, classes) of the pass, when the method ran one
     probs: torch.Tensor | None = None  # (1, classes) softmax of `logits`
 
 
-def compute(model: nn.Module, x: torch.Tensor, method: str, *, target: int | None = None, layer: int = -1,
-            head: int | str = "mean", discard: float = 0.9, forward_batch: ForwardBatch | None = None) -> Heat:
-    """The `method` map for one normalised image x (1, 3, H, W) and class `target` (default: the top one).
+@dataclass
+class Inputs:
+    """What a method's function gets: one image, and what a pass already made gives for free."""
+    model: nn.Module  # the float PyTorch model (gradients; a ViT's grid, read without running it)
+    x: torch.Tensor  # (1, 3, H, W) normalised image
+    target: int | None = None  # explained class (None: the top one)
+    layer: int = -1  # block index (-1: the last)
+    head: int | str = "mean"  # head index, "mean" or "max"
+    discard: float = 0.9  # rollout's discard ratio
+    forward_batch: ForwardBatch | None = None  # batched forward of the perturbation methods
+    maps: list[torch.Tensor] | None = None  # per layer (heads, N, N) attention of a pass already made: no new pass
+    logits: torch.Tensor | None = None  # (1, classes) of that pass
 
-    layer / head: which block (index, -1 = last) and head (index, "mean" or "max") `attention` shows;
-    discard: rollout's discard ratio; forward_batch: the batched forward of occlusion and RISE (default
-    `model`). `attention` and `rollout` do not depend on the class (their `target` only records the top
-    one); `chefer`, `lrp` and `grad-cam` need gradients (a float model); `occlusion` and `rise` only forward
-    passes."""
-    if method not in METHODS:
-        raise ValueError(f"unknown explanation method {method!r}; choose one of {METHODS}")
-    if x.dim() != 4 or x.shape[0] != 1:
-        raise ValueError(f"x must be one image of shape (1, 3, H, W), got {tuple(x.shape)}")
-    if method == "occlusion":
-        return occlusion(model, x, target, forward_batch=forward_batch)
-    if method == "rise":
-        return rise(model, x, target, forward_batch=forward_batch)
-    if method == "grad-cam":
-        return grad_cam_heat(model, x, target)
-    if method == "chefer":
-        return chefer(model, x, target)
-    if method == "lrp":
-        return lrp(model, x, target)
+
+
+def _attention(i: Inputs) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Per-layer (heads, N, N) attention and the logits: the pass already made (i.maps), else one now."""
+    if i.maps is not None and i.logits is not None:
+        return i.maps, i.logits
     with torch.inference_mode():
-        t = trace(model, x)
-    grid, prefix = token_grid(model), num_prefix_tokens(model)
-    maps = [m[0] for m in t.maps]  # per layer (heads, N, N)
-    c = _target(t.logits, target)
-    if method == "attention":
-        heat = cls_attention(maps[layer], grid, prefix, head)
-    else:
-        heat = rollout_map(maps, grid, prefix, discard, head)
-    return _heat(heat, c, method, t.logits)
+        t = trace(i.model, i.x)
+    return [m[0] for m in t.maps], t.logits
+
+
+def attention_heat(i: Inputs) -> Heat:
+    """The class token's attention to the patches in one block (layer i.layer, head i.head); it does not
+    depend on the class (the target only records the top one)."""
+    maps, logits = _attention(i)
+    heat = cls_attention(maps[i.layer], token_grid(i.model), num_prefix_tokens(i.model), i.head)
+    return _heat(heat, _target(logits, i.target), logits)
+
+
+def rollout_heat(i: Inputs) -> Heat:
+    """Attention rollout (Abnar & Zuidema 2020) through every block, i.discard of the weakest dropped."""
+    maps, logits = _attention(i)
+    heat = rollout_map(maps, token_grid(i.model), num_prefix_tokens(i.model), i.discard, i.head)
+    return _heat(heat, _target(logits, i.target), logits)
 
 
 def _target(logits: torch.Tensor, target: int | None) -> int:
@@ -80,17 +83,17 @@ def _target(logits: torch.Tensor, target: int | None) -> int:
     return c
 
 
-def _heat(heat: np.ndarray | torch.Tensor, target: int, method: str, logits: torch.Tensor) -> Heat:
+def _heat(heat: np.ndarray | torch.Tensor, target: int, logits: torch.Tensor) -> Heat:
     if isinstance(heat, torch.Tensor):
         heat = heat.detach().float().cpu().numpy()
     logits = logits.detach().float()
-    return Heat(np.asarray(heat, dtype=np.float32), target, method, logits, logits.softmax(-1))
+    return Heat(np.asarray(heat, dtype=np.float32), target, "", logits, logits.softmax(-1))
 
 
 def _check_differentiable(model: nn.Module, method: str) -> None:
     """Gradient methods need float modules: dynamic int8 Linears (torch.ao) have no autograd."""
     if any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules()):
-        raise TypeError(f"{method!r} needs gradients, which a dynamically quantised (int8) model has not: "
+        raise TypeError(f"{method} needs gradients, which a dynamically quantised (int8) model has not: "
                         "explain with the float model and pass the fast one as forward_batch")
 
 
@@ -105,7 +108,7 @@ def chefer(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat
     Explainability", Eq. 5-6): R = I; per block R <- R + mean_heads(ReLU(dA * A)) R, with dA the
     gradient of the target logit w.r.t. the block's attention A. The map is the prefix (class and,
     if distilled, distillation) tokens' relevance rows, averaged, over the patch tokens."""
-    _check_differentiable(model, "chefer")
+    _check_differentiable(model, "Chefer relevance")
     grid, prefix = token_grid(model), num_prefix_tokens(model)
     with torch.inference_mode(False), torch.enable_grad():
         t = trace(model, _graph_input(x))
@@ -117,17 +120,17 @@ def chefer(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat
         cam = (g[0] * a[0].detach()).clamp(min=0).mean(0).double()  # (N, N): Eq. 5, heads averaged
         r = r + cam @ r  # Eq. 6
     heat = r[:prefix, prefix:].mean(0).reshape(grid)  # (rows, cols)
-    return _heat(heat, c, "chefer", t.logits)
+    return _heat(heat, c, t.logits)
 
 
 def lrp(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat:
     """Conservative LRP (Ali et al. 2022; AttnLRP's identity rule on GELU, Achtibat et al. 2024; see
     vit/explain/lrp.py): the relevance of each patch token entering the first block, summed over its
     channels, on the token grid. Signed: negative cells speak against the class."""
-    _check_differentiable(model, "lrp")
+    _check_differentiable(model, "LRP")
     r = token_relevance(model, x, target)
     heat = r.per_token[num_prefix_tokens(model):].reshape(token_grid(model))  # (rows, cols)
-    return _heat(heat, r.target, "lrp", r.logits)
+    return _heat(heat, r.target, r.logits)
 
 
 def grad_cam_heat(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat:
@@ -136,10 +139,10 @@ def grad_cam_heat(model: nn.Module, x: torch.Tensor, target: int | None = None) 
     reshaped to the token grid. Why not the last block's output: the head reads the prefix tokens only,
     so the output patch tokens get no gradient. Why after norm1: LayerNorm is scale-invariant, so the
     gradient w.r.t. its input is orthogonal to the (centred) input and Grad-CAM there is ~0."""
-    _check_differentiable(model, "grad-cam")
+    _check_differentiable(model, "Grad-CAM")
     if not (hasattr(model, "blocks") and hasattr(model, "patch_embed")):
         cam, logits = grad_cam(model, x, target)
-        return _heat(cam, _target(logits, target), "grad-cam", logits)
+        return _heat(cam, _target(logits, target), logits)
     grid, prefix = token_grid(model), num_prefix_tokens(model)
     with torch.inference_mode(False), torch.enable_grad():
         t = trace(model, _graph_input(x))
@@ -147,7 +150,7 @@ def grad_cam_heat(model: nn.Module, x: torch.Tensor, target: int | None = None) 
         tokens = t.attn_inputs[-1]  # (1, N, D)
         (grads,) = torch.autograd.grad(t.logits[0, c], tokens)
     feats = tokens.detach()[0, prefix:].T.reshape(-1, *grid)  # (D, rows, cols)
-    return _heat(cam_from(feats, grads[0, prefix:].T.reshape(-1, *grid)), c, "grad-cam", t.logits)
+    return _heat(cam_from(feats, grads[0, prefix:].T.reshape(-1, *grid)), c, t.logits)
 
 
 def grad_cam(model: nn.Module, x: torch.Tensor, class_idx: int | None = None) -> tuple[np.ndarray, torch.Tensor]:
@@ -200,7 +203,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | None = None, *,
     c = _target(logits[:1], target)
     drop = (p[0, c] - p[1:, c]).numpy()  # (n_blocks,)
     heat = drop[(np.arange(rows)[:, None] // f) * math.ceil(cols / f) + np.arange(cols)[None, :] // f]
-    return _heat(heat, c, "occlusion", logits[:1])
+    return _heat(heat, c, logits[:1])
 
 
 def rise(model: nn.Module, x: torch.Tensor, target: int | None = None, *, forward_batch: ForwardBatch | None = None,
@@ -223,7 +226,7 @@ def rise(model: nn.Module, x: torch.Tensor, target: int | None = None, *, forwar
     c = _target(logits[:1], target)
     p = logits[1:].float().softmax(-1)[:, c].double().numpy()  # (masks,)
     heat = (p @ kept) / np.maximum(kept.sum(0), 1)  # (cells,): mean probability when the cell is kept
-    return _heat(heat.reshape(rows, cols), c, "rise", logits[:1])
+    return _heat(heat.reshape(rows, cols), c, logits[:1])
 
 
 def _inference(model: nn.Module) -> ForwardBatch:

@@ -1,0 +1,144 @@
+"""The method registry (vit/explain/methods.py) and what it buys: a method added in one place is served
+everywhere, and a redraw, a method switch or a return to a view runs no model twice (vit/cache.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import make_image
+from vit import handlers, serving
+from vit.cache import LRU, content_key
+from vit.explain import methods
+from vit.explain.maps import Heat
+from vit.predict import Predictor
+
+
+class Counting:
+    """An engine that counts its forward calls (and can refuse them)."""
+
+    def __init__(self, engine, refuse: bool = False) -> None:
+        self.engine, self.calls, self.refuse = engine, [], refuse
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.engine, name)
+        if not name.startswith("forward"):
+            return attr
+
+        def counted(*args, **kwargs):
+            if self.refuse:
+                raise AssertionError(f"the model ran ({name}) for what needs no run")
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+        return counted
+
+
+@pytest.fixture
+def vit(tiny_checkpoints, monkeypatch) -> Predictor:
+    p = Predictor.from_checkpoint(tiny_checkpoints["scratch_vit"], engine="torch")
+    p.engine = Counting(p.engine)
+    model = p.ckpt.model  # the float model of the gradient methods: count its passes too
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *a, **k: (p.engine.calls.append("model"), forward(*a, **k))[1])
+    return p
+
+
+def test_a_method_registered_once_is_offered_by_the_api_and_the_menu(tiny_checkpoints):
+    def centre(i: methods.Inputs) -> Heat:  # a toy map: the image's centre
+        heat = np.zeros((3, 3), np.float32)
+        heat[1, 1] = 1
+        return Heat(heat, int(i.target or 0), "")
+
+    methods.register(methods.Method("centre", "Centre (toy)", centre))
+    try:
+        models = serving.ModelSet(tiny_checkpoints).load()
+        h = handlers.Handlers(models, serving.default_model(models))
+        listed = handlers.api(h)[3]()
+        assert all("centre" in listed[i] for i in models.ids), listed
+        menu = h.on_model_change("effnet")[3]["choices"]
+        assert ("Centre (toy)", "centre") in menu
+        r = models.get("effnet").explain(make_image(2), "centre")
+        assert r.method == "centre" and r.heat[1, 1] == 1
+    finally:
+        methods.unregister("centre")
+    assert "centre" not in methods.of(models.get("effnet").spec)
+
+
+def test_controls_and_needs_come_from_the_registry():
+    assert methods.uses("attention", methods.LAYER) and not methods.uses("rise", methods.LAYER)
+    assert methods.uses("rollout", methods.DISCARD) and methods.first_using(methods.LAYER) == "attention"
+    assert methods.get("attention").redraws and not methods.get("chefer").redraws
+    with pytest.raises(ValueError, match="unknown explanation method 'nope'"):
+        methods.get("nope")
+
+
+@pytest.mark.parametrize("method, changes", [
+    ("attention", [{"layer": 0}, {"layer": 1, "head": 0}, {"layer": 1, "head": "max"}]),
+    ("rollout", [{"discard": 0.5}, {"discard": 0.0, "head": 1}]),
+])
+def test_a_redraw_at_a_new_layer_head_or_discard_runs_no_model(vit, method, changes):
+    image = make_image(4, (120, 100))
+    first = vit.explain(image, method)
+    vit.engine.refuse = True
+    for change in changes:
+        r = vit.explain(image.copy(), method, **change)  # another object, the same pixels
+        assert r.reused and r.probs == first.probs and np.isfinite(r.heat).all()
+    assert not np.allclose(vit.explain(image, method, **changes[0]).heat, first.heat)
+
+
+def test_switching_method_reuses_the_pass_and_going_back_is_not_rescored(vit):
+    image = make_image(5, (120, 100))
+    a = vit.explain(image, "attention", layer=0, score=True)
+    passes = vit.engine.calls.count("forward_attention")
+    vit.explain(image, "rollout", score=True)
+    vit.explain(image, "chefer", score=True)
+    assert vit.engine.calls.count("forward_attention") == passes  # one timed pass for every method
+    vit.engine.refuse = True  # back to a scored view: neither map nor score runs the model
+    back = vit.explain(image, "attention", layer=0, score=True)
+    assert back.faithfulness is a.faithfulness and np.array_equal(back.heat, a.heat)
+
+
+def test_two_images_never_share_an_entry(vit):
+    a, b = make_image(6, (120, 100)), make_image(7, (120, 100))
+    assert content_key(a) != content_key(b) and content_key(a) == content_key(a.copy())
+    ra = vit.explain(a, "rise", score=True)
+    calls = len(vit.engine.calls)
+    rb = vit.explain(b, "rise", score=True)
+    assert len(vit.engine.calls) > calls and not rb.reused  # b ran its own pass, map and score
+    fresh = Predictor.from_checkpoint(vit.ckpt.path, engine="torch").explain(b, "rise", score=True)
+    assert np.allclose(rb.heat, fresh.heat) and not np.allclose(ra.heat, rb.heat)
+    assert rb.faithfulness.deletion_auc == pytest.approx(fresh.faithfulness.deletion_auc, abs=1e-6)
+
+
+def test_the_caches_are_bounded():
+    lru = LRU(2)
+    for k in "abc":
+        lru.put(k, k)
+    assert len(lru) == 2 and lru.get("a") is None and lru.get("c") == "c"
+
+
+def test_explain_records_map_and_score_time(tiny_checkpoints, tmp_path):
+    models = serving.ModelSet(tiny_checkpoints).load()
+    h = handlers.Handlers(models, serving.default_model(models))
+    path = tmp_path / "photo.png"
+    make_image(8, (64, 48)).save(path)
+    _, record = handlers.api(h)[1]({"path": str(path), "meta": {"_type": "gradio.FileData"}}, "effnet", "")
+    assert record["map_ms"] > 0 and record["score_ms"] > 0
+    assert record["explain_ms"] == pytest.approx(record["map_ms"] + record["score_ms"], abs=0.02)
+
+
+def test_the_pages_redraw_runs_no_model_and_a_view_seen_before_is_not_rescored(tiny_checkpoints, tmp_path):
+    models = serving.ModelSet(tiny_checkpoints).load()
+    h = handlers.Handlers(models, serving.default_model(models))
+    path = tmp_path / "photo.png"
+    make_image(9, (64, 48)).save(path)
+    value = {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+    p = models.get("scratch_vit")
+    first = h.classify(value, "scratch_vit", "attention", 1, "mean", 0.5, 0.9)
+    engine, p.engine = p.engine, Counting(p.engine, refuse=True)
+    try:
+        shown = h.redraw_map(value, "scratch_vit", "attention", 2, "max", 0.5, 0.9)  # new layer and head
+        assert shown[3] == "" and shown[-1][1].faithfulness is None  # unscored until score_view
+        assert h.score_view(value, "scratch_vit", "attention", 1, "mean", 0.9)[0] == first[3]  # seen: no run
+    finally:
+        p.engine = engine
+    assert h.score_view(value, "scratch_vit", "attention", 2, "max", 0.9)[0].startswith("**Is the map faithful?**")
