@@ -13,7 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-import gradio as gr
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: its idle threads must not spin (docs/trust.md)
+import gradio as gr  # noqa: E402
 import pandas as pd
 
 from vit import examples as example_photos
@@ -48,6 +49,7 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                     run = gr.Button("Classify", variant="primary", elem_id="classify-btn")
                     run_all = gr.Button(f"Compare all {len(IDS)}", elem_id="compare-btn")
             with gr.Column(scale=1):
+                verdict = gr.Markdown(elem_id="verdict")  # in distribution or not, first (vit.trust)
                 label = gr.Label(num_top_classes=3, label="Prediction", elem_id="prediction")
                 timing = gr.Markdown(elem_id="timing")
                 overlay = gr.Image(label="Explanation (on the pixels the model saw)", type="filepath", height=336,
@@ -80,7 +82,7 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                               elem_id="layers")
             patches = gr.Image(label="How the model cuts the image (patches / map cells)", type="filepath",
                                interactive=False, elem_id="patches")
-        page_outputs = [label, timing, overlay, faithfulness, curves, layers, patches]
+        page_outputs = [label, timing, overlay, faithfulness, curves, layers, patches, verdict]
         example_set = None if not EXAMPLES else gr.Examples(  # thumbnails; the click also selects the default model
             [[str(p)] for p in EXAMPLES], inputs=[image], outputs=[*page_outputs, model], fn=H.show_default_example,
             cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples", examples_per_page=len(EXAMPLES),
@@ -99,6 +101,9 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                 gr.LinePlot(pd.DataFrame(ui.history_rows(MODELS, metric), columns=ui.HISTORY_COLUMNS),
                             x="epoch", y="value", color="curve", title=title, height=360,
                             y_title="accuracy" if metric == "acc" else "cross-entropy", elem_id=f"curves-{metric}")
+        reliability, reliability_caption = ui.reliability(MODELS)  # before / after temperature scaling (vit.trust)
+        gr.Markdown(reliability_caption, elem_id="reliability-caption")
+        gr.Image(reliability, label="Reliability diagram", interactive=False, elem_id="reliability")
 
     explain_inputs = [method, layer, head, opacity, discard]
     page_state = [*page_outputs, last]

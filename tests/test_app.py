@@ -49,6 +49,21 @@ def test_predict_endpoint(client, app, photo, family):
     assert info["model"] == family and info["latency_ms"] > 0 and info["size_mb"] > 0 and info["num_params"] > 0
 
 
+def test_predict_says_a_non_food_picture_is_out_of_distribution(client, app, tmp_path):
+    """Stripes through the running app's /predict: flagged by every gated model, a null verdict otherwise."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:256, 0:256] / 256.0
+    a = (0.5 + 0.5 * np.sin(2 * np.pi * 12 * (xx + 0.3 * yy)))[..., None] * np.array([0.9, 0.3, 0.6])
+    Image.fromarray((a * 255).astype(np.uint8)).save(path := tmp_path / "stripes.png")
+    for family in FAMILIES:
+        _, info = client.predict(handle_file(str(path)), family, api_name="/predict")
+        gated = app.MODELS.models[family].gate is not None
+        assert info["in_distribution"] is (False if gated else None), (family, info)
+        assert (info["ood_score"] > info["ood_threshold"]) if gated else info["ood_score"] is None
+        assert isinstance(info["prediction_set"], list) and info["temperature"] > 0
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("view, head", [("attention", "head 1"), ("rollout", "mean"), ("grad-cam", "max")])
 def test_attention_endpoint(client, photo, family, view, head, app):
@@ -65,13 +80,14 @@ def test_attention_endpoint(client, photo, family, view, head, app):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_classify_endpoint_returns_everything_the_page_shows(client, app, photo, family):
     method = "rollout" if app.MODELS.has_attention(family) else "grad-cam"
-    label, timing, overlay, faithful, curves, layers, patches = client.predict(
+    label, timing, overlay, faithful, curves, layers, patches, verdict = client.predict(
         handle_file(str(photo)), family, method, 2, "mean", 0.5, 0.9, api_name="/classify")
     assert sum(label_probs(label).values()) == pytest.approx(1.0, abs=1e-4)
     assert "ms prediction" in timing and "MB" in timing and "threads" in timing and f"{method} map" in timing
     assert "deletion AUC" in faithful and "insertion AUC" in faithful and Image.open(curves).size[0] > 300
     assert Image.open(overlay).mode in ("RGB", "RGBA") and Image.open(patches).size[0] == 336
     assert (layers is None) == (not app.MODELS.has_attention(family))
+    assert verdict.startswith(("✅", "### ⚠️", "ℹ️"))  # the verdict opens the prediction area
 
 
 @pytest.mark.parametrize("family, method", [("scratch_vit", m) for m in ("chefer", "attention", "rollout", "grad-cam",
@@ -179,8 +195,9 @@ def test_examples_are_offered_and_cached_lazily(app):
 def test_example_shows_a_prediction(app):
     """What a click on an example shows: the default model's prediction for it."""
     photo = {"path": str(app.EXAMPLES[0]), "meta": {"_type": "gradio.FileData"}}
-    label, timing, overlay, faithful, curves, layers, patches = app.show_example(photo, app.DEFAULT)
+    label, timing, overlay, faithful, curves, layers, patches, verdict = app.show_example(photo, app.DEFAULT)
     assert max(label, key=label.get) in CLASSES and "ms prediction" in timing and "deletion AUC" in faithful
+    assert verdict.startswith("✅" if app.MODELS.models[app.DEFAULT].gate is not None else "ℹ️")  # examples are food
     assert Image.open(overlay).size[0] == 336
 
 

@@ -5,7 +5,8 @@ import gradio as gr
 import pytest
 
 from conftest import CLASSES, make_image
-from vit import handlers, serving
+from vit import handlers, serving, ui
+from vit.trust import Trust
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +61,49 @@ def test_an_image_that_is_no_image_says_so(h, tmp_path):
 
 
 def test_classify_gives_what_the_page_shows(h, tmp_path):
-    probs, timing, overlay, faithful, curves, layers, patches, state = h.classify(
+    probs, timing, overlay, faithful, curves, layers, patches, verdict, state = h.classify(
         photo_value(tmp_path), "scratch_vit", "attention", 2, "head 1", 0.5, 0.9)
     assert list(probs) == sorted(CLASSES, key=lambda c: -probs[c]) and "ms prediction" in timing
     assert overlay.endswith(".png") and layers.endswith(".png") and patches.endswith(".png")
     assert state[0] == "scratch_vit" and state[1].method == "attention"
-    assert h.rerun(None, "scratch_vit", "attention", 2, "mean", 0.5, 0.9) == (None, "", None, "", None, None, None, None)
+    assert "has no out-of-distribution gate" in verdict and "Unreliable" not in timing  # the tiny ones have none
+    assert h.rerun(None, "scratch_vit", "attention", 2, "mean", 0.5, 0.9) == (None, "", None, "", None, None, None, "",
+                                                                              None)
+
+
+def _trust(monkeypatch, p, in_distribution: bool, prediction_set: list[str]) -> None:
+    """Make model `p` answer with this verdict (the tiny checkpoints carry no gate)."""
+    verdict = Trust(in_distribution, 1.5 if not in_distribution else 0.4, 1.1152, prediction_set, 0.75, "knn")
+    assess = p.assess
+    monkeypatch.setattr(p, "assess", lambda logits, feats: (*assess(logits, feats)[:2], verdict))
+
+
+def test_an_out_of_distribution_photo_is_said_first_and_its_guess_marked(h, tmp_path, monkeypatch):
+    _trust(monkeypatch, h.models.get("effnet"), False, [])
+    probs, timing, *_, verdict, _ = h.classify(photo_value(tmp_path), "effnet", None, 1, "mean", 0.5, 0.9)
+    assert verdict.startswith(f"### ⚠️ This doesn't look like {ui.classes_text(CLASSES)}")
+    assert "1.500 > threshold 1.115" in verdict and "unreliable" in verdict
+    assert timing.startswith("⚠️ ***Unreliable:***") and set(probs) == set(CLASSES)  # the guess stays reachable
+
+
+def test_an_unsure_photo_gets_its_prediction_set(h, tmp_path, monkeypatch):
+    _trust(monkeypatch, h.models.get("effnet"), True, CLASSES[:2])
+    *_, verdict, _ = h.classify(photo_value(tmp_path), "effnet", None, 1, "mean", 0.5, 0.9)
+    assert verdict.startswith("✅") and f"**{CLASSES[0]} or {CLASSES[1]}** (90 % set" in verdict
+
+
+def test_the_api_records_carry_the_verdict(h, tmp_path, monkeypatch):
+    """/predict's and /explain's records: the five fields; a null verdict for a model without a gate."""
+    endpoints = {f.__name__: f for f in handlers.api(h)}
+    fields = {"in_distribution", "ood_score", "ood_threshold", "prediction_set", "temperature"}
+    _, record = endpoints["predict"](photo_value(tmp_path), "scratch_vit")
+    assert fields <= set(record) and record["in_distribution"] is None and record["ood_score"] is None
+    assert record["prediction_set"] == [] and record["temperature"] == 1.0
+    _trust(monkeypatch, h.models.get("effnet"), False, [])
+    _, record = endpoints["predict"](photo_value(tmp_path), "effnet")
+    assert record["in_distribution"] is False and record["ood_score"] == 1.5 and record["ood_threshold"] == 1.1152
+    _, record = endpoints["explain"](photo_value(tmp_path), "effnet", "")
+    assert fields <= set(record) and record["in_distribution"] is False and record["temperature"] == 0.75
 
 
 def test_compare_answers_for_every_model_and_notes_a_method_it_lacks(h, tmp_path):
@@ -73,6 +111,14 @@ def test_compare_answers_for_every_model_and_notes_a_method_it_lacks(h, tmp_path
     assert len(out) == 3 * len(h.models.ids)
     texts = dict(zip(h.models.ids, out[1::3]))
     assert "does not apply" in texts["effnet"] and "does not apply" not in texts["scratch_vit"]
+    assert all(t.startswith("ℹ️ **This model has no out-of-distribution gate**") for t in texts.values())
+
+
+def test_compare_says_each_models_verdict(h, tmp_path, monkeypatch):
+    _trust(monkeypatch, h.models.get("effnet"), False, [])
+    texts = dict(zip(h.models.ids, h.compare(photo_value(tmp_path), "grad-cam", 0.9)[1::3]))
+    assert texts["effnet"].startswith("### ⚠️ This doesn't look like") and "Unreliable" in texts["effnet"]
+    assert "no out-of-distribution gate" in texts["scratch_vit"]
 
 
 def test_the_endpoints_default_to_the_pages_model(h):

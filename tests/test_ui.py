@@ -97,7 +97,8 @@ def test_faithfulness_is_shown_and_recorded(models):
         "model": "effnet", "method": "grad-cam", "label": "pizza", "probs": {"pizza": 0.9, "sushi": 0.1},
         "deletion_auc": 0.111, "insertion_auc": 0.822, "random_deletion_auc": 0.333, "random_insertion_auc": 0.444,
         "steps": 1, "random_seeds": [7, 8], "latency_ms": 1.23, "explain_ms": 5.0,
-        "map_ms": 2.0, "score_ms": 3.0, "grid": [7, 7]}
+        "map_ms": 2.0, "score_ms": 3.0, "grid": [7, 7],
+        "in_distribution": None, "ood_score": None, "ood_threshold": None, "prediction_set": [], "temperature": 1.0}
     text = ui.faithfulness_text(r)
     assert "deletion AUC **0.111** vs 0.333 at random (lower is better)" in text
     assert "insertion AUC **0.822** vs 0.444 at random (higher is better)" in text
@@ -136,3 +137,28 @@ def test_history_rows_feed_the_curves(models):
     assert len(rows) == 2 * len(FAMILIES)
 
 
+
+
+def test_the_reliability_diagram_says_which_models_have_no_bars(models):
+    """The tiny checkpoints carry no gate: no diagram, and the caption names each model and why."""
+    image, caption = ui.reliability(models)
+    assert image is None and caption.count("no gate") == len(models.ids)
+
+
+def test_reliability_bars_come_from_the_checkpoint_first_then_the_saved_ood_run(tmp_path):
+    import json
+
+    from vit.trust import reliability as rel
+
+    bar = {"lo": 0.8, "hi": 0.87, "count": 5, "accuracy": 0.8, "confidence": 0.84}
+    ckpt = tmp_path / "m.safetensors"
+    (tmp_path / "ood.json").write_text(json.dumps({"runs": [{"checkpoint": "m.safetensors", "n_test": 75, "gate": {
+        "test_reliability_before": [bar], "test_reliability_after": [bar]}}]}))
+    runs = rel.ood_runs(tmp_path)
+    own = {"trust": {"fitted_on": {"val": 71}, "measured": {"val_reliability_before": [bar],
+                                                             "val_reliability_after": [bar, bar]}}}
+    assert rel.bars_for("M", own, ckpt, runs).source.startswith("71 validation photos")
+    from_run = rel.bars_for("M", {"trust": {"measured": {}}}, ckpt, runs)
+    assert from_run.source == "75 test photos (from ood.json)" and from_run.before == [bar]
+    assert "vit.ood" in rel.bars_for("M", {"trust": {"x": 1}}, tmp_path / "other.safetensors", runs)
+    assert rel.diagram([from_run]).size[0] > 200

@@ -75,8 +75,9 @@ class Handlers:
             raise gr.Error(str(e)) from e
 
     def explain_request(self, model: str, image, method: str | None, layer: int = -1, head: str = "mean",
-                        discard: float = ROLLOUT_DISCARD, score: bool = True):
-        """(predictor, result): one request's probabilities, map and (by default) its faithfulness."""
+                        discard: float = ROLLOUT_DISCARD, score: bool = True, gate_features=None):
+        """(predictor, result): one request's probabilities, verdict, map and (by default) its faithfulness;
+        `gate_features`: another model's Result.gate_features for this photo (see Predictor.explain)."""
         if model not in self.models.meta:
             self.model(model)  # the message: unknown, or why it is unavailable
         try:
@@ -85,7 +86,7 @@ class Handlers:
             raise gr.Error(str(e)) from e
         p, img = self.model(model), self.image(image)
         return p, p.explain(img, method, layer=layer_index(layer, p.num_layers), head=self.head(p, head),
-                            discard=float(discard), score=score)
+                            discard=float(discard), score=score, gate_features=gate_features)
 
     def page(self, p, r, opacity, head) -> tuple:
         """What the page shows for a result: overlay, faithfulness text and curves, every layer, patches."""
@@ -107,15 +108,17 @@ class Handlers:
             opacity: the overlay's opacity, 0 to 1.
             discard: rollout's share of the weakest attention dropped, 0 to 0.99.
         Returns:
-            Class probabilities, timing text, the overlay, the faithfulness text, the deletion / insertion
-            curves, every layer's attention (models with attention) and the patch grid.
+            Calibrated class probabilities, timing text (after a warning when the photo is out of
+            distribution), the overlay, the faithfulness text, the deletion / insertion curves, every layer's
+            attention (models with attention), the patch grid and the verdict (in distribution or not, the
+            90 % prediction set, or that the model has no gate).
         """
         p, r = self.explain_request(model, image, method, layer, head, discard, score)
-        return (r.probs, ui.latency_text(p, r), *self.page(p, r, opacity, head), (model, r))
+        return (r.probs, ui.answer_text(p, r), *self.page(p, r, opacity, head), ui.verdict_text(p, r), (model, r))
 
     def show_example(self, image, model):
         """A clicked example, with the model's default method (cached after its first click)."""
-        return self.classify(image, model, None, ui.LAYER_DEFAULT, "mean", OPACITY, ROLLOUT_DISCARD)[:7]
+        return self.classify(image, model, None, ui.LAYER_DEFAULT, "mean", OPACITY, ROLLOUT_DISCARD)[:8]
 
     def show_default_example(self, image):
         """A clicked example thumbnail: the default model's answer, and that model selected on the page."""
@@ -133,7 +136,7 @@ class Handlers:
         """After the user switches model or method or moves a map control: explain the image shown again, or
         clear the old results."""
         if image is None:
-            return None, "", None, "", None, None, None, None
+            return None, "", None, "", None, None, None, "", None
         if method not in methods_of(self.models, model):  # the menu still shows the last model's method
             method = None
         return self.classify(image, model, method, layer, head, opacity, discard)
@@ -155,9 +158,9 @@ class Handlers:
 
     def compare(self, image, method, discard):
         """Every model on the same image with the same explanation method (a model without it: its default),
-        with the map's faithfulness."""
+        with the map's faithfulness and each model's verdict (the shared gate's backbone runs once per photo)."""
         self.image(image)  # the message once, not once per model
-        outputs = []
+        outputs, features = [], None
         for i in self.models.ids:
             try:
                 self.models.get(i)
@@ -165,7 +168,8 @@ class Handlers:
                 outputs += [None, str(e).replace(f"{self.models.titles[i]} is ", ""), None]
                 continue
             own = method if method in methods_of(self.models, i) else None
-            p, r = self.explain_request(i, image, own, discard=discard)
+            p, r = self.explain_request(i, image, own, discard=discard, gate_features=features)
+            features = r.gate_features if r.gate_features is not None else features
             outputs += [r.probs, ui.compare_text(p, r, method, own is not None), result_file(ui.render_overlay(r))]
         return outputs
 
@@ -243,8 +247,12 @@ def api(h: Handlers) -> list[Callable]:
             image: the food photo (JPEG, PNG, WebP, ...).
             model: the model's id, its checkpoint's file stem (e.g. "scratch_vit", "timm_vit", "effnet").
         Returns:
-            The label ({"label": top class, "confidences": [{"label", "confidence"}, ...]}) and a record of the
-            model, its latency in ms, the device, its size in MB and its number of parameters.
+            The label ({"label": top class, "confidences": [{"label", "confidence"}, ...]}, calibrated
+            probabilities) and a record of the model, its latency in ms, the device, its size in MB, its number
+            of parameters, and its gate's verdict: in_distribution (true / false, null when the model has no
+            gate), ood_score, ood_threshold (out of distribution when the score is above it), prediction_set
+            (the 90 % conformal set of class names, most probable first) and temperature (probabilities are
+            softmax(logits / temperature)).
         """
         p, img = h.model(model), h.image(image)
         r = p.classify(img)
@@ -260,7 +268,8 @@ def api(h: Handlers) -> list[Callable]:
         Returns:
             The overlay image, and a record: model, method, label, probs, deletion_auc, insertion_auc,
             random_deletion_auc, random_insertion_auc (deletion: lower is better; insertion: higher),
-            latency_ms (the forward pass) and explain_ms (the map and its score).
+            latency_ms (the forward pass), explain_ms (the map and its score), and the gate's in_distribution,
+            ood_score, ood_threshold, prediction_set and temperature (as /predict).
         """
         p, r = h.explain_request(model, image, method or None)
         return file_data(result_file(ui.render_overlay(r, OPACITY))), ui.explain_record(model, r)

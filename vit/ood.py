@@ -73,6 +73,7 @@ def gate_figures(gate, test: Split, nonfood: tuple[torch.Tensor, torch.Tensor], 
             "test_nll_after": calibration.nll(test.logits, test.labels, gate.temperature),
             "test_coverage": sum(covered) / len(covered),
             "test_mean_set_size": sum(len(t.prediction_set) for t in food) / len(food),
+            "test_reliability_before": calibration.reliability(test.logits.softmax(-1), test.labels),
             "test_reliability_after": calibration.reliability(probs, test.labels)}
 
 

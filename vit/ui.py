@@ -123,15 +123,69 @@ def latency_text(p: "Predictor", r: "Result") -> str:
 
 
 def compare_text(p: "Predictor", r: "Result", method: str, applies: bool) -> str:
-    """One model's text under Compare all: timing and faithfulness, after a note when `method` is not its own."""
+    """One model's text under Compare all: its verdict, then timing and faithfulness, after a note when
+    `method` is not its own."""
     note = "" if applies else f"*{registry.title(method)} does not apply: its default instead.*  \n"
-    return note + latency_text(p, r) + "  \n" + faithfulness_text(r)
+    return verdict_text(p, r) + "\n\n" + note + answer_text(p, r) + "  \n" + faithfulness_text(r)
+
+
+def verdict_text(p: "Predictor", r: "Result") -> str:
+    """Markdown that opens the prediction area: whether the photo is one the model can answer for
+    (vit.trust's gate), then, when it is, the conformal prediction set; or that the model has no gate."""
+    t, classes = r.trust, classes_text(p.class_names)
+    if t is None or t.in_distribution is None:
+        why = f" ({t.note})" if t is not None and t.note else ""
+        return (f"ℹ️ **This model has no out-of-distribution gate**: it cannot tell whether the photo shows "
+                f"{classes} at all{why}.")
+    score = f"out-of-distribution score {t.ood_score:.3f} {'>' if not t.in_distribution else '≤'} threshold " \
+            f"{t.ood_threshold:.3f}"
+    if not t.in_distribution:
+        return (f"### ⚠️ This doesn't look like {classes}\n"
+                f"The photo is far from every training photo ({score}). The model can only answer with one of its "
+                f"classes: its guess and the map below are **unreliable**.")
+    if len(t.prediction_set) > 1:
+        answer = f"**{classes_text(t.prediction_set)}** ({coverage_text(p)} set: the model is unsure between them)"
+    elif t.prediction_set:
+        answer = f"**{t.prediction_set[0]}** alone in the {coverage_text(p)} set"
+    else:
+        answer = f"no class in the {coverage_text(p)} set"
+    return f"✅ Looks like {classes}: {answer} · {score}"
+
+
+def coverage_text(p: "Predictor") -> str:
+    """The conformal set's target coverage, e.g. "90 %"."""
+    gate = getattr(p, "gate", None)
+    return f"{(1 - gate.conformal.alpha) * 100:.0f} %" if gate is not None else "90 %"
+
+
+def unreliable(r: "Result") -> bool:
+    """The gate says the photo is out of distribution (False without a gate)."""
+    return r.trust is not None and r.trust.in_distribution is False
+
+
+def answer_text(p: "Predictor", r: "Result") -> str:
+    """The text under the label and above the map: a warning when the guess is unreliable, then timing."""
+    warning = ("⚠️ ***Unreliable:*** *the guess above and the map below are for a photo outside what this model "
+               "learned.*  \n") if unreliable(r) else ""
+    return warning + latency_text(p, r)
+
+
+def trust_record(r: "Result") -> dict:
+    """The gate's fields of /predict, /explain and the MCP tools (null verdict and score without a gate)."""
+    t = getattr(r, "trust", None)
+    if t is None:
+        return {"in_distribution": None, "ood_score": None, "ood_threshold": None, "prediction_set": [],
+                "temperature": 1.0}
+    return {"in_distribution": t.in_distribution,
+            "ood_score": None if t.ood_score is None else round(t.ood_score, 4),
+            "ood_threshold": None if t.ood_threshold is None else round(t.ood_threshold, 4),
+            "prediction_set": list(t.prediction_set), "temperature": round(t.temperature, 4)}
 
 
 def predict_record(model_id: str, p: "Predictor", r: "Result") -> dict:
-    """What /predict returns beside the label."""
+    """What /predict returns beside the label (whose confidences are the calibrated probabilities)."""
     return {"model": model_id, "latency_ms": round(r.latency_ms, 2), "device": device_text(),
-            "size_mb": round(p.ckpt.size_mb, 2), "num_params": p.meta.get("num_params")}
+            "size_mb": round(p.ckpt.size_mb, 2), "num_params": p.meta.get("num_params"), **trust_record(r)}
 
 
 def device_text() -> str:
@@ -188,7 +242,8 @@ def explain_record(model_id: str, r: "Result") -> dict:
         if r.faithfulness is not None else {}
     return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
             **scored, "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2),
-            "map_ms": round(r.map_ms, 2), "score_ms": round(r.score_ms, 2), "grid": list(r.grid)}
+            "map_ms": round(r.map_ms, 2), "score_ms": round(r.score_ms, 2), "grid": list(r.grid),
+            **trust_record(r)}
 
 
 def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:
@@ -258,6 +313,28 @@ def comparison_rows(models: ModelSet, latency_p50: dict[str, float] | None = Non
             f"{latency_p50[i]:.1f}" if latency_p50 and i in latency_p50 else "",
         ])
     return rows
+
+
+def reliability(models: ModelSet) -> tuple[Image.Image | None, str]:
+    """The Compare models tab's reliability diagram (before / after temperature scaling, per model) and
+    its caption, which names each model that has none and why (vit.trust.reliability)."""
+    from vit.trust import reliability as rel
+
+    found, missing, runs = [], [], {}
+    for i in models.ids:
+        if i not in models.meta:
+            missing.append(f"{models.titles.get(i, i)}: unavailable")
+            continue
+        folder = models.paths[i].parent
+        runs.setdefault(folder, rel.ood_runs(folder))
+        bars = rel.bars_for(models.titles[i], models.meta[i], models.paths[i], runs[folder])
+        (found if isinstance(bars, rel.Bars) else missing).append(bars)
+        if isinstance(bars, rel.Bars) and not bars.before:
+            missing.append(f"{bars.title}: no bars before temperature scaling in {rel.OOD_RUN} (an older run)")
+    text = ("**Reliability diagram**: accuracy against confidence per confidence bin (15 equal-width bins), before "
+            "(grey) and after (blue) temperature scaling; on the diagonal a model's \"80 %\" is right 80 % of the time. "
+            "See docs/trust.md.")
+    return rel.diagram(found), text + "".join(f"  \n⚠️ {m}" for m in missing)
 
 
 COMPARISON_HEADERS = ["model", "started from", "data", "epochs", "test accuracy", "parameters", "MB", "p50 ms (bs=1)"]

@@ -134,7 +134,9 @@ def fit_gate(ckpt: Checkpoint, data_dirs: list | None = None, *, features: str =
                 "val_ece_after": calibration.ece(probs, val.labels),
                 "val_nll_before": calibration.nll(val.logits, val.labels),
                 "val_nll_after": calibration.nll(val.logits, val.labels, temperature),
-                "ece_bins": calibration.ECE_BINS}
+                "ece_bins": calibration.ECE_BINS,  # the reliability diagram's bars (vit.ui draws them)
+                "val_reliability_before": calibration.reliability(val.logits.softmax(-1), val.labels),
+                "val_reliability_after": calibration.reliability(probs, val.labels)}
     gate = Gate(det, threshold, tpr, temperature, conformal, int(train.features.shape[1]), where, measured, features)
     log.info("%s: %s gate on %s features, threshold %.4f (%.1f%% of validation accepted), T = %.3f, qhat = %.3f",
              ckpt.path.name, det.name, features, threshold, 100 * measured["val_accepted"], temperature, conformal.qhat)
