@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import CLASSES
+from conftest import CLASSES, ROOT
 from vit import bench, checkpoint, families, report
 from vit.bench import memory, optimisations
 from vit.explain import methods
@@ -167,3 +167,19 @@ def test_predictor_optimisation_option(tiny_checkpoints):
     assert set(int8.predict(image)) == set(CLASSES)
     assert len(int8.explain(image).maps) == plain.num_layers
     assert max(abs(plain.predict(image)[c] - int8.predict(image)[c]) for c in CLASSES) < 0.05
+
+
+def test_the_gate_row_says_what_the_gate_adds_to_a_request(tiny_checkpoints):
+    """vit.bench's gate row: the committed EfficientNet's gate time is part of its request; no gate, no row."""
+    from vit.bench.gate import bench_gate
+    from vit.report import gate_rows
+
+    assert bench_gate(tiny_checkpoints["effnet"], runs=2, warmup=1)["gate"] is None
+    committed = ROOT / "checkpoints" / "effnet.safetensors"
+    if not committed.is_file():
+        pytest.skip("the committed checkpoints are not here")
+    g = bench_gate(committed, runs=3, warmup=1)
+    assert g["gate"] == "knn" and 0 < g["gate_ms"] < g["request_ms"] and 0 < g["forward_ms"] < g["request_ms"]
+    assert 0 < g["gate_share"] < 1
+    _, rows = gate_rows({"models": {"effnet": {"title": "E"}}, "gate": {"effnet": g, "x": {"gate": None}}})
+    assert rows[0][4] == f"{g['gate_ms']:.1f}" and rows[1][4] == "no gate"

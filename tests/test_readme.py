@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def test_replace_block_swaps_only_the_marked_text():
 
 def test_readme_has_the_generated_blocks_and_one_test_command():
     """The measured sections live in docs/, each block in the file vit.readme writes it to."""
-    for name in ("models", "results", "performance", "faithfulness"):
+    for name in ("models", "results", "performance", "faithfulness", "trust"):
         text = BLOCK_FILES[name].read_text()
         assert f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text, BLOCK_FILES[name]
     assert "<!-- limits:start -->" in DOCS["limits.md"] and "<!-- limits:end -->" in DOCS["limits.md"]
@@ -36,6 +37,18 @@ def test_the_faithfulness_table_is_generated_from_the_saved_run():
     from vit.readme import FAITHFULNESS, faithfulness_block
     block = DOCS["explanations.md"].split("<!-- faithfulness:start -->\n")[1].split("\n<!-- faithfulness:end -->")[0]
     assert FAITHFULNESS.is_file() and block == faithfulness_block()
+
+
+def test_the_trust_tables_are_generated_from_the_saved_ood_run():
+    """docs/trust.md's block is `python -m vit.ood`'s saved run, each model's figures in it."""
+    from vit.readme import OOD_RUN, trust_block
+    block = DOCS["trust.md"].split("<!-- trust:start -->\n")[1].split("\n<!-- trust:end -->")[0]
+    assert OOD_RUN.is_file() and block == trust_block()
+    run = json.loads(OOD_RUN.read_text())
+    for r in run["runs"]:
+        g = r["gate"]
+        assert f"| {g['test_ece_before']:.3f} → {g['test_ece_after']:.3f} |" in block
+        assert f"| {g['test_coverage']:.1%} | {g['test_mean_set_size']:.2f} |" in block
 
 
 def test_the_readme_is_short_and_links_every_doc():

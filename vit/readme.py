@@ -4,6 +4,7 @@
     python -m vit.readme --performance    # ... and docs/performance.md (runs vit.bench, minutes)
     python -m vit.readme --faithfulness   # ... and docs/explanations.md's table, from checkpoints/faithfulness.json
     python -m vit.readme --print          # prints instead of rewriting
+    (always: docs/trust.md's tables, from checkpoints/ood.json, the saved `python -m vit.ood` run)
 
 Each block lies between `<!-- name:start -->` and `<!-- name:end -->` in the file `BLOCK_FILES` names.
 
@@ -35,7 +36,7 @@ from vit.serving import checkpoint_paths
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
-               "faithfulness": DOCS / "explanations.md"}
+               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md"}
 
 
 def machine() -> str:
@@ -154,6 +155,50 @@ def faithfulness_block(path: Path = FAITHFULNESS) -> str:
     return text
 
 
+OOD_RUN = ROOT / "checkpoints" / "ood.json"
+
+
+def trust_block(path: Path = OOD_RUN) -> str:
+    """`python -m vit.ood`'s saved run (checkpoints/ood.json) as three tables: the out-of-distribution gate,
+    calibration by temperature scaling, and the conformal prediction sets, per model."""
+    run = json.loads(path.read_text())
+    n_report = run["nonfood"]["halves"].count("report")
+    ood = ["| model | gate | AUROC | FPR@95 | test food accepted | non-food flagged | kNN on the model's own "
+           "features: AUROC |", "|---|---|---|---|---|---|---|"]
+    cal = ["| model | T | ECE before → after | NLL before → after | test accuracy |", "|---|---|---|---|---|"]
+    sets = ["| model | method | q̂ | coverage | mean set size |", "|---|---|---|---|---|"]
+    for r in run["runs"]:
+        title, g = families.get(r["family"]).title if r["family"] in families.names() else r["family"], r["gate"]
+        if g is None:
+            ood.append(f"| {title} | no gate | | | | | |")
+            continue
+        mine = _detector(r, g["features"], g["detector"], g["params"])
+        own = _detector(r, "own", g["detector"], g["params"])
+        k = ", ".join(f"{key} = {v}" for key, v in g["params"].items())
+        ood.append(f"| {title} | {g['detector']} ({k}) on {g['features']} | {mine['auroc']:.3f} | {mine['fpr95']:.3f} "
+                   f"| {g['test_food_accepted']:.1%} of {r['n_test']} | {g['nonfood_flagged']:.1%} of {r['n_nonfood']} "
+                   f"| {own['auroc']:.3f} |")
+        cal.append(f"| {title} | {g['temperature']:.3f} | {g['test_ece_before']:.3f} → {g['test_ece_after']:.3f} "
+                   f"| {g['test_nll_before']:.3f} → {g['test_nll_after']:.3f} | {g['test_accuracy']:.1%} |")
+        c = g["conformal"]
+        sets.append(f"| {title} | {c['method'].upper()} at {1 - c['alpha']:.0%} ({c['n_calibration']} calibration "
+                    f"photos) | {c['qhat']:.3f} | {g['test_coverage']:.1%} | {g['test_mean_set_size']:.2f} |")
+    return "\n".join([*ood, "", f"AUROC and FPR@95 (false-positive rate at 95 % true-positive rate): validation food "
+                       f"against the report half of the non-food set ({n_report} of {run['nonfood']['n']} images; the "
+                       "other half chose the detector); accepted / flagged: the stored threshold on the test food and on "
+                       "every non-food image.", "", *cal, "", f"On the test split: ECE with {run['ece_bins']} equal-width "
+                       "bins of the top-class probability (Guo et al. 2017, Eq. 3); T fitted on the validation photos.",
+                       "", *sets, "", f"Coverage and mean size of the sets on the test split. Made by `{run['command']}` "
+                       f"({run['created']})."])
+
+
+def _detector(run: dict, features: str, detector: str, params: dict) -> dict:
+    """The report-half figures of one detector in a vit.ood run (NaN where it was not measured)."""
+    found = next((d for d in run["detectors"].get(features, []) if d["detector"] == detector and d["params"] == params),
+                 None)
+    return found["report"] if found else {"auroc": float("nan"), "fpr95": float("nan")}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vit.readme", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -165,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     results = results_block(args.runs)
-    blocks = {"models": models_block(results), "results": results}
+    blocks = {"models": models_block(results), "results": results, "trust": trust_block()}
     if args.performance:
         blocks["performance"] = performance_block(args.runs)
     if args.faithfulness:

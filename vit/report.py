@@ -148,14 +148,40 @@ def engine_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 
 def explanation_rows(result: dict) -> tuple[list[str], list[list[str]]]:
     """A full /explain per model and method: the map plus its deletion / insertion score and random bar."""
+    explained = result.get("explanations", {})
+    timed = any("redraw_ms" in e for rows_ in explained.values() for e in rows_)  # runs from before: no columns
     headers = ["model", "method", "engine", "p50 s", "max s", "bar s", "within bar"]
+    headers += ["map ms", "score ms", "redraw ms", "method switch ms"] if timed else []
     rows = []
-    for family, methods in result.get("explanations", {}).items():
+    for family, methods in explained.items():
         title = result["models"][family].get("title", family)
         for e in methods:
             name = f"{e['method']} (default)" if e["default"] else e["method"]
             rows.append([title, name, e["engine"], f"{e['p50_s']:.2f}", f"{e['max_s']:.2f}", f"{e['bar_s']:.0f}",
-                         _verdict(e["within_bar"])])
+                         _verdict(e["within_bar"]), *(interaction_cells(e) if timed else [])])
+    return headers, rows
+
+
+def interaction_cells(e: dict) -> list[str]:
+    """The default method's map / score split, redraw and method switch (vit.bench.explanations.bench_interaction;
+    blank for the other methods and in runs from before it)."""
+    if "redraw_ms" not in e:
+        return [""] * 4
+    return [f"{e['map_ms']:.0f}", f"{e['score_ms']:.0f}", f"{e['redraw_ms']:.0f}",
+            f"{e['switch_ms']:.0f} (from {e['switch_from']})"]
+
+
+def gate_rows(result: dict) -> tuple[list[str], list[list[str]]]:
+    """The out-of-distribution gate's added server time per /predict (vit.bench.gate): medians."""
+    headers = ["model", "engine", "request ms", "model's pass ms", "gate ms", "gate's share of the request"]
+    rows = []
+    for family, g in result.get("gate", {}).items():
+        title = result["models"].get(family, {}).get("title", family)
+        if g.get("gate") is None:
+            rows.append([title, "", "", "", "no gate", ""])
+            continue
+        rows.append([title, f"{g['engine']} (gate: {g['backbone_engine']})", f"{g['request_ms']:.1f}",
+                     f"{g['forward_ms']:.1f}", f"{g['gate_ms']:.1f}", f"{g['gate_share']:.0%}"])
     return headers, rows
 
 
@@ -194,7 +220,9 @@ def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]
             ("Engines (PyTorch eager vs ONNX Runtime; x floor: times the batch's matmul floor)", engine_rows(result)),
             ("Full explanations (`/explain`: map, deletion and insertion curves, random bar; "
              "p50 of {runs} after one untimed)".format(runs=result["settings"].get("explain_runs", 0)),
-             explanation_rows(result))]
+             explanation_rows(result)),
+            ("Out-of-distribution gate (`/predict`: Predictor.classify, the shared Lite0 pass and the kNN verdict "
+             "after the model's own; bar: 10 % of the request)", gate_rows(result))]
 
 
 def performance_markdown(result: dict) -> str:

@@ -16,7 +16,7 @@ asserted in a test.
 The modules, one concern each: machine (where, and the matmul floor), timing (interleaved cases),
 flops, memory (serving RSS in a fresh process), models (one checkpoint's own figures), references,
 optimisations (PyTorch speed-ups), engines (PyTorch vs ONNX Runtime), cli (this module: the whole
-run `run` and its command line `main`).
+run `run` and its command line `main`), gate (the out-of-distribution gate's added time per /predict).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import torch
 from vit import report
 from vit.bench.engines import BATCHES, bench_engines
 from vit.bench.explanations import RUNS as EXPLAIN_RUNS, bench_explanations
+from vit.bench.gate import bench_gate
 from vit.bench.machine import machine_info, matmul_flops_per_s
 from vit.bench.memory import max_rss_mb, probe_rss, rss_probe
 from vit.bench.models import BATCH, bench_model
@@ -71,7 +72,7 @@ def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
     result = {"machine": machine_info(), "settings": asdict(s), "block": BLOCK}
     floor = matmul_flops_per_s(n)
     result["floor"] = {"matmul_gflops_per_s": floor / 1e9, "how": f"{n}x{n} fp32 torch.mm, best of 5"}
-    models, refs, opts, engine_rows, explain_rows = {}, {}, {}, {}, {}
+    models, refs, opts, engine_rows, explain_rows, gates = {}, {}, {}, {}, {}, {}
     for family, path in paths.items():
         try:
             ckpt = load(path)
@@ -95,6 +96,8 @@ def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
         if s.engine_batches:
             log.info("%s: engines", family)
             engine_rows[family] = bench_engines(ckpt, runs, warmup, floor, test_dir, s.engine_batches)
+        log.info("%s: the out-of-distribution gate's cost per request", family)
+        gates[family] = bench_gate(path, runs, warmup)
         if s.explain_runs:
             log.info("%s: full explanations", family)
             explain_rows[family] = bench_explanations(path, s.explain_runs)
@@ -102,7 +105,7 @@ def run(paths: dict[str, Path], settings: Settings | None = None) -> dict:
                                           "within_bar": m["attention_over_forward"]["p50"] <= ATTENTION_BAR}
                                       for f, m in models.items() if "attention_over_forward" in m}
     result.update(models=models, references=refs, optimisations=opts, engines=engine_rows, explanations=explain_rows,
-                  bench_peak_rss_mb=max_rss_mb())
+                  gate=gates, bench_peak_rss_mb=max_rss_mb())
     result["machine"]["load_avg_end"] = os.getloadavg()[0]
     return result
 
