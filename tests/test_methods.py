@@ -142,3 +142,19 @@ def test_the_pages_redraw_runs_no_model_and_a_view_seen_before_is_not_rescored(t
     finally:
         p.engine = engine
     assert h.score_view(value, "scratch_vit", "attention", 2, "max", 0.9)[0].startswith("**Is the map faithful?**")
+
+
+def test_the_bench_times_a_full_explanation_a_redraw_and_a_method_switch(tiny_checkpoints):
+    from vit import report
+    from vit.bench.explanations import bench_interaction
+
+    p = Predictor.from_checkpoint(tiny_checkpoints["timm_vit"], engine="torch")
+    e = bench_interaction(p, runs=1)
+    assert e["switch_from"] == p.methods[1] and all(e[k] > 0 for k in ("full_ms", "map_ms", "score_ms", "redraw_ms"))
+    row = {"method": p.methods[0], "default": True, "engine": "torch", "p50_s": 1.0, "max_s": 1.0, "bar_s": 2,
+           "within_bar": True}
+    result = {"models": {"timm_vit": {"title": "H"}}, "explanations": {"timm_vit": [row]}}
+    assert report.explanation_rows(result)[0][-1] == "within bar"  # a saved run from before: the same table
+    row.update(e)
+    headers, rows = report.explanation_rows(result)
+    assert headers[-2:] == ["redraw ms", "method switch ms"] and rows[0][-1].endswith(f"(from {p.methods[1]})")
