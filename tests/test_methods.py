@@ -10,6 +10,7 @@ from vit import handlers, serving
 from vit.cache import LRU, content_key
 from vit.explain import methods
 from vit.explain.maps import Heat
+from vit.images import open_image
 from vit.predict import Predictor
 
 
@@ -158,3 +159,14 @@ def test_the_bench_times_a_full_explanation_a_redraw_and_a_method_switch(tiny_ch
     row.update(e)
     headers, rows = report.explanation_rows(result)
     assert headers[-2:] == ["redraw ms", "method switch ms"] and rows[0][-1].endswith(f"(from {p.methods[1]})")
+
+
+def test_compare_all_decodes_the_photo_once_for_every_model(tiny_checkpoints, tmp_path, monkeypatch):
+    models = serving.ModelSet(tiny_checkpoints).load()
+    h = handlers.Handlers(models, serving.default_model(models))
+    path = tmp_path / "photo.png"
+    make_image(10, (64, 48)).save(path)
+    opened = []
+    monkeypatch.setattr(handlers, "open_image", lambda source: opened.append(source) or open_image(source))
+    outputs = h.compare({"path": str(path), "meta": {"_type": "gradio.FileData"}}, "rise", 0.9)
+    assert len(outputs) == 3 * len(models.ids) and opened == [str(path)]

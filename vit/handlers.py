@@ -12,6 +12,7 @@ objects (`inspect.signature(fn).return_annotation`), and a string would make one
 from typing import Callable
 
 import gradio as gr
+from PIL import Image
 
 from vit import ui
 from vit.explain import methods as registry
@@ -59,7 +60,10 @@ class Handlers:
             raise gr.Error(str(e)) from e
 
     def image(self, value):
-        """An event's raw image value (see vit.gradio_io) -> an upright RGB PIL image, or a gr.Error."""
+        """An event's raw image value (see vit.gradio_io) -> an upright RGB PIL image, or a gr.Error; a PIL
+        image already decoded by this request is passed through (decoded once per request)."""
+        if isinstance(value, Image.Image):
+            return value
         try:
             img = open_image(image_source(value))
         except ImageError as e:
@@ -159,7 +163,7 @@ class Handlers:
     def compare(self, image, method, discard):
         """Every model on the same image with the same explanation method (a model without it: its default),
         with the map's faithfulness and each model's verdict (the shared gate's backbone runs once per photo)."""
-        self.image(image)  # the message once, not once per model
+        image = self.image(image)  # decoded once for every model (and the message once, not once per model)
         outputs, features = [], None
         for i in self.models.ids:
             try:
