@@ -17,7 +17,7 @@ from vit.factory import build  # noqa: E402
 
 TINY_CNN = families.Family(name="test_cnn", title="tiny ResNet (test)", build=families._builder("build_timm_cnn"),
                            default_arch={"model_name": "resnet10t"}, attention=False,
-                           methods=("grad-cam", "occlusion"), head="fc")
+                           default_method="grad-cam", head="fc")
 
 
 @pytest.fixture(scope="module")
