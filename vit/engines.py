@@ -40,6 +40,9 @@ ENV = "FOODVISION_ENGINE"
 CONCURRENT = 2  # requests the app computes at once (its queue's default_concurrency_limit)
 # ORT intra-op threads per session. On the 2-core host, with spinning off, 2 beat 1 both for one request
 # alone and for CONCURRENT at once (p50, all three checkpoints); ORT_PARALLEL was ~2x slower.
+# torch.onnx.export keeps process-global state (GLOBALS.in_onnx_export): two exports at once in one process
+# fail. Every exporter (vit.runtime / vit.export, the gate's backbone, the trainer's ONNX teacher) holds this.
+EXPORT_LOCK = threading.RLock()
 THREADS = 2
 
 

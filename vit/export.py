@@ -41,7 +41,7 @@ from torch import nn
 
 from vit import families
 from vit.checkpoint import Checkpoint
-from vit.engines import FORMAT, attention_path, default_path, is_current, read_metadata, sha256  # noqa: F401 (the files' names and freshness)
+from vit.engines import EXPORT_LOCK, FORMAT, attention_path, default_path, is_current, read_metadata, sha256  # noqa: F401 (the files' names and freshness)
 from vit.factory import load
 from vit.trust.features import WithFeatures
 
@@ -123,11 +123,17 @@ def _torch_export(module: nn.Module, x: torch.Tensor, path: Path, outputs: list[
     if module.training:
         raise ValueError("export an eval-mode module: the exporter restores the training mode afterwards")
     dynamic = {name: {0: "batch"} for name in [INPUT, *outputs]}
-    with warnings.catch_warnings(), torch.no_grad():
+    with EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript exporter's deprecation and tracer notices
         mode = torch.onnx.TrainingMode.EVAL if fuse else torch.onnx.TrainingMode.PRESERVE
         torch.onnx.export(module, (x,), str(path), dynamo=False, input_names=[INPUT], output_names=outputs,
                           dynamic_axes=dynamic, opset_version=OPSET, training=mode)
+
+
+def own_generator(seed: int = 0) -> torch.Generator:
+    """A generator of the exporter's own: exports run in the app's background threads, where a draw from
+    torch's global generator would shift a user's seeded sequence (a seeded test saw other data)."""
+    return torch.Generator().manual_seed(seed)
 
 
 def half_initializers(proto) -> int:
@@ -162,7 +168,7 @@ def export(ckpt: Checkpoint, out: str | os.PathLike | None = None, *, int8: bool
     out = Path(out) if out is not None else default_path(ckpt.path, int8=int8)
     out.parent.mkdir(parents=True, exist_ok=True)
     model, size, digest = ckpt.model.eval(), input_px(ckpt), sha256(ckpt.path)
-    x = torch.randn(2, 3, size, size)
+    x = torch.randn(2, 3, size, size, generator=own_generator())
     written = []
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         raw = Path(tmp) / "plain.onnx"
@@ -264,7 +270,7 @@ def check(ckpt: Checkpoint, onnx_path: str | os.PathLike, data_dir: str | os.Pat
     split = _photos(data, ckpt) if data else None
     size = input_px(ckpt)
     photos = split[:: max(1, len(split) // CHECK_PHOTOS)][:CHECK_PHOTOS] if split is not None \
-        else torch.randn(CHECK_PHOTOS, 3, size, size)
+        else torch.randn(CHECK_PHOTOS, 3, size, size, generator=own_generator())
     with torch.inference_mode():
         ref = ckpt.model(photos)
     result = {"onnx": str(onnx_path), "int8": engine.int8, "photos": "real" if split is not None else "random",

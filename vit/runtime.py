@@ -11,21 +11,19 @@ PyTorch answers the first requests.
 from __future__ import annotations
 
 import logging
-import threading
 
 from vit import export, families
 from vit.checkpoint import Checkpoint
-from vit.engines import (THREADS, Engine, EngineError, OrtEngine, TorchEngine, cache_path, current_ort_engine,
+from vit.engines import (EXPORT_LOCK, THREADS, Engine, EngineError, OrtEngine, TorchEngine, cache_path, current_ort_engine,
                          onnxruntime_available, resolve_kind)
 
 log = logging.getLogger(__name__)
-_EXPORT_LOCK = threading.Lock()
 
 
 def ort_engine(ckpt: Checkpoint, *, int8: bool = False, threads: int = THREADS) -> OrtEngine:
     """An OrtEngine for `ckpt`: its export beside it (or in the cache) when that is current, else a
     fresh export, checked on random input against PyTorch before it is used."""
-    with _EXPORT_LOCK:  # torch.onnx.export is process-global: one export at a time
+    with EXPORT_LOCK:  # torch.onnx.export is process-global: one export at a time
         engine = current_ort_engine(ckpt, int8=int8, threads=threads)
         if engine is not None:
             return engine

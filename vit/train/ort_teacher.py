@@ -44,13 +44,13 @@ class OrtTeacher:
     def __init__(self, model: nn.Module, example: torch.Tensor, stage: int | None, threads: int) -> None:
         import onnxruntime as ort
 
-        from vit.engines import session_options
+        from vit.engines import EXPORT_LOCK, session_options
 
         self.stage = stage
         self._folder = tempfile.TemporaryDirectory(prefix="vit-teacher-")  # removed with this object
         path = Path(self._folder.name) / "teacher.onnx"
         outputs = ["logits"] if stage is None else ["logits", "features"]
-        with warnings.catch_warnings(), torch.no_grad():
+        with EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # TorchScript exporter's deprecation and tracer notices
             torch.onnx.export(_LogitsAndFeatures(model, stage).eval(), (example,), str(path), dynamo=False,
                               input_names=["image"], output_names=outputs, opset_version=OPSET,

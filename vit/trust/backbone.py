@@ -121,9 +121,11 @@ def _export(path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        from vit.engines import EXPORT_LOCK
+
+        with EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.randn(2, 3, 224, 224),), tmp, dynamo=False, input_names=["image"],
+            torch.onnx.export(module, (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)),), tmp, dynamo=False, input_names=["image"],
                               output_names=["features"], dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
                               opset_version=17)
         os.replace(tmp, path)
