@@ -66,6 +66,15 @@ def make_image(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
     return Image.fromarray(a)
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared machine: one intra-op thread is 10x faster than oversubscribed cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     """root/{train,test}/{pizza,steak,sushi}/*.jpg: 4 train and 2 test images per class."""

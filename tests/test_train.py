@@ -19,13 +19,7 @@ from vit.train.distill import FeatureImitation, Normalize
 TINY = json.dumps(TINY_ARCH["scratch_vit"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: one intra-op thread is 10x faster than oversubscribed cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run on one thread
 
 
 def train_cli(folder, out, *extra, model="scratch_vit", arch=TINY):

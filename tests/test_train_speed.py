@@ -15,12 +15,7 @@ from vit.train.ort_teacher import pick_engine
 from vit.train.prepare import transformed_once
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run on one thread
 
 
 def test_eval_splits_transformed_once_give_the_slow_paths_tensors(image_folder, tiny_checkpoints):
