@@ -275,3 +275,24 @@ def test_gpu_options_are_harmless_on_cpu(tmp_path, image_folder, caplog, amp):
     assert meta["history"][0]["images_per_s"] > 0 and "images/s" in caplog.text
     assert "--compile ignored on cpu" in caplog.text
     assert all(torch.isfinite(v).all() for v in weights(out).values())
+
+
+def test_init_starts_from_a_checkpoints_weights_and_records_the_chain(tmp_path, image_folder, capsys):
+    first = train_cli(image_folder, tmp_path / "first.safetensors", "--lr", "0.01")
+    # --lr 0 and no warm-up: the weights cannot move, so the new run ends where --init began it
+    second = train_cli(image_folder, tmp_path / "second.safetensors", "--init", str(first), "--lr", "0",
+                       "--min-lr", "0", "--warmup-epochs", "0", "--seed", "7")
+    assert same_weights(weights(first), weights(second))
+    init = checkpoint.read_meta(second)["init"]
+    assert init["weights"] == "checkpoint" and str(first) in init["source"]
+    assert init["checkpoint_init"]["weights"] == "random"  # the chain: first had started from random weights
+    fresh = train_cli(image_folder, tmp_path / "fresh.safetensors", "--lr", "0", "--min-lr", "0",
+                      "--warmup-epochs", "0", "--seed", "7")
+    assert not same_weights(weights(first), weights(fresh))  # without --init: its own random start
+    other = json.dumps({**TINY_ARCH["scratch_vit"], "depth": 3})  # the preset has 2 blocks
+    argv = ["--model", "scratch_vit", "--arch", other, "--data-dir", str(image_folder), "--workers", "0",
+            "--out", str(tmp_path / "x.safetensors"), "--init", str(first)]
+    assert train.main(argv) == 2
+    assert "differs from the checkpoint's architecture" in capsys.readouterr().err
+    assert train.main(argv[:-1] + [str(tmp_path / "missing.safetensors")]) == 2
+    assert "no such checkpoint file" in capsys.readouterr().err

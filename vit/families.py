@@ -42,6 +42,8 @@ class Family:
 
     def is_pretrained_param(self, name: str, init: dict) -> bool:
         """Did parameter `name` come from pretrained weights (for --backbone-lr-scale / --freeze-epochs)?"""
+        if init.get("weights") == "checkpoint":  # --init: as pretrained as the weights it started from
+            init = init.get("checkpoint_init", {})
         if init.get("weights", "random") == "random":
             return False
         if self.pretrained_prefix is not None:

@@ -27,6 +27,7 @@ class TrainConfig:
     data_cache: str = "auto"  # memory: decode once and keep; stream: decode per item in workers; auto: by size
     arch: dict | None = None  # the family's architecture arguments (None: its default)
     pretrained: str = "default"  # initial weights: default (the family's), none, lite0-imagenet, timm-hub
+    init: str | None = None  # start from this checkpoint's weights (same family, classes, architecture); a new schedule
     test_dir: str | None = None  # ImageFolder root or split to report on (default: the first data dir's test/)
     val_fraction: float = 0.15  # share of train held out for early stopping and model selection
     epochs: int = 10  # passes over the training data
@@ -81,6 +82,8 @@ def build_parser(doc: str | None = None) -> argparse.ArgumentParser:
                         "(default: the family's default)")
     p.add_argument("--pretrained", default="default", choices=["default", "none", "lite0-imagenet", "timm-hub"],
                    help="initial weights (default: the family's, e.g. lite0-imagenet for timm_vit/effnet, none for scratch_vit)")
+    p.add_argument("--init", default=None, metavar="CKPT", help=_comment("init") + " (unlike --resume: "
+                                                                     "no optimiser state, epochs count from 0)")
     p.add_argument("--dataset", default="imagefolder", choices=DATASETS,
                    help="imagefolder (--data-dir with train/, test/), or a torchvision data set downloaded into "
                         "the first --data-dir (default ./data) when online")
@@ -156,5 +159,10 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"--teacher {cfg.teacher}: no such checkpoint file")
     if cfg.teacher_engine == "onnxruntime" and not onnxruntime_available():
         raise ConfigError("--teacher-engine onnxruntime: onnxruntime is not installed (pip install onnxruntime)")
+    if cfg.init is not None:
+        if not Path(cfg.init).is_file():
+            raise ConfigError(f"--init {cfg.init}: no such checkpoint file")
+        if cfg.pretrained not in ("default", "none"):
+            raise ConfigError(f"--init and --pretrained {cfg.pretrained}: choose one source of initial weights")
     if cfg.resume and not cfg.state_path.is_file():
         raise ConfigError(f"--resume: no training state at {cfg.state_path}")

@@ -20,7 +20,8 @@ from vit.evaluate import split_dir
 from vit.train.config import TrainConfig
 from vit.train.distill import Normalize, Teacher, load_teacher
 from vit.train.distributed import Dist
-from vit.factory import build
+from vit.engines import sha256
+from vit.factory import build, load
 from vit.zoo import Built
 
 log = logging.getLogger("vit.train")
@@ -75,6 +76,24 @@ def transformed_once(data: Dataset) -> Dataset:
     return TensorDataset(torch.stack(xs), torch.tensor(ys))  # (N, 3, H, W), (N,)
 
 
+def warm_start(cfg: TrainConfig, class_names: list[str]) -> Built:
+    """--init: the model of a trained checkpoint of the same family, classes and architecture, with
+    its weights. Its `init` record keeps the chain: where those weights had started from, and how."""
+    source = load(cfg.init, expect_family=cfg.model)
+    if source.class_names != class_names:
+        raise ValueError(f"--init {cfg.init}: its classes {source.class_names} differ from the data's {class_names}")
+    arch = source.meta["arch"]
+    built = build(cfg.model, arch if cfg.arch is None else cfg.arch, num_classes=len(class_names))
+    if built.arch != arch:
+        raise ValueError(f"--init {cfg.init}: --arch {cfg.arch} differs from the checkpoint's architecture {arch}")
+    built.model.load_state_dict(source.model.state_dict())
+    built.init = {"weights": "checkpoint", "source": f"{cfg.init} (sha256 {sha256(cfg.init)[:12]})",
+                  "checkpoint_init": source.meta.get("init", {}),
+                  "checkpoint_command": source.meta.get("command"),
+                  "checkpoint_epochs": source.meta.get("recipe", {}).get("epochs_run")}
+    return built
+
+
 def prepare(cfg: TrainConfig, d: Dist, device: str) -> Prepared:
     seed_everything(cfg.seed)
     family = families.get(cfg.model)
@@ -91,7 +110,10 @@ def prepare(cfg: TrainConfig, d: Dist, device: str) -> Prepared:
         test_source = f"{cfg.dataset} test split"
     train_set, val_set = split_train_val(samples, cfg.val_fraction)
 
-    built = build(cfg.model, cfg.arch, num_classes=len(class_names), pretrained=pretrained)
+    if cfg.init is not None:
+        built, pretrained = warm_start(cfg, class_names), None
+    else:
+        built = build(cfg.model, cfg.arch, num_classes=len(class_names), pretrained=pretrained)
     pp = family.preprocessing_for(built.model)
     teacher = load_teacher(cfg.teacher, class_names, device, cfg.teacher_size) if cfg.teacher else None
     crop = max(pp["input_size"][-1], teacher.normalize.size if teacher else 0)
