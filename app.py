@@ -107,29 +107,32 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
 
     explain_inputs = [method, layer, head, opacity, discard]
     page_state = [*page_outputs, last]
-    run.click(H.classify, [image, model, *explain_inputs], page_state, api_name="classify",
-              concurrency_id=MODEL_RUNS, preprocess=False)
+    private = {"api_visibility": "private", "show_progress": "hidden"}
+    score = {"fn": H.score_view, "inputs": [image, model, method, layer, head, discard],
+             "outputs": [faithfulness, curves], "concurrency_id": MODEL_RUNS, "preprocess": False,
+             "api_visibility": "private"}  # after the overlay is shown: its deletion / insertion score
+    run.click(H.show, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
+              api_visibility="private").success(**score)
     run_all.click(lambda: gr.update(visible=True), None, compare_row, api_visibility="private").then(
         H.compare, [image, method, discard], compare_outputs, api_name="compare", concurrency_id=MODEL_RUNS,
         preprocess=False)
-    private = {"api_visibility": "private", "show_progress": "hidden"}
     opacity.release(H.redraw, [last, opacity, head], [overlay, layers], **private)
     method.input(H.on_method_change, [model, method], [layer, head, discard], queue=False, **private)
     model.change(H.on_model_default_method, [model], [discard], queue=False, **private)
     for event in (method.input, model.input):
-        event(H.rerun, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
-              api_visibility="private")
+        event(H.show, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
+              api_visibility="private").success(**score)
     for event in (layer.release, head.input, discard.release):  # the map from the photo's pass, then its score
         event(H.redraw_map, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
-              api_visibility="private").then(H.score_view, [image, model, method, layer, head, discard],
-                                             [faithfulness, curves], concurrency_id=MODEL_RUNS, preprocess=False, **private)
+              api_visibility="private").success(**score, show_progress="hidden")
     image.upload(H.check_upload, [image], None, preprocess=False, **private)
     image.change(lambda: None, None, last, queue=False, **private)
     control_outputs = [card, layer, head, method, layers]
     model.change(H.on_model_change, [model], control_outputs, queue=False, **private)
     timer.tick(H.tick, [model, settled], [status, settled, card, timer], queue=False, **private)
     measure.click(H.measure_latency, None, [table], api_name="measure_latency", concurrency_id=MODEL_RUNS)
-    predict, explain, attention, methods = handlers.api(H)
+    predict, explain, attention, methods, classify = handlers.api(H)
+    gr.api(classify, api_name="classify", concurrency_id=MODEL_RUNS)
     gr.api(predict, api_name="predict", concurrency_id=MODEL_RUNS)
     gr.api(explain, api_name="explain", concurrency_id=MODEL_RUNS)
     gr.api(attention, api_name="attention", concurrency_id=MODEL_RUNS)

@@ -71,6 +71,25 @@ def test_classify_gives_what_the_page_shows(h, tmp_path):
                                                                               None)
 
 
+def test_the_button_shows_the_map_first_and_its_score_next(h, tmp_path):
+    value = photo_value(tmp_path)
+    # "attention" is the last model's method in the menu: effnet shows its default, unscored ...
+    probs, timing, overlay, faithful, curves, *_, state = h.show(value, "effnet", "attention", 1, "mean", 0.5, 0.9)
+    assert overlay.endswith(".png") and faithful == "" and curves is None
+    assert state[1].method == serving.methods_of(h.models, "effnet")[0] and state[1].faithfulness is None
+    text, curves = h.score_view(value, "effnet", "attention", 1, "mean", 0.9)  # ... and then scores that map
+    assert text.startswith("**Is the map faithful?**") and curves.endswith(".png")
+    full = h.classify(value, "effnet", None, 1, "mean", 0.5, 0.9)  # one call: both, the same score
+    assert full[3] == text and full[-1][1].probs == pytest.approx(state[1].probs, rel=1e-4, abs=1e-6)
+
+
+def test_classify_endpoint_is_the_page_in_one_call(h, tmp_path):
+    classify = {f.__name__: f for f in handlers.api(h)}["classify"]
+    label, timing, overlay, faithful, curves, layers, patches, verdict = classify(photo_value(tmp_path), "effnet")
+    assert label["label"] in CLASSES and faithful.startswith("**Is the map faithful?**") and layers is None
+    assert all(f["path"].endswith(".png") for f in (overlay, curves, patches)) and "gate" in verdict
+
+
 def _trust(monkeypatch, p, in_distribution: bool, prediction_set: list[str]) -> None:
     """Make model `p` answer with this verdict (the tiny checkpoints carry no gate)."""
     verdict = Trust(in_distribution, 1.5 if not in_distribution else 0.4, 1.1152, prediction_set, 0.75, "knn")
@@ -123,7 +142,7 @@ def test_compare_says_each_models_verdict(h, tmp_path, monkeypatch):
 
 def test_the_endpoints_default_to_the_pages_model(h):
     endpoints = {f.__name__: f for f in handlers.api(h)}
-    assert list(endpoints) == ["predict", "explain", "attention", "methods"]
-    for name in ("predict", "explain", "attention"):
+    assert list(endpoints) == ["predict", "explain", "attention", "methods", "classify"]
+    for name in ("predict", "explain", "attention", "classify"):
         assert inspect.signature(endpoints[name]).parameters["model"].default == h.default
     assert endpoints["methods"]() == {i: list(serving.methods_of(h.models, i)) for i in h.models.ids}

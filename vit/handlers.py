@@ -1,7 +1,7 @@
 """What each of the app's events and endpoints does: check the request, run the model, say what to show.
 
 app.py binds every widget event to one method of `Handlers`, and serves `api(handlers)` as the
-/predict, /explain, /attention and /methods endpoints. A request that cannot be answered (unknown or
+/predict, /explain, /attention, /methods and /classify endpoints. A request that cannot be answered (unknown or
 unavailable model, unreadable image, a head or method the model lacks) ends in a `gr.Error` whose
 message is meant for the person or the API client that sent it; the checks themselves raise
 `ValueError`s in vit.ui / vit.serving, testable without Gradio.
@@ -136,14 +136,20 @@ class Handlers:
         p = self.model(model)
         return result_file(ui.render_overlay(r, opacity)), result_file(ui.render_layers(r, self.head(p, head), opacity))
 
-    def rerun(self, image, model, method, layer, head, opacity, discard):
+    def rerun(self, image, model, method, layer, head, opacity, discard, score: bool = True):
         """After the user switches model or method or moves a map control: explain the image shown again, or
         clear the old results."""
         if image is None:
             return None, "", None, "", None, None, None, "", None
         if method not in methods_of(self.models, model):  # the menu still shows the last model's method
             method = None
-        return self.classify(image, model, method, layer, head, opacity, discard)
+        return self.classify(image, model, method, layer, head, opacity, discard, score)
+
+    def show(self, image, model, method, layer, head, opacity, discard):
+        """The Classify button and a switch of model or method: the prediction, the verdict and the map at
+        once, unscored; `score_view` scores the map next, so the overlay does not wait for the ~60 passes
+        of its deletion / insertion score (/classify and /explain still give both in one call)."""
+        return self.rerun(image, model, method, layer, head, opacity, discard, score=False)
 
     def redraw_map(self, image, model, method, layer, head, opacity, discard):
         """After a new layer, head or discard ratio: the map from the photo's pass already made (no model
@@ -155,8 +161,10 @@ class Handlers:
     def score_view(self, image, model, method, layer, head, discard):
         """The faithfulness text and curves of the map shown (computed once per photo, model, method and
         parameters; a view seen before is not scored again)."""
-        if image is None or method not in methods_of(self.models, model):
+        if image is None or model not in self.models.meta:
             return gr.skip(), gr.skip()
+        if method not in methods_of(self.models, model):  # as `rerun`: the model's default was shown
+            method = None
         p, r = self.explain_request(model, image, method, layer, head, discard)
         return ui.faithfulness_text(r), result_file(ui.curves_image(r))
 
@@ -239,7 +247,7 @@ class Handlers:
 
 
 def api(h: Handlers) -> list[Callable]:
-    """The gr.api endpoints /predict, /explain, /attention and /methods. Their signatures and docstrings
+    """The gr.api endpoints /predict, /explain, /attention, /methods and /classify. Their signatures and docstrings
     are what API and MCP clients read, `model` defaulting to the page's default model: hence functions
     made here, around `h`, each a call to one of its methods."""
     default = h.default
@@ -308,4 +316,28 @@ def api(h: Handlers) -> list[Callable]:
         """
         return {i: list(methods_of(h.models, i)) for i in h.models.ids if i in h.models.meta}
 
-    return [predict, explain, attention, methods]
+    def classify(image: ImageFile, model: str = default, method: str = "", layer: int = 1, head: str = "mean",
+                 opacity: float = 0.5, discard: float = 0.9) -> tuple[dict, str, ImageFile, str, ImageFile,
+                                                                   ImageFile | None, ImageFile, str]:
+        """Everything the page shows for a photo, in one call: the prediction, its explanation and its score.
+
+        Args:
+            image: the food photo (JPEG, PNG, WebP, ...).
+            model: the model's id, its checkpoint's file stem (e.g. "scratch_vit", "timm_vit", "effnet").
+            method: an explanation method of that model (see /methods); empty for the model's default.
+            layer: the attention layer shown by "attention", from 1.
+            head: "mean", "max" or "head N" (attention and rollout).
+            opacity: the overlay's opacity, 0 to 1.
+            discard: rollout's share of the weakest attention dropped, 0 to 0.99.
+        Returns:
+            The label (calibrated probabilities, as /predict), the timing text (after a warning when the photo
+            is out of distribution), the overlay, the faithfulness text, the deletion / insertion curves, every
+            layer's attention (None for a model without attention), the patch grid and the verdict (in
+            distribution or not, the 90 % prediction set, or that the model has no gate).
+        """
+        probs, timing, overlay, faithful, curves, layers, patches, verdict, _ = h.classify(
+            image, model, method or None, layer, head, opacity, discard)
+        return (label_value(probs), timing, file_data(overlay), faithful, file_data(curves), file_data(layers),
+                file_data(patches), verdict)
+
+    return [predict, explain, attention, methods, classify]
