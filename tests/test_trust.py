@@ -42,6 +42,24 @@ def test_ece_of_a_model_always_sure_and_half_right():
     assert calibration.ece(probs, labels) == pytest.approx(0.5)
 
 
+def test_the_ece_a_calibrated_model_shows_by_chance_shrinks_with_more_photos():
+    small, _ = synthetic(75)
+    large, _ = synthetic(7500)
+    few, many = calibration.ece_by_chance(small.softmax(-1), draws=400), calibration.ece_by_chance(large.softmax(-1), draws=50)
+    assert few["p95"] > few["median"] > 4 * many["median"] > 0  # ~1/sqrt(N): 75 photos cannot show an ECE near 0
+    assert calibration.ece_by_chance(torch.tensor([[1.0, 0.0]] * 20)) == {"median": 0.0, "p95": 0.0, "draws": 2000}
+    logits, labels = synthetic(75)  # labels drawn from the probabilities: calibrated, yet ECE > 0 on 75 photos
+    assert 0 < calibration.ece(logits.softmax(-1), labels) < few["p95"]
+
+
+def test_the_ece_interval_brackets_the_ece():
+    logits, labels = synthetic(75, temperature=3.0)  # over-confident
+    value = calibration.ece(logits.softmax(-1), labels)
+    lo, hi = calibration.ece_interval(logits.softmax(-1), labels, draws=500)
+    assert lo < value < hi and hi - lo > 0.05
+    assert calibration.ece_interval(torch.tensor([[1.0, 0.0]] * 10), torch.zeros(10, dtype=torch.long)) == (0.0, 0.0)
+
+
 def test_the_finite_sample_quantile():
     scores = torch.arange(1, 10, dtype=torch.float64)  # n = 9: ceil(10 * 0.9) = 9th smallest
     assert conformal.quantile(scores, 0.1) == 9

@@ -165,7 +165,8 @@ def trust_block(path: Path = OOD_RUN) -> str:
     n_report = run["nonfood"]["halves"].count("report")
     ood = ["| model | gate | AUROC | FPR@95 | test food accepted | non-food flagged | kNN on the model's own "
            "features: AUROC |", "|---|---|---|---|---|---|---|"]
-    cal = ["| model | T | ECE before → after | NLL before → after | test accuracy |", "|---|---|---|---|---|"]
+    cal = ["| model | T | ECE before → after | after: 95 % interval | perfectly calibrated, by chance: median / "
+           "95th pct | NLL before → after | test accuracy |", "|---|---|---|---|---|---|---|"]
     sets = ["| model | method | q̂ | coverage | mean set size |", "|---|---|---|---|---|"]
     for r in run["runs"]:
         title, g = families.get(r["family"]).title if r["family"] in families.names() else r["family"], r["gate"]
@@ -178,7 +179,10 @@ def trust_block(path: Path = OOD_RUN) -> str:
         ood.append(f"| {title} | {g['detector']} ({k}) on {g['features']} | {mine['auroc']:.3f} | {mine['fpr95']:.3f} "
                    f"| {g['test_food_accepted']:.1%} of {r['n_test']} | {g['nonfood_flagged']:.1%} of {r['n_nonfood']} "
                    f"| {own['auroc']:.3f} |")
+        lo, hi = g.get("test_ece_after_interval", (float("nan"),) * 2)
+        chance = g.get("test_ece_by_chance", {"median": float("nan"), "p95": float("nan")})
         cal.append(f"| {title} | {g['temperature']:.3f} | {g['test_ece_before']:.3f} → {g['test_ece_after']:.3f} "
+                   f"| {lo:.3f}–{hi:.3f} | {chance['median']:.3f} / {chance['p95']:.3f} "
                    f"| {g['test_nll_before']:.3f} → {g['test_nll_after']:.3f} | {g['test_accuracy']:.1%} |")
         c = g["conformal"]
         sets.append(f"| {title} | {c['method'].upper()} at {1 - c['alpha']:.0%} ({c['n_calibration']} calibration "
@@ -187,7 +191,11 @@ def trust_block(path: Path = OOD_RUN) -> str:
                        f"against the report half of the non-food set ({n_report} of {run['nonfood']['n']} images; the "
                        "other half chose the detector); accepted / flagged: the stored threshold on the test food and on "
                        "every non-food image.", "", *cal, "", f"On the test split: ECE with {run['ece_bins']} equal-width "
-                       "bins of the top-class probability (Guo et al. 2017, Eq. 3); T fitted on the validation photos.",
+                       "bins of the top-class probability (Guo et al. 2017, Eq. 3); T fitted on the validation photos. "
+                       "The interval resamples the test photos (bootstrap, 2000 draws); *by chance* is the ECE that a "
+                       "perfectly calibrated model with the same confidences shows on this many photos (each top "
+                       "class drawn correct with its own probability, 2000 draws; Bröcker & Smith 2007): an ECE "
+                       "below its 95th percentile is no evidence of miscalibration.",
                        "", *sets, "", f"Coverage and mean size of the sets on the test split. Made by `{run['command']}` "
                        f"({run['created']})."])
 
