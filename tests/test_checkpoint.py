@@ -112,3 +112,18 @@ def test_wrong_family_and_mismatched_weights(tmp_path, tiny_checkpoints):
     save_file(load_file(str(tiny_checkpoints["scratch_vit"])), str(bad), metadata={"foodvision": json.dumps(meta)})
     with pytest.raises(CheckpointError, match="liar.safetensors: weights do not fit"):
         factory.load(bad)
+
+
+def test_describe_init_names_the_chain_of_a_continued_run():
+    from vit.checkpoint import describe_init
+
+    first = {"weights": "random", "source": "trunc_normal(0.02)"}
+    assert describe_init(first) == "random (trunc_normal(0.02))"
+    continued = {"weights": "checkpoint", "source": "checkpoints/scratch_vit.safetensors (sha256 0123456789ab)",
+                 "checkpoint_init": first, "checkpoint_epochs": 230}
+    assert describe_init(continued) == ("random (trunc_normal(0.02)), trained 230 epochs, then continued from "
+                                        "scratch_vit.safetensors")
+    twice = {"weights": "checkpoint", "source": "runs/e.safetensors", "checkpoint_init": continued, "checkpoint_epochs": 450}
+    assert describe_init(twice).startswith("random (trunc_normal(0.02)), trained 230 epochs, then continued from "
+                                           "scratch_vit.safetensors, trained 450 epochs, then continued from e.safetensors")
+    assert describe_init({}) == "unknown"

@@ -146,6 +146,18 @@ class Checkpoint:
         return self.path.stat().st_size / 1e6
 
 
+def describe_init(init: dict) -> str:
+    """What a model's weights started from, in words, from its metadata's `init`. A run continued from
+    another checkpoint (vit.train --init) names the chain down to the first weights, e.g. "random
+    (trunc_normal(0.02)), trained 230 epochs, then continued from scratch_vit.safetensors"."""
+    if init.get("weights") == "checkpoint":
+        source = str(init.get("source", "a checkpoint")).split(" (sha256")[0]
+        epochs = init.get("checkpoint_epochs")
+        return (describe_init(init.get("checkpoint_init") or {}) + (f", trained {epochs} epochs" if epochs else "")
+                + f", then continued from {Path(source).name}")
+    return init.get("weights", "unknown") + (f" ({init['source']})" if init.get("source") else "")
+
+
 def num_params(model: "nn.Module") -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from vit import bench
-from vit.checkpoint import CheckpointError
+from vit.checkpoint import CheckpointError, describe_init
 from vit.factory import load
 from vit.predict import time_forward
 from vit.report import performance_markdown
@@ -82,7 +82,8 @@ def results_block(runs: int = 30) -> str:
         test, val = m["metrics"]["test"], m["metrics"].get("val", {})
         size = ckpt.preprocessing.image_size
         p50 = float(np.median(time_forward(ckpt.model, torch.zeros(1, 3, size, size), runs=runs, warmup=5)))
-        init = m["init"]["weights"] + (f" ({m['init']['source'].split(':')[0]})" if m["init"].get("source") else "")
+        init = describe_init(m["init"]) if m["init"].get("weights") == "checkpoint" else \
+            m["init"]["weights"] + (f" ({m['init']['source'].split(':')[0]})" if m["init"].get("source") else "")
         data = f"{r['n_train']} train + {r['n_val']} val photos"
         if r.get("distillation"):
             data += f"; distilled from {families.get(r['distillation']['teacher_family']).title}"

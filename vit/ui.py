@@ -16,7 +16,7 @@ from PIL import Image
 
 from vit import families
 from vit.explain import methods as registry
-from vit.checkpoint import Preprocessing
+from vit.checkpoint import Preprocessing, describe_init
 
 if TYPE_CHECKING:  # vit.predict imports timm (seconds): only the loading thread needs it
     from vit.predict import Predictor, Result
@@ -78,7 +78,7 @@ def model_card(meta: dict, title: str, path: Path) -> str:
     recipe, init = m.get("recipe", {}), m.get("init", {})
     test, val = m.get("metrics", {}).get("test", {}), m.get("metrics", {}).get("val", {})
     lines = [f"**{title}** — {describe_arch(m)}",
-             f"- **Started from:** {init.get('weights', 'unknown')}" + (f" ({init['source']})" if init.get("source") else "")]
+             f"- **Started from:** {describe_init(init)}"]
     if "n_train" in recipe:
         distill = recipe.get("distillation") or {}
         teacher = distill.get("teacher_family")
@@ -305,7 +305,7 @@ def comparison_rows(models: ModelSet, latency_p50: dict[str, float] | None = Non
         recipe, test = m.get("recipe", {}), m.get("metrics", {}).get("test", {})
         size_mb = models.paths[i].stat().st_size / 1e6
         rows.append([
-            title, m.get("init", {}).get("weights", "?"),
+            title, describe_init(m.get("init", {})),
             f"{recipe.get('n_train', '?')} train / {recipe.get('n_val', 0)} val",
             recipe.get("epochs_run", recipe.get("epochs", "")),
             f"{test['accuracy']:.1%}" if test else "",
