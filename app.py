@@ -108,8 +108,7 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     explain_inputs = [method, layer, head, opacity, discard]
     page_state = [*page_outputs, last]
     private = {"api_visibility": "private", "show_progress": "hidden"}
-    score = {"fn": H.score_view, "inputs": [image, model, method, layer, head, discard],
-             "outputs": [faithfulness, curves], "concurrency_id": MODEL_RUNS, "preprocess": False,
+    score = {"fn": H.score_view, "inputs": [last], "outputs": [faithfulness, curves], "concurrency_id": MODEL_RUNS,
              "api_visibility": "private"}  # after the overlay is shown: its deletion / insertion score
     run.click(H.show, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
               api_visibility="private").success(**score)
@@ -119,9 +118,10 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     opacity.release(H.redraw, [last, opacity, head], [overlay, layers], **private)
     method.input(H.on_method_change, [model, method], [layer, head, discard], queue=False, **private)
     model.change(H.on_model_default_method, [model], [discard], queue=False, **private)
-    for event in (method.input, model.input):
-        event(H.show, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
-              api_visibility="private").success(**score)
+    method.input(H.show, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
+                 api_visibility="private").success(**score)
+    model.input(H.show_default, [image, model, opacity], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
+                api_visibility="private").success(**score)
     for event in (layer.release, head.input, discard.release):  # the map from the photo's pass, then its score
         event(H.redraw_map, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
               api_visibility="private").success(**score, show_progress="hidden")
@@ -132,11 +132,11 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     timer.tick(H.tick, [model, settled], [status, settled, card, timer], queue=False, **private)
     measure.click(H.measure_latency, None, [table], api_name="measure_latency", concurrency_id=MODEL_RUNS)
     predict, explain, attention, methods, classify = handlers.api(H)
-    gr.api(classify, api_name="classify", concurrency_id=MODEL_RUNS)
     gr.api(predict, api_name="predict", concurrency_id=MODEL_RUNS)
     gr.api(explain, api_name="explain", concurrency_id=MODEL_RUNS)
     gr.api(attention, api_name="attention", concurrency_id=MODEL_RUNS)
     gr.api(methods, api_name="methods", queue=False)
+    gr.api(classify, api_name="classify", concurrency_id=MODEL_RUNS)
     demo.load(H.on_model_change, [model], control_outputs, queue=False, **private)
     demo.load(H.status_text, None, status, queue=False, **private)
 

@@ -118,12 +118,23 @@ def test_describe_init_names_the_chain_of_a_continued_run():
     from vit.checkpoint import describe_init
 
     first = {"weights": "random", "source": "trunc_normal(0.02)"}
-    assert describe_init(first) == "random (trunc_normal(0.02))"
+    assert describe_init(first) == "random (trunc_normal(0.02))" and describe_init(first, short=True) == "random"
     continued = {"weights": "checkpoint", "source": "checkpoints/scratch_vit.safetensors (sha256 0123456789ab)",
-                 "checkpoint_init": first, "checkpoint_epochs": 230}
-    assert describe_init(continued) == ("random (trunc_normal(0.02)), trained 230 epochs, then continued from "
-                                        "scratch_vit.safetensors")
+                 "checkpoint_init": first, "checkpoint_epochs": 188}
+    assert describe_init(continued) == ("random (trunc_normal(0.02)), trained 188 epochs, then continued from "
+                                        "scratch_vit.safetensors (sha256 0123456789ab)")
     twice = {"weights": "checkpoint", "source": "runs/e.safetensors", "checkpoint_init": continued, "checkpoint_epochs": 450}
-    assert describe_init(twice).startswith("random (trunc_normal(0.02)), trained 230 epochs, then continued from "
-                                           "scratch_vit.safetensors, trained 450 epochs, then continued from e.safetensors")
+    assert describe_init(twice, short=True) == "random, trained 188 epochs, then continued, trained 450 epochs, then continued"
     assert describe_init({}) == "unknown"
+
+
+def test_a_chain_of_continued_runs_is_as_pretrained_as_its_first_weights():
+    from vit import families
+
+    family = families.get("scratch_vit")
+    random_first = {"weights": "checkpoint", "checkpoint_init": {"weights": "checkpoint",
+                                                                 "checkpoint_init": {"weights": "random"}}}
+    assert not family.is_pretrained_param("blocks.0.attn.qkv.weight", random_first)
+    imagenet_first = {"weights": "checkpoint", "checkpoint_init": {"weights": "checkpoint",
+                                                                   "checkpoint_init": {"weights": "imagenet"}}}
+    assert family.is_pretrained_param("blocks.0.attn.qkv.weight", imagenet_first)

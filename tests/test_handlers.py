@@ -6,6 +6,7 @@ import pytest
 
 from conftest import CLASSES, make_image
 from vit import handlers, serving, ui
+from vit.explain import methods as registry
 from vit.trust import Trust
 
 
@@ -77,10 +78,21 @@ def test_the_button_shows_the_map_first_and_its_score_next(h, tmp_path):
     probs, timing, overlay, faithful, curves, *_, state = h.show(value, "effnet", "attention", 1, "mean", 0.5, 0.9)
     assert overlay.endswith(".png") and faithful == "" and curves is None
     assert state[1].method == serving.methods_of(h.models, "effnet")[0] and state[1].faithfulness is None
-    text, curves = h.score_view(value, "effnet", "attention", 1, "mean", 0.9)  # ... and then scores that map
+    text, curves = h.score_view(state)  # ... and then scores that map, whatever the menus show by now
     assert text.startswith("**Is the map faithful?**") and curves.endswith(".png")
     full = h.classify(value, "effnet", None, 1, "mean", 0.5, 0.9)  # one call: both, the same score
     assert full[3] == text and full[-1][1].probs == pytest.approx(state[1].probs, rel=1e-4, abs=1e-6)
+
+
+def test_a_model_switch_shows_the_new_models_default_and_scores_that(h, tmp_path):
+    value = photo_value(tmp_path)
+    *_, state = h.show(value, "scratch_vit", "attention", 2, "head 1", 0.5, 0.9)
+    assert state[1].method == "attention"
+    *_, state = h.show_default(value, "timm_vit", 0.5)  # the menu still said "attention"
+    default = serving.methods_of(h.models, "timm_vit")[0]
+    assert state[1].method == default and state[2]["method"] == default
+    assert h.score_view(state)[0].startswith(f"**Is the map faithful?** ({registry.title(default)}")
+    assert h.score_view(None) == (gr.skip(), gr.skip())  # a new photo cleared the state: nothing to score
 
 
 def test_classify_endpoint_is_the_page_in_one_call(h, tmp_path):

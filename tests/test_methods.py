@@ -139,10 +139,10 @@ def test_the_pages_redraw_runs_no_model_and_a_view_seen_before_is_not_rescored(t
     try:
         shown = h.redraw_map(value, "scratch_vit", "attention", 2, "max", 0.5, 0.9)  # new layer and head
         assert shown[3] == "" and shown[-1][1].faithfulness is None  # unscored until score_view
-        assert h.score_view(value, "scratch_vit", "attention", 1, "mean", 0.9)[0] == first[3]  # seen: no run
+        assert h.score_view(first[-1])[0] == first[3]  # seen: no run
     finally:
         p.engine = engine
-    assert h.score_view(value, "scratch_vit", "attention", 2, "max", 0.9)[0].startswith("**Is the map faithful?**")
+    assert h.score_view(shown[-1])[0].startswith("**Is the map faithful?**")
 
 
 def test_the_bench_times_a_full_explanation_a_redraw_and_a_method_switch(tiny_checkpoints):

@@ -146,16 +146,19 @@ class Checkpoint:
         return self.path.stat().st_size / 1e6
 
 
-def describe_init(init: dict) -> str:
-    """What a model's weights started from, in words, from its metadata's `init`. A run continued from
-    another checkpoint (vit.train --init) names the chain down to the first weights, e.g. "random
-    (trunc_normal(0.02)), trained 230 epochs, then continued from scratch_vit.safetensors"."""
+def describe_init(init: dict, short: bool = False) -> str:
+    """What a model's weights started from, in words, from its metadata's `init` (`short`: without the
+    sources). A run continued from another checkpoint (vit.train --init) names the chain down to the
+    first weights: "random (trunc_normal(0.02)), trained 188 epochs, then continued from
+    scratch_vit.safetensors (sha256 0123456789ab)"."""
     if init.get("weights") == "checkpoint":
-        source = str(init.get("source", "a checkpoint")).split(" (sha256")[0]
+        source = str(init.get("source", "a checkpoint"))
+        name, _, digest = source.partition(" (")
         epochs = init.get("checkpoint_epochs")
-        return (describe_init(init.get("checkpoint_init") or {}) + (f", trained {epochs} epochs" if epochs else "")
-                + f", then continued from {Path(source).name}")
-    return init.get("weights", "unknown") + (f" ({init['source']})" if init.get("source") else "")
+        return (describe_init(init.get("checkpoint_init") or {}, short) + (f", trained {epochs} epochs" if epochs else "")
+                + ", then continued" + ("" if short else f" from {Path(name).name}" + (f" ({digest}" if digest else "")))
+    weights = init.get("weights", "unknown")
+    return weights if short or not init.get("source") else f"{weights} ({init['source']})"
 
 
 def num_params(model: "nn.Module") -> int:

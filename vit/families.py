@@ -42,8 +42,8 @@ class Family:
 
     def is_pretrained_param(self, name: str, init: dict) -> bool:
         """Did parameter `name` come from pretrained weights (for --backbone-lr-scale / --freeze-epochs)?"""
-        if init.get("weights") == "checkpoint":  # --init: as pretrained as the weights it started from
-            init = init.get("checkpoint_init", {})
+        while init.get("weights") == "checkpoint":  # --init (maybe of an --init): as the first weights
+            init = init.get("checkpoint_init") or {}
         if init.get("weights", "random") == "random":
             return False
         if self.pretrained_prefix is not None:

@@ -101,24 +101,15 @@ class Handlers:
     # ------------------------------------------------------------ the page's events
 
     def classify(self, image, model, method, layer, head, opacity, discard, score: bool = True):
-        """Classify a food photo with one model and explain the prediction: what the page shows.
-
-        Args:
-            image: the food photo (JPEG, PNG, WebP, ...).
-            model: the model's id (its checkpoint's file stem, e.g. "scratch_vit").
-            method: the explanation method (see /methods), e.g. "chefer", "rollout", "grad-cam".
-            layer: the attention layer shown by "attention", from 1.
-            head: "mean", "max" or "head N" (attention and rollout).
-            opacity: the overlay's opacity, 0 to 1.
-            discard: rollout's share of the weakest attention dropped, 0 to 0.99.
-        Returns:
-            Calibrated class probabilities, timing text (after a warning when the photo is out of
-            distribution), the overlay, the faithfulness text, the deletion / insertion curves, every layer's
-            attention (models with attention), the patch grid and the verdict (in distribution or not, the
-            90 % prediction set, or that the model has no gate).
-        """
-        p, r = self.explain_request(model, image, method, layer, head, discard, score)
-        return (r.probs, ui.answer_text(p, r), *self.page(p, r, opacity, head), ui.verdict_text(p, r), (model, r))
+        """What the page shows for a photo, one model and its explanation (the parameters as /classify's):
+        probabilities, timing text, overlay, faithfulness text and curves (empty when not `score`d),
+        every layer, patches, verdict; and the state for the events that follow: (model, result, the
+        request: the decoded photo and the controls), which `redraw` and `score_view` read."""
+        img = self.image(image)
+        p, r = self.explain_request(model, img, method, layer, head, discard, score)
+        request = {"image": img, "method": r.method, "layer": layer, "head": head, "discard": discard}
+        return (r.probs, ui.answer_text(p, r), *self.page(p, r, opacity, head), ui.verdict_text(p, r),
+                (model, r, request))
 
     def show_example(self, image, model):
         """A clicked example, with the model's default method (cached after its first click)."""
@@ -132,7 +123,7 @@ class Handlers:
         """Redraw the overlay and the layer mosaic at a new opacity (no model run)."""
         if not state:
             return gr.skip(), gr.skip()
-        model, r = state
+        model, r, _ = state
         p = self.model(model)
         return result_file(ui.render_overlay(r, opacity)), result_file(ui.render_layers(r, self.head(p, head), opacity))
 
@@ -146,26 +137,31 @@ class Handlers:
         return self.classify(image, model, method, layer, head, opacity, discard, score)
 
     def show(self, image, model, method, layer, head, opacity, discard):
-        """The Classify button and a switch of model or method: the prediction, the verdict and the map at
-        once, unscored; `score_view` scores the map next, so the overlay does not wait for the ~60 passes
-        of its deletion / insertion score (/classify and /explain still give both in one call)."""
+        """The Classify button and a switch of method: the prediction, the verdict and the map at once,
+        unscored; `score_view` scores that map next, so the overlay does not wait for the ~60 passes of
+        its deletion / insertion score (/classify and /explain still give both in one call)."""
         return self.rerun(image, model, method, layer, head, opacity, discard, score=False)
+
+    def show_default(self, image, model, opacity):
+        """A switch of model: the photo shown, explained by the new model's default method (the menu and the
+        controls are reset to it at the same time), unscored as by `show`."""
+        return self.show(image, model, None, 0, "mean", opacity, ROLLOUT_DISCARD)
 
     def redraw_map(self, image, model, method, layer, head, opacity, discard):
         """After a new layer, head or discard ratio: the map from the photo's pass already made (no model
         run; Predictor.explain keeps it), unscored; `score_view` scores it next."""
         if image is None or method not in methods_of(self.models, model):
-            return self.rerun(image, model, method, layer, head, opacity, discard)
+            return self.show(image, model, method, layer, head, opacity, discard)
         return self.classify(image, model, method, layer, head, opacity, discard, score=False)
 
-    def score_view(self, image, model, method, layer, head, discard):
-        """The faithfulness text and curves of the map shown (computed once per photo, model, method and
-        parameters; a view seen before is not scored again)."""
-        if image is None or model not in self.models.meta:
+    def score_view(self, state):
+        """The faithfulness text and curves of the map shown: the request in the page's state (the same
+        photo, already decoded, model, method and controls, whatever the menus show by now), scored once
+        per photo, model, method and parameters (a view seen before is not scored again)."""
+        if not state:  # a new photo replaced the one shown
             return gr.skip(), gr.skip()
-        if method not in methods_of(self.models, model):  # as `rerun`: the model's default was shown
-            method = None
-        p, r = self.explain_request(model, image, method, layer, head, discard)
+        model, _, q = state
+        p, r = self.explain_request(model, q["image"], q["method"], q["layer"], q["head"], q["discard"])
         return ui.faithfulness_text(r), result_file(ui.curves_image(r))
 
     def compare(self, image, method, discard):
@@ -316,16 +312,16 @@ def api(h: Handlers) -> list[Callable]:
         """
         return {i: list(methods_of(h.models, i)) for i in h.models.ids if i in h.models.meta}
 
-    def classify(image: ImageFile, model: str = default, method: str = "", layer: int = 1, head: str = "mean",
-                 opacity: float = 0.5, discard: float = 0.9) -> tuple[dict, str, ImageFile, str, ImageFile,
-                                                                   ImageFile | None, ImageFile, str]:
+    def classify(image: ImageFile, model: str = default, method: str = "", layer: int = ui.LAYER_DEFAULT,
+                 head: str = "mean", opacity: float = OPACITY, discard: float = ROLLOUT_DISCARD
+                 ) -> tuple[dict, str, ImageFile, str, ImageFile, ImageFile | None, ImageFile, str]:
         """Everything the page shows for a photo, in one call: the prediction, its explanation and its score.
 
         Args:
             image: the food photo (JPEG, PNG, WebP, ...).
             model: the model's id, its checkpoint's file stem (e.g. "scratch_vit", "timm_vit", "effnet").
             method: an explanation method of that model (see /methods); empty for the model's default.
-            layer: the attention layer shown by "attention", from 1.
+            layer: the attention layer shown by "attention", from 1 (0 or less: the last).
             head: "mean", "max" or "head N" (attention and rollout).
             opacity: the overlay's opacity, 0 to 1.
             discard: rollout's share of the weakest attention dropped, 0 to 0.99.

@@ -305,7 +305,7 @@ def comparison_rows(models: ModelSet, latency_p50: dict[str, float] | None = Non
         recipe, test = m.get("recipe", {}), m.get("metrics", {}).get("test", {})
         size_mb = models.paths[i].stat().st_size / 1e6
         rows.append([
-            title, describe_init(m.get("init", {})),
+            title, describe_init(m.get("init", {}), short=True),
             f"{recipe.get('n_train', '?')} train / {recipe.get('n_val', 0)} val",
             recipe.get("epochs_run", recipe.get("epochs", "")),
             f"{test['accuracy']:.1%}" if test else "",
