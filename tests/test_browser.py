@@ -217,8 +217,8 @@ def change_overlay(page, family: str, before: str) -> str:
 
 
 def time_model_switch(page, app, family: str, before: str) -> str:
-    """Seconds from a click on the model to its default's overlay (a full explanation with its score of a
-    photo this model has not seen); "" when the model is already selected (the page opened on it)."""
+    """Seconds from a click on the model to its default's overlay (the prediction and map of a photo this
+    model has not seen; the score follows); "" when the model is already selected (the page opened on it)."""
     radio = page.locator("#model-radio").get_by_label(TITLES[family], exact=True)
     if radio.is_checked():
         return ""
