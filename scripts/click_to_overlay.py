@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=int, default=4, help="new photos per model")
     p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "pizza_steak_sushi")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--verbose", action="store_true", help="each click's times and the page's timing text")
     args = p.parse_args(argv)
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -94,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
                 old = page.evaluate("() => document.querySelector('#overlay img')?.src ?? ''")
                 old_score = page.evaluate("() => document.querySelector('#faithfulness')?.innerText ?? ''")
                 t_overlay, t_score, _ = page.evaluate(CLICK, [old, old_score])
+                if args.verbose:
+                    print(f"  {photo.name}: {t_overlay} ms / {t_score} ms; the page's timing: "
+                          + page.locator("#timing").inner_text().replace("\n", " "), file=sys.stderr)
                 return (None if t_overlay is None else t_overlay / 1e3), (None if t_score is None else t_score / 1e3)
 
             click(pool[0])  # untimed: the default model's first request (its first-call costs)
