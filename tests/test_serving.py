@@ -31,6 +31,7 @@ def test_metadata_is_read_at_once_and_models_load_behind(tiny_checkpoints, monke
     built = []
     monkeypatch.setattr(predict.Predictor, "__init__", lambda self, *a, **k: built.append(self) or
                         setattr(self, "ok", True))
+    monkeypatch.setattr(predict.Predictor, "warm", lambda self: None)  # nothing to warm in these stubs
     models = serving.ModelSet(tiny_checkpoints)
     assert not built and models.titles == {"scratch_vit": "Scratch ViT", "timm_vit": "Hybrid ViT (timm)",
                                            "effnet": "EfficientNet-Lite0"}
@@ -79,6 +80,7 @@ def test_a_model_asked_for_is_built_next(tiny_checkpoints, monkeypatch):
 
     order = []
     monkeypatch.setattr(predict.Predictor, "__init__", lambda self, ckpt, *a: order.append(ckpt.path.stem))
+    monkeypatch.setattr(predict.Predictor, "warm", lambda self: None)  # nothing to warm in these stubs
     models = serving.ModelSet(tiny_checkpoints)
     with pytest.raises(serving.ModelError, match="still loading"):
         models.get("effnet", timeout=0)  # asked for before loading starts
