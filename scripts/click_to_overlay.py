@@ -54,17 +54,11 @@ SETTLED = """title => {  // the switch's own explanation of the photo shown has 
 }"""
 
 
-def photos(data_dir: Path, n: int, skip: int) -> list[Path]:
-    """n photos of the test split, round-robin over the classes, after the first `skip`."""
-    per_class = [sorted(d.glob("*.jpg")) for d in sorted((data_dir / "test").iterdir()) if d.is_dir()]
-    flat = [p for group in zip(*per_class) for p in group]
-    return flat[skip:skip + n]
-
-
 def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     from vit import families
+    from vit.faithfulness import image_paths  # the test photos, round-robin over the classes
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=4, help="new photos per model")
@@ -86,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator("#classify-btn").wait_for()
             ids = [i for i in families.names() if (ROOT / "checkpoints" / f"{i}.safetensors").is_file()]
-            pool = photos(args.data_dir, (len(ids) + 1) * args.photos, 0)
+            pool = image_paths(args.data_dir, "test", (len(ids) + 1) * args.photos)
 
             def click(photo: Path) -> tuple[float | None, float | None]:
                 page.locator("#image-input input[type=file]").set_input_files(str(photo))

@@ -68,8 +68,8 @@ def test_classify_gives_what_the_page_shows(h, tmp_path):
     assert overlay.endswith(".png") and layers.endswith(".png") and patches.endswith(".png")
     assert state[0] == "scratch_vit" and state[1].method == "attention"
     assert "has no out-of-distribution gate" in verdict and "Unreliable" not in timing  # the tiny ones have none
-    assert h.rerun(None, "scratch_vit", "attention", 2, "mean", 0.5, 0.9) == (None, "", None, "", None, None, None, "",
-                                                                              None)
+    assert h.show(None, "scratch_vit", "attention", 2, "mean", 0.5, 0.9) == (None, "", None, "", None, None, None, "",
+                                                                            None)
 
 
 def test_the_button_shows_the_map_first_and_its_score_next(h, tmp_path):

@@ -127,20 +127,16 @@ class Handlers:
         p = self.model(model)
         return result_file(ui.render_overlay(r, opacity)), result_file(ui.render_layers(r, self.head(p, head), opacity))
 
-    def rerun(self, image, model, method, layer, head, opacity, discard, score: bool = True):
-        """After the user switches model or method or moves a map control: explain the image shown again, or
-        clear the old results."""
+    def show(self, image, model, method, layer, head, opacity, discard):
+        """The Classify button and a switch of method: the prediction, the verdict and the map at once,
+        unscored; `score_view` scores that map next, so the overlay does not wait for the ~60 passes of
+        its deletion / insertion score (/classify and /explain still give both in one call). Without a
+        photo: the old results cleared."""
         if image is None:
             return None, "", None, "", None, None, None, "", None
         if method not in methods_of(self.models, model):  # the menu still shows the last model's method
             method = None
-        return self.classify(image, model, method, layer, head, opacity, discard, score)
-
-    def show(self, image, model, method, layer, head, opacity, discard):
-        """The Classify button and a switch of method: the prediction, the verdict and the map at once,
-        unscored; `score_view` scores that map next, so the overlay does not wait for the ~60 passes of
-        its deletion / insertion score (/classify and /explain still give both in one call)."""
-        return self.rerun(image, model, method, layer, head, opacity, discard, score=False)
+        return self.classify(image, model, method, layer, head, opacity, discard, score=False)
 
     def show_default(self, image, model, opacity):
         """A switch of model: the photo shown, explained by the new model's default method (the menu and the

@@ -35,14 +35,7 @@ def ece(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> floa
     """Guo et al. Eq. 3: sum over equal-width bins of |accuracy - mean confidence| weighted by the
     bin's share of the photos; the confidence is the top-class probability. probs: (N, C)."""
     conf, pred = probs.double().max(1)
-    correct = (pred == labels).double()
-    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
-    total = torch.zeros((), dtype=torch.float64)
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        in_bin = (conf > lo) & (conf <= hi)
-        if in_bin.any():
-            total += in_bin.double().mean() * (correct[in_bin].mean() - conf[in_bin].mean()).abs()
-    return float(total)
+    return _ece_of(conf, (pred == labels).double(), bins)
 
 
 def reliability(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> list[dict]:
@@ -90,8 +83,9 @@ def ece_interval(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS
 
 
 def _ece_of(conf: torch.Tensor, correct: torch.Tensor, bins: int) -> float:
-    """Eq. 3 on top-class confidences and 0/1 correctness (vectorised: one bin index per photo)."""
-    index = ((conf * bins).ceil().long() - 1).clamp(0, bins - 1)  # (lo, hi] bins, as `ece`
-    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(conf))
-    gap = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct - conf)
+    """Eq. 3 on top-class confidences and 0/1 correctness: the bins ((m - 1) / M, m / M] of `ece` and
+    `reliability` (one bin index per photo, so the resampling above stays fast)."""
+    edges = torch.linspace(0, 1, bins + 1, dtype=torch.float64)
+    index = torch.bucketize(conf, edges[1:-1]).clamp(max=bins - 1)  # edges[i - 1] < conf <= edges[i]
+    gap = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, (correct - conf) * (conf > 0))
     return float(gap.abs().sum() / len(conf))
