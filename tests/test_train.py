@@ -296,3 +296,14 @@ def test_init_starts_from_a_checkpoints_weights_and_records_the_chain(tmp_path, 
     assert "differs from the checkpoint's architecture" in capsys.readouterr().err
     assert train.main(argv[:-1] + [str(tmp_path / "missing.safetensors")]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err
+
+
+def test_feature_imitation_probes_the_teacher_on_its_device(tiny_checkpoints):
+    """The probe that picks the teacher's stage runs where the teacher is (the GPU run broke on a CPU
+    probe of a CUDA teacher): here the 'meta' device stands in for a GPU the tests do not have."""
+    from vit.train.distill import load_teacher, pick_stage
+
+    classes = factory.load(tiny_checkpoints["effnet"]).class_names
+    on_cpu = load_teacher(str(tiny_checkpoints["effnet"]), classes, "cpu", 64)
+    elsewhere = load_teacher(str(tiny_checkpoints["effnet"]), classes, "meta", 64)
+    assert pick_stage(elsewhere, grid=4) == pick_stage(on_cpu, grid=4)

@@ -99,7 +99,8 @@ def pick_stage(teacher: Teacher, grid: int) -> tuple[int, int]:
     """(stage index, channels) of the teacher's feature map whose side is nearest the student's token
     grid (on a tie, the finer one)."""
     with torch.no_grad():
-        z = torch.zeros(1, 3, teacher.normalize.size, teacher.normalize.size)
+        size, device = teacher.normalize.size, teacher.normalize.mean.device
+        z = torch.zeros(1, 3, size, size, device=device)  # where the teacher is (a CPU probe broke on a GPU)
         maps = teacher.model.forward_intermediates(teacher.normalize(z), intermediates_only=True)
     stage = min(range(len(maps)), key=lambda i: (abs(maps[i].shape[-1] - grid), -maps[i].shape[-1]))
     return stage, maps[stage].shape[1]
