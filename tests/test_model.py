@@ -45,6 +45,35 @@ def test_fused_and_explicit_attention_agree(distilled):
         assert (m >= 0).all()
 
 
+def test_the_explicit_attention_switch_skips_the_fused_kernel_and_keeps_outputs_and_gradients(monkeypatch):
+    """vit.train on a CPU turns `fused_attn` off (timm's switch, found on our ViT and timm's alike): the
+    explicit softmax then runs with the same outputs and gradients, no weights are returned unasked, and
+    the fused kernel is not called."""
+    from timm.models.vision_transformer import Attention as TimmAttention
+
+    from vit.train import loop
+
+    torch.manual_seed(0)
+    model = VisionTransformer(tiny(distilled=True)).train()
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(1)
+    fused = sum(head.sum() for head in model(x))  # training: both heads
+    fused.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    assert loop.explicit_attention(model) == model.cfg.depth
+    calls = []
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1))
+    torch.manual_seed(1)
+    explicit = sum(head.sum() for head in model(x))
+    explicit.backward()
+    assert not calls and torch.allclose(fused, explicit, atol=1e-5)
+    assert all(torch.allclose(grads[n], p.grad, atol=1e-5) for n, p in model.named_parameters())
+    assert model.blocks[0].attn(torch.randn(2, 5, model.cfg.embed_dim))[1] is None
+    timm_attention = TimmAttention(48, num_heads=3)
+    assert loop.explicit_attention(timm_attention) == 1 and timm_attention.fused_attn is False
+
+
 def test_attention_scale_is_head_dim():
     model = VisionTransformer(tiny(embed_dim=48, num_heads=3))
     assert model.blocks[0].attn.scale == pytest.approx(16 ** -0.5)

@@ -307,3 +307,18 @@ def test_feature_imitation_probes_the_teacher_on_its_device(tiny_checkpoints):
     on_cpu = load_teacher(str(tiny_checkpoints["effnet"]), classes, "cpu", 64)
     elsewhere = load_teacher(str(tiny_checkpoints["effnet"]), classes, "meta", 64)
     assert pick_stage(elsewhere, grid=4) == pick_stage(on_cpu, grid=4)
+
+
+def test_training_on_a_cpu_runs_the_explicit_attention(tmp_path, image_folder, monkeypatch):
+    """On a CPU the trainer turns the fused attention kernel off (its backward was the slowest part of a
+    step: vit.train.loop.explicit_attention); no forward pass that builds a graph goes through it."""
+    fused = torch.nn.functional.scaled_dot_product_attention
+    with_graph = []
+
+    def spy(*args, **kwargs):
+        with_graph.append(torch.is_grad_enabled())
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    train_cli(image_folder, tmp_path / "explicit.safetensors")
+    assert not any(with_graph)

@@ -124,15 +124,17 @@ class Attention(nn.Module):
         self.attn_drop = nn.Dropout(attn_dropout)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(dropout)
+        self.fused_attn = True  # the fused kernel (timm's switch); False: the explicit softmax (vit.train on a CPU)
 
     def forward(self, x: torch.Tensor, return_attn: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim)  # (B, N, 3, heads, head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, heads, N, head_dim)
         weights = None
-        if return_attn:  # explicit path: the softmax weights are kept for the caller
-            weights = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
-            x = self.attn_drop(weights) @ v
+        if return_attn or not self.fused_attn:  # explicit path: the softmax weights, kept if the caller asks
+            attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, heads, N, N)
+            x = self.attn_drop(attn) @ v
+            weights = attn if return_attn else None
         else:  # fast path: fused kernel, never materialises the weights
             x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
         x = x.transpose(1, 2).reshape(B, N, C)  # (B, N, D)

@@ -42,6 +42,9 @@ def fit(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared) -> t
     model = prep.built.model.to(device)
     if prep.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if not device.startswith("cuda") and (n := loop.explicit_attention(model)):
+        log.info("%d attention layers use the explicit softmax (faster to train than the fused kernel on %s)",
+                 n, device)
     loop.seed_rank(cfg.seed, d)
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = loop.train_loader(prep, cfg, d, generator)

@@ -99,6 +99,17 @@ class Run:
         return max(g["lr"] / g["lr_scale"] for g in self.optimizer.param_groups)
 
 
+def explicit_attention(model: nn.Module) -> int:
+    """Train with the explicit softmax attention instead of the fused kernel (every module with timm's
+    `fused_attn` switch: our ViT's and timm's): on a CPU, PyTorch's flash-attention backward is the
+    slowest part of a step (batch 32, 146 tokens, head_dim 64: 55 ms a layer in bf16 against 12 ms
+    explicit, 21 against 18 in fp32). Returns how many modules were switched."""
+    switched = [m for m in model.modules() if getattr(m, "fused_attn", None) is True]
+    for m in switched:
+        m.fused_attn = False
+    return len(switched)
+
+
 def seed_rank(seed: int, d: Dist) -> None:
     """Each rank its own augmentation and mixing draws (the model is already built, and DDP
     broadcasts rank 0's weights)."""
