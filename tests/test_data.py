@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from conftest import CLASSES, SHARED_DATA, make_image, markdown_rows, tiny_checkpoint
+from conftest import CLASSES, ROOT, SHARED_DATA, make_image, markdown_rows, tiny_checkpoint
 from vit import data
 
 
@@ -153,3 +155,36 @@ def test_examples_check_marks_wrong_answers_and_refuses_bad_input(tmp_path, caps
     assert "missing.safetensors" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         examples.main([])
+
+
+def test_shrunk_copy_keeps_the_photos_the_split_and_the_pixels_the_trainer_caches(tmp_path):
+    """scripts/shrink_data.py (the photos sent to a rented GPU): each photo shrunk to the cache side, file
+    names kept, so the pooled train set and its validation split are the originals'; a train photo an
+    earlier root already has is left out, as vit.data.train_samples would ignore it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("shrink_data", ROOT / "scripts" / "shrink_data.py")
+    shrink = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shrink)
+    roots = [tmp_path / "big", tmp_path / "small"]
+    for r, (split, names) in zip(roots, (("train", range(6)), ("train", range(4, 8)))):
+        for c in CLASSES:
+            (r / split / c).mkdir(parents=True)
+            for i in names:
+                make_image(i, size=(120, 90)).save(r / split / c / f"{c}_{i}.jpg")
+    (roots[1] / "test" / "pizza").mkdir(parents=True)
+    make_image(9, size=(120, 90)).save(roots[1] / "test" / "pizza" / "p.jpg")
+    assert shrink.main([*map(str, roots), "--out", str(tmp_path / "copy"), "--side", "30"]) == 0
+    copies = [tmp_path / "copy" / r.name for r in roots]
+    original, copied = data.train_samples(roots)[0], data.train_samples(copies)[0]
+    assert [s.key for s in copied] == [s.key for s in original]
+    val_keys = [[s.key for s in data.split_train_val(samples, 0.25)[1]] for samples in (copied, original)]
+    assert val_keys[0] == val_keys[1]
+    assert not (copies[1] / "train" / "pizza" / "pizza_4.jpg").exists()  # "big" has it: never read from "small"
+    assert (copies[1] / "train" / "pizza" / "pizza_7.jpg").exists()
+    assert (copies[1] / "test" / "pizza" / "p.jpg").exists()
+    with Image.open(copies[0] / "train" / "steak" / "steak_0.jpg") as im:
+        assert min(im.size) == 30
+        small = np.asarray(im.convert("RGB"), dtype=float)
+    cached = np.asarray(data._load_rgb(roots[0] / "train" / "steak" / "steak_0.jpg", 30), dtype=float)
+    assert small.shape == cached.shape and np.abs(small - cached).mean() < 8  # only the JPEG re-encoding differs

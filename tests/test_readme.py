@@ -48,6 +48,8 @@ def test_the_trust_tables_are_generated_from_the_saved_ood_run():
     for r in run["runs"]:
         g = r["gate"]
         assert f"| {g['test_ece_before']:.3f} → {g['test_ece_after']:.3f} |" in block
+        binned = g["test_ece_after_by_binning"]  # the ECE under other bin edges, beside the reported one
+        assert len(binned) == 3 and f"| {' / '.join(f'{v:.3f}' for v in binned.values())} |" in block
         assert f"| {g['test_coverage']:.1%} | {g['test_mean_set_size']:.2f} |" in block
 
 

@@ -60,6 +60,17 @@ def test_the_ece_interval_brackets_the_ece():
     assert calibration.ece_interval(torch.tensor([[1.0, 0.0]] * 10), torch.zeros(10, dtype=torch.long)) == (0.0, 0.0)
 
 
+def test_equal_mass_bins_group_photos_by_confidence_not_by_arrival():
+    # sorted: 0.6 (wrong), 0.6 (right) | 0.9, 0.9 (right): gaps 0.1 * 2 and 0.1 * 2 over 4 photos
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.9, 0.1], [0.6, 0.4]])
+    labels = torch.tensor([0, 1, 0, 0])
+    assert calibration.ece_equal_mass(probs, labels, bins=2) == pytest.approx(0.1)
+    assert calibration.ece_equal_mass(probs, labels, bins=1) == pytest.approx(abs(0.75 - 0.75))
+    # a model always sure and half right: 0.5 under any binning
+    by = calibration.ece_by_binning(torch.tensor([[1.0, 0.0]] * 10), torch.tensor([0, 1] * 5))
+    assert by == pytest.approx({"10 bins": 0.5, "20 bins": 0.5, f"{calibration.ECE_BINS} equal-mass": 0.5})
+
+
 def test_the_finite_sample_quantile():
     scores = torch.arange(1, 10, dtype=torch.float64)  # n = 9: ceil(10 * 0.9) = 9th smallest
     assert conformal.quantile(scores, 0.1) == 9

@@ -71,6 +71,7 @@ def gate_figures(gate, test: Split, nonfood: tuple[torch.Tensor, torch.Tensor], 
             "test_ece_after": calibration.ece(probs, test.labels),
             "test_ece_after_interval": calibration.ece_interval(probs, test.labels),  # 95 % bootstrap
             "test_ece_by_chance": calibration.ece_by_chance(probs),  # what a calibrated model would show here
+            "test_ece_after_by_binning": calibration.ece_by_binning(probs, test.labels),
             "test_nll_before": calibration.nll(test.logits, test.labels),
             "test_nll_after": calibration.nll(test.logits, test.labels, gate.temperature),
             "test_coverage": sum(covered) / len(covered),

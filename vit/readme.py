@@ -167,7 +167,8 @@ def trust_block(path: Path = OOD_RUN) -> str:
     ood = ["| model | gate | AUROC | FPR@95 | test food accepted | non-food flagged | kNN on the model's own "
            "features: AUROC |", "|---|---|---|---|---|---|---|"]
     cal = ["| model | T | ECE before → after | after: 95 % interval | perfectly calibrated, by chance: median / "
-           "95th pct | NLL before → after | test accuracy |", "|---|---|---|---|---|---|---|"]
+           "95th pct | after, other bins: 10 / 20 / equal-mass | NLL before → after | test accuracy |",
+           "|---|---|---|---|---|---|---|---|"]
     sets = ["| model | method | q̂ | coverage | mean set size |", "|---|---|---|---|---|"]
     for r in run["runs"]:
         title, g = families.get(r["family"]).title if r["family"] in families.names() else r["family"], r["gate"]
@@ -182,8 +183,9 @@ def trust_block(path: Path = OOD_RUN) -> str:
                    f"| {own['auroc']:.3f} |")
         lo, hi = g.get("test_ece_after_interval", (float("nan"),) * 2)
         chance = g.get("test_ece_by_chance", {"median": float("nan"), "p95": float("nan")})
+        binned = " / ".join(f"{v:.3f}" for v in g.get("test_ece_after_by_binning", {}).values()) or "—"
         cal.append(f"| {title} | {g['temperature']:.3f} | {g['test_ece_before']:.3f} → {g['test_ece_after']:.3f} "
-                   f"| {lo:.3f}–{hi:.3f} | {chance['median']:.3f} / {chance['p95']:.3f} "
+                   f"| {lo:.3f}–{hi:.3f} | {chance['median']:.3f} / {chance['p95']:.3f} | {binned} "
                    f"| {g['test_nll_before']:.3f} → {g['test_nll_after']:.3f} | {g['test_accuracy']:.1%} |")
         c = g["conformal"]
         sets.append(f"| {title} | {c['method'].upper()} at {1 - c['alpha']:.0%} ({c['n_calibration']} calibration "
@@ -196,7 +198,9 @@ def trust_block(path: Path = OOD_RUN) -> str:
                        "The interval resamples the test photos (bootstrap, 2000 draws); *by chance* is the ECE that a "
                        "perfectly calibrated model with the same confidences shows on this many photos (each top "
                        "class drawn correct with its own probability, 2000 draws; Bröcker & Smith 2007): an ECE "
-                       "below its 95th percentile is no evidence of miscalibration.",
+                       "below its 95th percentile is no evidence of miscalibration. *Other bins*: the same ECE "
+                       f"with 10 and 20 equal-width bins and with {run['ece_bins']} bins of equal photo counts (Nixon "
+                       "et al. 2019); on 75 photos it moves with where the bin edges fall.",
                        "", *sets, "", f"Coverage and mean size of the sets on the test split. Made by `{run['command']}` "
                        f"({run['created']})."])
 
