@@ -46,6 +46,18 @@ def test_model_card_says_what_a_distilled_model_learned_from(models):
     assert "predictions (" not in card and "feature maps" not in card and "teacher started" not in card
 
 
+def test_model_card_counts_the_passes_of_a_repeated_epoch(models):
+    """vit.train --repeats N: an epoch is N passes over the photos, and the card says so (run F's 48 epochs
+    are 960 passes); a plain run says its epochs alone."""
+    meta = dict(models.meta["scratch_vit"])
+    meta["recipe"] = dict(meta.get("recipe", {}), n_train=10, n_val=2, epochs_run=48, repeats=20)
+    assert "10 photos (2 more held out for validation), 48 epochs of 20 passes" in \
+        ui.model_card(meta, "x", models.paths["scratch_vit"])
+    meta["recipe"]["repeats"] = 1
+    assert "validation), 48 epochs" in ui.model_card(meta, "x", models.paths["scratch_vit"])
+    assert "passes" not in ui.model_card(meta, "x", models.paths["scratch_vit"])
+
+
 @pytest.mark.parametrize("text, expected", [(None, "mean"), ("max", "max"), ("head 2", 1), (2, 1)])
 def test_parse_head(text, expected):
     assert ui.parse_head(text, 2) == expected

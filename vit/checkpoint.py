@@ -161,6 +161,13 @@ def describe_init(init: dict, short: bool = False) -> str:
     return weights if short or not init.get("source") else f"{weights} ({init['source']})"
 
 
+def describe_epochs(recipe: dict) -> str:
+    """How long a model trained, from its recipe: "48 epochs of 20 passes" when each epoch went over the
+    photos `repeats` times (vit.train --repeats), else "15 epochs"."""
+    epochs, repeats = recipe.get("epochs_run", recipe.get("epochs", "?")), recipe.get("repeats", 1)
+    return f"{epochs} epochs" + (f" of {repeats} passes" if repeats > 1 else "")
+
+
 def num_params(model: "nn.Module") -> int:
     return sum(p.numel() for p in model.parameters())
 

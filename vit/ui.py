@@ -16,7 +16,7 @@ from PIL import Image
 
 from vit import families
 from vit.explain import methods as registry
-from vit.checkpoint import Preprocessing, describe_init
+from vit.checkpoint import Preprocessing, describe_epochs, describe_init
 
 if TYPE_CHECKING:  # vit.predict imports timm (seconds): only the loading thread needs it
     from vit.predict import Predictor, Result
@@ -91,7 +91,7 @@ def model_card(meta: dict, title: str, path: Path) -> str:
                 learned += f" (the teacher started from {distill['teacher_init']} weights: that knowledge reaches " \
                            "this model through it)"
         lines.append(f"- **Trained on:** {recipe['n_train']} photos ({recipe.get('n_val', 0)} more held "
-                     f"out for validation), {recipe.get('epochs_run', recipe.get('epochs'))} epochs{learned}")
+                     f"out for validation), {describe_epochs(recipe)}{learned}")
     size_mb = path.stat().st_size / 1e6 if path.is_file() else 0.0
     lines += ["- **Classes:** " + ", ".join(m["class_names"]),
               "- **Explanations:** " + ", ".join(registry.title(x) for x in registry.of(families.get(m["family"]))),
@@ -307,7 +307,7 @@ def comparison_rows(models: ModelSet, latency_p50: dict[str, float] | None = Non
         rows.append([
             title, describe_init(m.get("init", {}), short=True),
             f"{recipe.get('n_train', '?')} train / {recipe.get('n_val', 0)} val",
-            recipe.get("epochs_run", recipe.get("epochs", "")),
+            describe_epochs(recipe).removesuffix(" epochs").replace(" epochs of ", " × ") if recipe else "",
             f"{test['accuracy']:.1%}" if test else "",
             f"{m.get('num_params', 0) / 1e6:.2f} M", f"{size_mb:.1f}",
             f"{latency_p50[i]:.1f}" if latency_p50 and i in latency_p50 else "",
