@@ -126,6 +126,11 @@ def test_describe_init_names_the_chain_of_a_continued_run():
     twice = {"weights": "checkpoint", "source": "runs/e.safetensors", "checkpoint_init": continued, "checkpoint_epochs": 450}
     assert describe_init(twice, short=True) == "random, trained 188 epochs, then continued, trained 450 epochs, then continued"
     assert describe_init({}) == "unknown"
+    # a run of 20-pass epochs (vit.train --repeats 20): recorded, or read off the command of older files
+    repeated = dict(continued, checkpoint_repeats=20)
+    assert describe_init(repeated, short=True) == "random, trained 188 epochs of 20 passes, then continued"
+    older = dict(continued, checkpoint_command="python -m vit.train --model scratch_vit --repeats 20 --epochs 48")
+    assert describe_init(older, short=True) == "random, trained 188 epochs of 20 passes, then continued"
 
 
 def test_a_chain_of_continued_runs_is_as_pretrained_as_its_first_weights():

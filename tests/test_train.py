@@ -278,7 +278,7 @@ def test_gpu_options_are_harmless_on_cpu(tmp_path, image_folder, caplog, amp):
 
 
 def test_init_starts_from_a_checkpoints_weights_and_records_the_chain(tmp_path, image_folder, capsys):
-    first = train_cli(image_folder, tmp_path / "first.safetensors", "--lr", "0.01")
+    first = train_cli(image_folder, tmp_path / "first.safetensors", "--lr", "0.01", "--repeats", "2")
     # --lr 0 and no warm-up: the weights cannot move, so the new run ends where --init began it
     second = train_cli(image_folder, tmp_path / "second.safetensors", "--init", str(first), "--lr", "0",
                        "--min-lr", "0", "--warmup-epochs", "0", "--seed", "7")
@@ -286,6 +286,7 @@ def test_init_starts_from_a_checkpoints_weights_and_records_the_chain(tmp_path, 
     init = checkpoint.read_meta(second)["init"]
     assert init["weights"] == "checkpoint" and str(first) in init["source"]
     assert init["checkpoint_init"]["weights"] == "random"  # the chain: first had started from random weights
+    assert (init["checkpoint_epochs"], init["checkpoint_repeats"]) == (1, 2)  # ... for 1 epoch of 2 passes
     fresh = train_cli(image_folder, tmp_path / "fresh.safetensors", "--lr", "0", "--min-lr", "0",
                       "--warmup-epochs", "0", "--seed", "7")
     assert not same_weights(weights(first), weights(fresh))  # without --init: its own random start

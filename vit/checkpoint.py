@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -154,8 +155,9 @@ def describe_init(init: dict, short: bool = False) -> str:
     if init.get("weights") == "checkpoint":
         source = str(init.get("source", "a checkpoint"))
         name, _, digest = source.partition(" (")
-        epochs = init.get("checkpoint_epochs")
-        return (describe_init(init.get("checkpoint_init") or {}, short) + (f", trained {epochs} epochs" if epochs else "")
+        trained = describe_epochs({"epochs": init["checkpoint_epochs"], "repeats": _repeats(init)}) \
+            if init.get("checkpoint_epochs") else ""
+        return (describe_init(init.get("checkpoint_init") or {}, short) + (f", trained {trained}" if trained else "")
                 + ", then continued" + ("" if short else f" from {Path(name).name}" + (f" ({digest}" if digest else "")))
     weights = init.get("weights", "unknown")
     return weights if short or not init.get("source") else f"{weights} ({init['source']})"
@@ -166,6 +168,15 @@ def describe_epochs(recipe: dict) -> str:
     photos `repeats` times (vit.train --repeats), else "15 epochs"."""
     epochs, repeats = recipe.get("epochs_run", recipe.get("epochs", "?")), recipe.get("repeats", 1)
     return f"{epochs} epochs" + (f" of {repeats} passes" if repeats > 1 else "")
+
+
+def _repeats(init: dict) -> int:
+    """Passes per epoch of the run an --init chain continued: recorded, or read off its command (files
+    written before the record had it)."""
+    if "checkpoint_repeats" in init:
+        return int(init["checkpoint_repeats"])
+    found = re.search(r"--repeats[ =](\d+)", init.get("checkpoint_command") or "")
+    return int(found.group(1)) if found else 1
 
 
 def num_params(model: "nn.Module") -> int:

@@ -90,7 +90,8 @@ def warm_start(cfg: TrainConfig, class_names: list[str]) -> Built:
     built.init = {"weights": "checkpoint", "source": f"{cfg.init} (sha256 {sha256(cfg.init)[:12]})",
                   "checkpoint_init": source.meta.get("init", {}),
                   "checkpoint_command": source.meta.get("command"),
-                  "checkpoint_epochs": source.meta.get("recipe", {}).get("selected_epoch")}  # its weights' epoch
+                  "checkpoint_epochs": source.meta.get("recipe", {}).get("selected_epoch"),  # its weights' epoch
+                  "checkpoint_repeats": source.meta.get("recipe", {}).get("repeats", 1)}  # passes per epoch
     return built
 
 
