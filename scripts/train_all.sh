@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the three committed checkpoints from the FoodVision Mini images (about 4 h on 2 CPU cores;
+# Regenerate the three committed checkpoints from the FoodVision Mini images (about 3 h on 2 CPU cores;
 # minutes on a GPU, with WORKERS=12 for the scratch ViT's data loader). Each command also writes
 # <checkpoint>.png, the loss/accuracy curves.
 # Usage: bash scripts/train_all.sh [DATA_ROOT]   (default: ../shared/data)
@@ -23,13 +23,22 @@ $PY -m vit.train --model timm_vit "${TRAIN_DIRS[@]}" --epochs 20 --lr 1e-3 --bac
 # 3. Our ViT from random weights, distilled from 1.: soft targets on exactly the student's augmented,
 #    mixed crop (the teacher sees it at 160 px: 96.0% on the test split, as at 224, for half the cost),
 #    its patch tokens imitating the teacher's stride-16 feature map, EMA of the weights; 48 epochs of 20
-#    passes over the photos each (README: run F). The committed file was trained on a rented GPU (an H200,
-#    8.4 min of epochs) with --workers 12, from copies of the photos shrunk to the trainer's cache side
-#    (docs/training.md, "On a GPU"); on 2 CPU cores this is about 3.5 h
+#    passes over the photos each (README: run F). Run F was trained on a rented GPU (an H200, 8.4 min of
+#    epochs) with --workers 12, from copies of the photos shrunk to the trainer's cache side
+#    (docs/training.md, "On a GPU"); on 2 CPU cores this is about 1.7 h at 64 images/s
 $PY -m vit.train --model scratch_vit "${TRAIN_DIRS[@]}" --teacher checkpoints/effnet.safetensors --distill soft \
     --distill-alpha 0.9 --distill-temperature 1.0 --teacher-size 160 --feature-distill 1.0 --batch-size 32 \
     --lr 5e-4 --warmup-epochs 1 --weight-decay 0.05 --mixup 0.8 --cutmix 1.0 --ema --ema-decay 0.998 \
-    --patience 0 --workers "${WORKERS:-1}" --repeats 20 --amp bf16 --epochs 48 --out checkpoints/scratch_vit.safetensors
+    --patience 0 --workers "${WORKERS:-1}" --repeats 20 --amp bf16 --epochs 48 --out runs/scratch_vit_f.safetensors
+
+# 3b. ... then continued from those weights (--init: a new schedule, not --resume) for 14 epochs of 20 passes of
+#     pure function matching (the teacher's soft targets only, alpha 1.0) at a lower peak learning rate, on 2 CPU
+#     cores (README: run G; 26 min at 75 images/s)
+$PY -m vit.train --model scratch_vit --init runs/scratch_vit_f.safetensors "${TRAIN_DIRS[@]}" \
+    --teacher checkpoints/effnet.safetensors --distill soft --distill-alpha 1.0 --distill-temperature 1.0 \
+    --teacher-size 160 --feature-distill 1.0 --batch-size 32 --lr 2e-4 --warmup-epochs 0.2 --weight-decay 0.05 \
+    --mixup 0.8 --cutmix 1.0 --ema --ema-decay 0.998 --patience 0 --workers 1 --repeats 20 --amp bf16 \
+    --epochs 14 --out checkpoints/scratch_vit.safetensors
 
 # 4. The ONNX exports the app serves at once (committed beside the checkpoints; each checks itself)
 for name in effnet timm_vit scratch_vit; do
