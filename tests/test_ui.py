@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from conftest import FAMILIES, ROOT, make_image
-from vit import predict, serving, ui
+from vit import checkpoint, predict, serving, ui
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,9 @@ def test_model_card_counts_the_passes_of_a_repeated_epoch(models):
     meta["recipe"] = dict(meta.get("recipe", {}), n_train=10, n_val=2, epochs_run=48, repeats=20)
     assert "10 photos (2 more held out for validation), 48 epochs of 20 passes" in \
         ui.model_card(meta, "x", models.paths["scratch_vit"])
+    assert checkpoint.describe_epochs(meta["recipe"], short=True) == "48 × 20 passes"  # the tables' cell
     meta["recipe"]["repeats"] = 1
+    assert checkpoint.describe_epochs(meta["recipe"], short=True) == "48"
     assert "validation), 48 epochs" in ui.model_card(meta, "x", models.paths["scratch_vit"])
     assert "passes" not in ui.model_card(meta, "x", models.paths["scratch_vit"])
 

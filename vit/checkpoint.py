@@ -163,10 +163,13 @@ def describe_init(init: dict, short: bool = False) -> str:
     return weights if short or not init.get("source") else f"{weights} ({init['source']})"
 
 
-def describe_epochs(recipe: dict) -> str:
+def describe_epochs(recipe: dict, short: bool = False) -> str:
     """How long a model trained, from its recipe: "48 epochs of 20 passes" when each epoch went over the
-    photos `repeats` times (vit.train --repeats), else "15 epochs"."""
+    photos `repeats` times (vit.train --repeats), else "15 epochs"; `short` (a table cell): "48 × 20
+    passes", "15"."""
     epochs, repeats = recipe.get("epochs_run", recipe.get("epochs", "?")), recipe.get("repeats", 1)
+    if short:
+        return f"{epochs}" + (f" × {repeats} passes" if repeats > 1 else "")
     return f"{epochs} epochs" + (f" of {repeats} passes" if repeats > 1 else "")
 
 

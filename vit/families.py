@@ -104,8 +104,8 @@ def _scratch_preprocessing(model: "nn.Module") -> dict:
 register(Family(
     name="scratch_vit", title="Scratch ViT", build=_builder("build_scratch_vit"),
     default_arch={"preset": "vit_foodvision_p8_96"}, attention=True,
-    # LRP first: it clears both faithfulness margins, and it alone of those that do answers a click within 1 s
-    # (docs/explanations.md: RISE's pair of ratios is a hair better, at 20x the time)
+    # LRP first: of the maps that clear both faithfulness margins, the best that answers a click within 1 s
+    # (docs/explanations.md: RISE's pair of ratios is a little better, at 20x the time)
     default_method="lrp", int8=True,
     preprocessing=_scratch_preprocessing,
     description="our Vision Transformer (Dosovitskiy et al. 2021, Eq. 1-4), trained from random weights"))

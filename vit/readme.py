@@ -87,8 +87,7 @@ def results_block(runs: int = 30) -> str:
         data = f"{r['n_train']} train + {r['n_val']} val photos"
         if r.get("distillation"):
             data += f"; distilled from {families.get(r['distillation']['teacher_family']).title}"
-        epochs = describe_epochs(r).removesuffix(" epochs").replace(" epochs of ", " × ")  # "48 × 20 passes"
-        rows.append(f"| {title} | {init} | {data} | {epochs} (best: {r['selected_epoch']}) "
+        rows.append(f"| {title} | {init} | {data} | {describe_epochs(r, short=True)} (best: {r['selected_epoch']}) "
                     f"| **{test['accuracy']:.1%}** ({round(test['accuracy'] * test['n_images'])}/{test['n_images']}) "
                     f"| {m['num_params'] / 1e6:.2f} M | {ckpt.size_mb:.1f} | {p50:.1f} |")
         per_class = " / ".join(f"{v:.0%}" for v in test["per_class_accuracy"].values())

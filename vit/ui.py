@@ -307,7 +307,7 @@ def comparison_rows(models: ModelSet, latency_p50: dict[str, float] | None = Non
         rows.append([
             title, describe_init(m.get("init", {}), short=True),
             f"{recipe.get('n_train', '?')} train / {recipe.get('n_val', 0)} val",
-            describe_epochs(recipe).removesuffix(" epochs").replace(" epochs of ", " × ") if recipe else "",
+            describe_epochs(recipe, short=True) if recipe else "",
             f"{test['accuracy']:.1%}" if test else "",
             f"{m.get('num_params', 0) / 1e6:.2f} M", f"{size_mb:.1f}",
             f"{latency_p50[i]:.1f}" if latency_p50 and i in latency_p50 else "",
