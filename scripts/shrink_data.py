@@ -21,7 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from vit.data import IMAGE_SUFFIXES, _load_rgb  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from vit.data import IMAGE_SUFFIXES, Sample, _load_rgb  # noqa: E402
 
 
 def shrink_tree(src: Path, dest: Path, side: int, quality: int, seen: set[str]) -> tuple[int, int]:
@@ -31,26 +33,20 @@ def shrink_tree(src: Path, dest: Path, side: int, quality: int, seen: set[str]) 
     for path in sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         rel = path.relative_to(src)
         if rel.parts[0] == "train":
-            key = f"{path.parent.name}/{path.name}"
+            key = Sample(path, 0).key  # the trainer's own de-duplication key (class/file name)
             if key in seen:
                 continue
             seen.add(key)
         out = dest / rel
         out.parent.mkdir(parents=True, exist_ok=True)
-        small = _load_rgb(path, side)
-        if small.size == _size_of(path):
+        with Image.open(path) as im:  # the header only: is it larger than the cache side (_load_rgb's test)?
+            small_already = min(im.size) <= side
+        if small_already:
             shutil.copyfile(path, out)
         else:
-            small.save(out, format="JPEG", quality=quality, subsampling=0)
+            _load_rgb(path, side).save(out, format="JPEG", quality=quality, subsampling=0)
         count, size = count + 1, size + out.stat().st_size
     return count, size
-
-
-def _size_of(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size
 
 
 def main(argv: list[str] | None = None) -> int:
