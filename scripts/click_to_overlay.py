@@ -1,7 +1,7 @@
 """Click-to-overlay in a real browser: seconds from pressing Classify on a photo the model has not seen
 to its explanation overlay loaded on the page, and to the map's score shown under it (issue 22).
 
-    python scripts/click_to_overlay.py [--photos 4] [--data-dir ../shared/data/pizza_steak_sushi] [--json]
+    python scripts/click_to_overlay.py [--photos 4] [--models effnet ...] [--data-dir ../shared/data/pizza_steak_sushi] [--json]
 
 Starts app.py on the committed checkpoints (a free port), drives Debian's Chromium with Playwright
 (as tests/test_browser.py does; $FOODVISION_CHROMIUM to use another), and for each model with its
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", type=int, default=4, help="new photos per model")
     p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "pizza_steak_sushi")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--models", nargs="+", metavar="ID", help="only these models (ids as in checkpoints/, default all)")
     p.add_argument("--verbose", action="store_true", help="each click's times and the page's timing text")
     args = p.parse_args(argv)
     port = free_port()
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             page.set_default_timeout(120_000)
             page.goto(f"http://127.0.0.1:{port}/")
             page.locator("#classify-btn").wait_for()
-            ids = [i for i in families.names() if (ROOT / "checkpoints" / f"{i}.safetensors").is_file()]
+            ids = [i for i in families.names() if (ROOT / "checkpoints" / f"{i}.safetensors").is_file()
+                   and (args.models is None or i in args.models)]
             pool = image_paths(args.data_dir, "test", (len(ids) + 1) * args.photos)
 
             def click(photo: Path) -> tuple[float | None, float | None]:

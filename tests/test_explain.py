@@ -135,7 +135,7 @@ def test_cnn_methods_find_the_one_cell_the_head_reads(method):
 
 
 def test_rise_runs_its_masks_in_batches_and_is_deterministic():
-    """RISE: the intact image plus RISE_MASKS masked copies, at most 32 a pass; the same map twice."""
+    """RISE: the intact image plus one masked copy per mask, at most 32 a pass; the same map twice."""
     model, x, sizes = probe_vit(), probe_image(2, 1), []
 
     def forward(batch):
@@ -143,9 +143,32 @@ def test_rise_runs_its_masks_in_batches_and_is_deterministic():
         with torch.inference_mode():
             return model(batch)
     a = explain.compute(model, x, "rise", forward_batch=forward)
-    assert sum(sizes) == explain.maps.RISE_MASKS + 1 and max(sizes) <= 32
+    assert sum(sizes) == len(explain.rise_masks(16)) + 1 and max(sizes) <= 32  # the probe's 4 x 4 grid
     b = explain.compute(model, x, "rise", forward_batch=forward)
     assert np.array_equal(a.heat, b.heat) and a.target == b.target == 1
+
+
+@pytest.mark.parametrize("cells", [1, 16, 49, 63])
+def test_rise_masks_on_a_small_grid_are_an_orthogonal_design(cells):
+    """Up to 63 cells: a two-level orthogonal design of the first power of two above the cell count
+    (64 masks for the EfficientNet's 7 x 7), each cell kept in half the masks, each pair in a quarter."""
+    kept = explain.rise_masks(cells)
+    m = 1 << cells.bit_length()
+    assert kept.shape == (m, cells) and m <= explain.maps.RISE_MASKS
+    assert (kept.sum(0) == m // 2).all()
+    together = kept.T.astype(int) @ kept.astype(int)  # (cells, cells): masks keeping both
+    assert (together[~np.eye(cells, dtype=bool)] == m // 4).all()
+    assert np.array_equal(kept, explain.rise_masks(cells)) and not np.array_equal(kept, explain.rise_masks(cells, seed=1))
+
+
+def test_rise_masks_on_a_large_grid_are_independent_draws():
+    """The ViTs' 12 x 12 and 14 x 14 grids would need 256 masks for the design: RISE_MASKS random ones
+    instead, the same as before the design existed (the ViTs' maps did not change)."""
+    for cells in (144, 196):
+        kept = explain.rise_masks(cells)
+        assert kept.shape == (explain.maps.RISE_MASKS, cells)
+        assert np.array_equal(kept, np.random.default_rng(explain.maps.RISE_SEED).random(kept.shape) < 0.5)
+    assert explain.rise_masks(49, keep=0.3).shape == (explain.maps.RISE_MASKS, 49)  # the design needs keep = 1/2
 
 
 def test_chefer_relevance_only_where_attention_and_gradient_agree():

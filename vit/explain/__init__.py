@@ -11,7 +11,8 @@ from vit.explain.attention import (HEAD_REDUCTIONS, Trace, _timm_attention, _tim
                                    attention_maps, cls_attention, head_select, num_prefix_tokens, patch_size_px,
                                    rollout, rollout_map, token_grid, trace)
 from vit.explain.faithfulness import Faithfulness, RandomCurves, auc, random_curves, score
-from vit.explain.maps import ForwardBatch, Heat, cam_from, chefer, grad_cam, grad_cam_heat, model_grid, occlusion
+from vit.explain.maps import (ForwardBatch, Heat, cam_from, chefer, grad_cam, grad_cam_heat, model_grid, occlusion,
+                            rise_masks)
 from vit.explain.methods import Method, compute
 from vit.explain.perturb import blur
 from vit.explain.render import CMAP, colour_bar, curves_plot, layer_mosaic, normalise, overlay, patch_grid
@@ -19,5 +20,5 @@ from vit.explain.render import CMAP, colour_bar, curves_plot, layer_mosaic, norm
 __all__ = ["CMAP", "HEAD_REDUCTIONS", "Faithfulness", "ForwardBatch", "Heat", "Method", "RandomCurves", "Trace",
            "attention_maps", "auc", "blur", "cam_from", "chefer", "cls_attention", "colour_bar", "compute", "curves_plot",
            "grad_cam", "grad_cam_heat", "head_select", "layer_mosaic", "model_grid", "normalise", "num_prefix_tokens",
-           "occlusion", "overlay", "patch_grid", "patch_size_px", "random_curves", "rollout", "rollout_map", "score",
+           "occlusion", "overlay", "patch_grid", "patch_size_px", "random_curves", "rise_masks", "rollout", "rollout_map", "score",
            "token_grid", "trace"]

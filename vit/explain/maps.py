@@ -22,7 +22,7 @@ from vit.explain.lrp import token_relevance
 from vit.explain.perturb import blur, cell_ids, cell_index, perturbed_logits
 
 MAX_OCCLUSION_CELLS = 8  # occlusion cells per side at most: larger grids are occluded in blocks
-RISE_MASKS, RISE_KEEP, RISE_SEED = 96, 0.5, 0  # random masks per map, share of cells each keeps, their seed
+RISE_MASKS, RISE_KEEP, RISE_SEED = 96, 0.5, 0  # masks per map at most, share of cells each keeps, their seed
 
 ForwardBatch = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, H, W) -> (B, classes) logits
 
@@ -208,25 +208,50 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: int | None = None, *,
 
 def rise(model: nn.Module, x: torch.Tensor, target: int | None = None, *, forward_batch: ForwardBatch | None = None,
          masks: int = RISE_MASKS, keep: float = RISE_KEEP, seed: int = RISE_SEED) -> Heat:
-    """RISE (Petsiuk et al. 2018, "RISE: Randomized Input Sampling for Explanation", Sec. 3): `masks`
-    random masks each keep every cell of the model's grid with probability `keep` and blur the rest,
-    as the deletion / insertion scores do; a cell's importance is the target's mean probability over
-    the masks that keep it (Eq. 6, normalised by each cell's own count rather than N * keep). Where
-    occlusion removes one cell at a time, which a model that sees its class in many cells barely
-    notices, RISE removes half the image at a time. Unlike occlusion it needs no blocks on the ViTs'
-    finer grids: its cost is `masks` whatever the grid (on the 12 x 12 scratch ViT, 2 x 2 blocks
-    scored worse: deletion ratio 0.84 against 0.81 on 30 test photos). Masks come from a fixed seed,
-    so a map is deterministic for a fixed image; all images go through `forward_batch` in batches."""
+    """RISE (Petsiuk et al. 2018, "RISE: Randomized Input Sampling for Explanation", Sec. 3): masks
+    (`rise_masks`) each keep some cells of the model's grid and blur the rest, as the deletion /
+    insertion scores do; a cell's importance is the target's mean probability over the masks that keep
+    it (Eq. 6, normalised by each cell's own count rather than N * keep). Where occlusion removes one
+    cell at a time, which a model that sees its class in many cells barely notices, RISE removes half
+    the image at a time. Unlike occlusion it needs no blocks on the ViTs' finer grids: its cost is at
+    most `masks` whatever the grid (on the 12 x 12 scratch ViT, 2 x 2 blocks scored worse: deletion
+    ratio 0.84 against 0.81 on 30 test photos). Masks come from a fixed seed, so a map is
+    deterministic for a fixed image; all images go through `forward_batch` in batches."""
     forward_batch = forward_batch or _inference(model)
     rows, cols = model_grid(model, x)
     cell = cell_ids(x.shape[-2], x.shape[-1], rows, cols)  # (H, W)
-    kept = np.random.default_rng(seed).random((masks, rows * cols)) < keep  # (masks, cells)
+    kept = rise_masks(rows * cols, masks, keep, seed)  # (masks, cells)
     blurred = torch.from_numpy(np.concatenate([np.zeros((1, rows * cols), bool), ~kept])[:, cell])  # row 0: intact
     logits = perturbed_logits(forward_batch, x, blur(x), blurred)
     c = _target(logits[:1], target)
     p = logits[1:].float().softmax(-1)[:, c].double().numpy()  # (masks,)
     heat = (p @ kept) / np.maximum(kept.sum(0), 1)  # (cells,): mean probability when the cell is kept
     return _heat(heat.reshape(rows, cols), c, logits[:1])
+
+
+def rise_masks(cells: int, masks: int = RISE_MASKS, keep: float = RISE_KEEP, seed: int = RISE_SEED) -> np.ndarray:
+    """RISE's masks, (M, cells) bool, True where the cell is kept, drawn from `seed`.
+
+    With keep = 1/2 and a grid small enough (the EfficientNet's 7 x 7), an orthogonal two-level design
+    of the first power of two M > cells (64 for 49 cells), if M <= `masks`: `cells` of the columns of a
+    Sylvester-Hadamard matrix other than its all-ones one, with random signs. Every cell is then kept
+    in exactly half the masks and every two cells together in exactly a quarter (a Plackett & Burman
+    1946 design), so a cell's mean carries none of another cell's main effect, where independent masks
+    mix them by chance. On the EfficientNet's 75 test photos its 64 masks scored deletion / insertion
+    0.70 / 1.21 x random (seeds 0, 1, 2 within 0.005), against 0.73 / 1.20 for the 96 independent
+    masks it replaced (seed 0) and 0.75-0.77 / 1.18-1.19 for 64 independent ones (seeds 0-2); the 45
+    photos no default was chosen on agree (0.69-0.70 / 1.21-1.22 against 0.71 / 1.20). Otherwise:
+    `masks` independent masks keeping each cell with probability `keep`, as in the paper."""
+    rng = np.random.default_rng(seed)
+    order = 1 << cells.bit_length()  # the first power of two above `cells`
+    if keep != 0.5 or order > masks:
+        return rng.random((masks, cells)) < keep
+    h = np.ones((1, 1), dtype=np.int8)
+    while len(h) < order:
+        h = np.block([[h, h], [h, -h]])  # Sylvester: H(2n) = [[H, H], [H, -H]]
+    columns = 1 + rng.choice(order - 1, cells, replace=False)
+    signs = rng.choice(np.array([-1, 1], dtype=np.int8), cells)
+    return h[:, columns] * signs > 0
 
 
 def _inference(model: nn.Module) -> ForwardBatch:
