@@ -127,6 +127,24 @@ def test_explain_records_map_and_score_time(tiny_checkpoints, tmp_path):
     assert record["explain_ms"] == pytest.approx(record["map_ms"] + record["score_ms"], abs=0.02)
 
 
+def test_map_ms_is_the_map_alone_not_the_wait_for_a_lazy_models_build(tiny_checkpoints, monkeypatch):
+    """The app answers before its PyTorch models are built, so the first gradient map of a model may wait
+    for the build: start-up, not the map's time. A fake clock jumps an hour while the model builds."""
+    import vit.predict
+
+    p = Predictor.from_checkpoint(tiny_checkpoints["scratch_vit"], engine="torch")
+    clock, build = [0.0], p.ckpt.build
+
+    def slow_build():
+        clock[0] += 3600.0
+        return build()
+    monkeypatch.setattr(p.ckpt, "_model", None)  # not built yet, as in the app just after start
+    monkeypatch.setattr(p.ckpt, "build", slow_build)
+    monkeypatch.setattr(vit.predict, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    r = p.explain(make_image(9, (64, 48)), "lrp", score=False)
+    assert p.ckpt.built and clock[0] == 3600.0 and r.map_ms == 0.0  # the fake clock moved only in the build
+
+
 def test_the_pages_redraw_runs_no_model_and_a_view_seen_before_is_not_rescored(tiny_checkpoints, tmp_path):
     models = serving.ModelSet(tiny_checkpoints).load()
     h = handlers.Handlers(models, serving.default_model(models))
