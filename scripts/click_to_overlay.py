@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", metavar="ID", help="only these models (ids as in checkpoints/, default all)")
     p.add_argument("--verbose", action="store_true", help="each click's times and the page's timing text")
     args = p.parse_args(argv)
+    unknown = set(args.models or ()) - set(families.names())
+    if unknown:
+        p.error(f"unknown model id(s) {sorted(unknown)}; choose from {list(families.names())}")
     port = free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
     proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,

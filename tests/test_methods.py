@@ -140,9 +140,15 @@ def test_map_ms_is_the_map_alone_not_the_wait_for_a_lazy_models_build(tiny_check
         return build()
     monkeypatch.setattr(p.ckpt, "_model", None)  # not built yet, as in the app just after start
     monkeypatch.setattr(p.ckpt, "build", slow_build)
+    compute = vit.predict.registry.compute
+
+    def one_second_map(*args, **kwargs):
+        clock[0] += 1.0
+        return compute(*args, **kwargs)
+    monkeypatch.setattr(vit.predict.registry, "compute", one_second_map)
     monkeypatch.setattr(vit.predict, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
     r = p.explain(make_image(9, (64, 48)), "lrp", score=False)
-    assert p.ckpt.built and clock[0] == 3600.0 and r.map_ms == 0.0  # the fake clock moved only in the build
+    assert p.ckpt.built and clock[0] == 3601.0 and r.map_ms == 1000.0  # the map's second, not the build's hour
 
 
 def test_the_pages_redraw_runs_no_model_and_a_view_seen_before_is_not_rescored(tiny_checkpoints, tmp_path):

@@ -243,7 +243,7 @@ def rise_masks(cells: int, masks: int = RISE_MASKS, keep: float = RISE_KEEP, see
     photos no default was chosen on agree (0.69-0.70 / 1.21-1.22 against 0.71 / 1.20). Otherwise:
     `masks` independent masks keeping each cell with probability `keep`, as in the paper."""
     rng = np.random.default_rng(seed)
-    order = 1 << cells.bit_length()  # the first power of two above `cells`
+    order = 1 << int(cells).bit_length()  # the first power of two above `cells`
     if keep != 0.5 or order > masks:
         return rng.random((masks, cells)) < keep
     h = np.ones((1, 1), dtype=np.int8)
