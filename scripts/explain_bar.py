@@ -1,0 +1,79 @@
+"""Issue 22's bar, checked as a visitor's client would: through the running app's API, not the library.
+
+    python scripts/explain_bar.py [--photos 45] [--skip 30] [--data-dir ../shared/data/pizza_steak_sushi]
+
+Starts app.py on the committed checkpoints (a free port), waits until every model has built its
+PyTorch model, and with gradio_client:
+- prints `/methods`;
+- for each model, `/explain` with its default method (method left empty) on --photos test photos
+  after the first --skip (the 45 on which no default was chosen, by default), and prints the
+  deletion and insertion AUCs against the random bar, as ratios of their means (the bar: <= 0.85
+  and >= 1.15), with the median `map_ms`;
+- for each model with `lrp`, its `map_ms` against `rise`'s on the same two photos, outside those (a
+  map the app has made before comes from its cache, in 0 ms) (the bar: <= 0.15).
+Nothing is asserted: the figures are the point. Run it on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cold_start import free_port, stop, wait_until_up  # noqa: E402 - scripts/ is on the path when run
+
+SETTLE_S = 30  # after the server answers: the models build their PyTorch copies behind it
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gradio_client import Client, handle_file
+
+    from vit.faithfulness import image_paths  # the test photos, round-robin over the classes
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--photos", type=int, default=45, help="photos per model")
+    p.add_argument("--skip", type=int, default=30, help="skip the first N test photos (those the defaults were chosen on)")
+    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data" / "pizza_steak_sushi")
+    args = p.parse_args(argv)
+    every = image_paths(args.data_dir, "test", None)
+    photos = every[args.skip:args.skip + args.photos]
+    others = every[:args.skip] + every[args.skip + args.photos:]  # new to the app for lrp vs rise: no cached map
+    if not photos:
+        p.error(f"no test photos under {args.data_dir} after skipping {args.skip}")
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/", proc, time.monotonic() + 300)
+        time.sleep(SETTLE_S)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        methods = client.predict(api_name="/methods")
+        print(f"/methods: {methods}", flush=True)
+        for model, offered in methods.items():
+            records = [client.predict(handle_file(str(photo)), model, "", api_name="/explain")[1] for photo in photos]
+            ratio = {k: statistics.mean(r[f"{k}_auc"] for r in records) / statistics.mean(r[f"random_{k}_auc"] for r in records)
+                     for k in ("deletion", "insertion")}
+            print(f"{model}, default {records[0]['method']}: {len(records)} photos through /explain: deletion "
+                  f"{ratio['deletion']:.3f} x random, insertion {ratio['insertion']:.3f} x random "
+                  f"(bar <= 0.85, >= 1.15); median map_ms {statistics.median(r['map_ms'] for r in records):.0f}",
+                  flush=True)
+            if "lrp" in offered and "rise" in offered:
+                for photo in others[:2]:
+                    ms = {m: client.predict(handle_file(str(photo)), model, m, api_name="/explain")[1]["map_ms"]
+                          for m in ("lrp", "rise")}
+                    print(f"{model}, {photo.name}: lrp map_ms {ms['lrp']:.1f}, rise map_ms {ms['rise']:.1f}: "
+                          f"{ms['lrp'] / ms['rise']:.3f} x (bar <= 0.15)", flush=True)
+    finally:
+        stop(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
