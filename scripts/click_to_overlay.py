@@ -16,15 +16,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cold_start import free_port, stop, wait_until_up  # noqa: E402 - scripts/ is on the path when run
+from cold_start import serving  # noqa: E402 - scripts/ is on the path when run
 
 CHROMIUM = Path(os.environ.get("FOODVISION_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -70,18 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.models or ()) - set(families.names())
     if unknown:
         p.error(f"unknown model id(s) {sorted(unknown)}; choose from {list(families.names())}")
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
     rows = []
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/", proc, time.monotonic() + 300)
+    with serving() as url:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(120_000)
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(url)
             page.locator("#classify-btn").wait_for()
             ids = [i for i in families.names() if (ROOT / "checkpoints" / f"{i}.safetensors").is_file()
                    and (args.models is None or i in args.models)]
@@ -123,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"(median of {r['photos']} new photos; {min(overlay):.2f}-{max(overlay):.2f}), "
                       f"to its score {r['scored_s']:.2f} s", flush=True)
             browser.close()
-    finally:
-        stop(proc)
     return 0
 
 

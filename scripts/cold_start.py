@@ -15,6 +15,7 @@ Bars: server up <= 1.15 x floor, first prediction <= 1.3 x floor.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -76,6 +78,22 @@ def stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextlib.contextmanager
+def serving(timeout: float = 300) -> Iterator[str]:
+    """app.py on the committed checkpoints, on a free port, its output discarded: yields its URL once
+    it answers, and stops it on the way out."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_until_up(url, proc, time.monotonic() + timeout)
+        yield url
+    finally:
+        stop(proc)
 
 
 def floor_s(modules: str = "gradio, torch") -> float:

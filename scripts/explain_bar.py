@@ -17,9 +17,7 @@ Nothing is asserted: the figures are the point. Run it on an idle machine.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cold_start import free_port, stop, wait_until_up  # noqa: E402 - scripts/ is on the path when run
+from cold_start import serving  # noqa: E402 - scripts/ is on the path when run
 
 SETTLE_S = 30  # after the server answers: the models build their PyTorch copies behind it
 
@@ -35,7 +33,7 @@ SETTLE_S = 30  # after the server answers: the models build their PyTorch copies
 def main(argv: list[str] | None = None) -> int:
     from gradio_client import Client, handle_file
 
-    from vit.faithfulness import image_paths  # the test photos, round-robin over the classes
+    from vit.faithfulness import BAR_DELETION, BAR_INSERTION, image_paths, summarise
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=45, help="photos per model")
@@ -47,24 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     others = every[:args.skip] + every[args.skip + args.photos:]  # new to the app for lrp vs rise: no cached map
     if not photos:
         p.error(f"no test photos under {args.data_dir} after skipping {args.skip}")
-    port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/", proc, time.monotonic() + 300)
+    with serving() as url:
         time.sleep(SETTLE_S)
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(url, verbose=False)
         methods = client.predict(api_name="/methods")
         print(f"/methods: {methods}", flush=True)
         for model, offered in methods.items():
             records = [client.predict(handle_file(str(photo)), model, "", api_name="/explain")[1] for photo in photos]
-            ratio = {k: statistics.mean(r[f"{k}_auc"] for r in records) / statistics.mean(r[f"random_{k}_auc"] for r in records)
-                     for k in ("deletion", "insertion")}
+            s = summarise({"rho": [], **{k: [r[f"{k}_auc"] for r in records]
+                                         for k in ("deletion", "insertion", "random_deletion", "random_insertion")}})
             print(f"{model}, default {records[0]['method']}: {len(records)} photos through /explain: deletion "
-                  f"{ratio['deletion']:.3f} x random, insertion {ratio['insertion']:.3f} x random "
-                  f"(bar <= 0.85, >= 1.15); median map_ms {statistics.median(r['map_ms'] for r in records):.0f}",
-                  flush=True)
+                  f"{s['deletion_ratio']:.3f} x random, insertion {s['insertion_ratio']:.3f} x random "
+                  f"(bar <= {BAR_DELETION}, >= {BAR_INSERTION}: {'met' if s['meets_bar'] else 'NOT met'}); "
+                  f"median map_ms {statistics.median(r['map_ms'] for r in records):.0f}", flush=True)
             default = records[0]["method"]
             for photo in others[:2]:
                 ms = {m: client.predict(handle_file(str(photo)), model, m, api_name="/explain")[1]["map_ms"]
@@ -73,8 +66,6 @@ def main(argv: list[str] | None = None) -> int:
                       f"{default}'s as a multiple of theirs: " + ", ".join(
                           f"{m} {v:.1f} ({ms[default] / v:.3f} x)" for m, v in ms.items() if m != default and v > 0),
                       flush=True)
-    finally:
-        stop(proc)
     return 0
 
 
