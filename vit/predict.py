@@ -323,10 +323,10 @@ class Predictor:
         m = registry.get(method)
         params = (key, engine.name, method, target, *(v for c, v in zip(registry.CONTROLS, (layer, head, discard))
                                                       if c in m.controls))
-        heat, start = self._maps.get(params), time.perf_counter()
+        heat = self._maps.get(params)
+        model = self.ckpt.model if heat is None else None  # built on first use (lazy): start-up, not the map's time
+        start = time.perf_counter()
         if heat is None:
-            model = self.ckpt.model  # a lazy checkpoint builds it on first use: start-up, not the map's time
-            start = time.perf_counter()
             heat = self._maps.put(params, registry.compute(
                 model, x, method, target=target, layer=layer, head=head, discard=discard,
                 forward_batch=engine.forward_batches, maps=result.maps or None, logits=logits).heat)
