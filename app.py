@@ -4,8 +4,8 @@
     python app.py --checkpoints DIR        # every *.safetensors in DIR, of any family and class list
     python app.py --mcp                    # also an MCP server (or GRADIO_MCP_SERVER=True)
 
-Wiring only: each widget event is bound to one method of `vit.handlers.Handlers`; the page is served
-at once and the models load behind it (vit.serving).
+Wiring only: each widget event is bound to one method of `vit.app.handlers.Handlers`; the page is served
+at once and the models load behind it (vit.serve.model_set).
 """
 
 import logging
@@ -17,20 +17,21 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: its i
 import gradio as gr  # noqa: E402
 import pandas as pd
 
-from vit import examples as example_photos
-from vit import handlers, serving, ui
+from vit.app import examples as example_photos
+from vit.app import handlers, ui
+from vit.serve import model_set
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 ROOT = Path(__file__).resolve().parent
-MODELS = serving.from_command_line(sys.argv[1:] if __name__ == "__main__" else [], __doc__)  # $FOODVISION_OPTIMISE: see README
+MODELS = model_set.from_command_line(sys.argv[1:] if __name__ == "__main__" else [], __doc__)  # $FOODVISION_OPTIMISE: see README
 IDS = MODELS.ids
-DEFAULT = serving.default_model(MODELS)
+DEFAULT = model_set.default_model(MODELS)
 H = handlers.Handlers(MODELS, DEFAULT)
 QUEUE = {"default_concurrency_limit": 2, "max_size": 32}  # 2 CPU cores: two requests compute at once
 MODEL_RUNS = "model"  # the one concurrency_id of every event that runs a model: the limit is for all together
 MAX_FILE_SIZE = "25mb"
 EXAMPLES = example_photos.find(ROOT / "examples")
-EXAMPLES_CACHE = serving.examples_cache(MODELS, [Path(__file__), Path(ui.__file__), Path(handlers.__file__)])
+EXAMPLES_CACHE = model_set.examples_cache(MODELS, [Path(__file__), Path(ui.__file__), Path(handlers.__file__)])
 os.environ["GRADIO_EXAMPLES_CACHE"] = str(EXAMPLES_CACHE)  # read by gr.Examples when it is built
 show_example = H.show_example  # what an example click runs (tests call it)
 
@@ -64,12 +65,12 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                                         gr.Image(type="filepath", interactive=False, height=240, label="Explanation")]
         with gr.Accordion("Explanation controls", open=True):
             with gr.Row():
-                default_methods = serving.methods_of(MODELS, DEFAULT) if DEFAULT else ()
+                default_methods = model_set.methods_of(MODELS, DEFAULT) if DEFAULT else ()
                 method = gr.Dropdown(ui.method_choices(default_methods), value=(default_methods or (None,))[0],
                                      label="Explanation method", elem_id="method-dropdown")
                 layer = gr.Slider(1, 12, value=ui.LAYER_DEFAULT, step=1, label="Layer", elem_id="layer-slider",
                                   visible=False)
-                head = gr.Dropdown(ui.head_choices(serving.max_heads(MODELS)), value="mean", label="Head",
+                head = gr.Dropdown(ui.head_choices(model_set.max_heads(MODELS)), value="mean", label="Head",
                                    allow_custom_value=True, elem_id="head-dropdown", visible=False)
                 opacity = gr.Slider(0.0, 1.0, value=handlers.OPACITY, step=0.05, label="Overlay opacity",
                                     elem_id="opacity-slider")
@@ -145,4 +146,4 @@ MODELS.start(first=DEFAULT)  # after the page is built: the server answers while
 
 if __name__ == "__main__":
     demo.launch(max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(),
-                mcp_server=serving.parse_args(sys.argv[1:]).mcp or os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true")
+                mcp_server=model_set.parse_args(sys.argv[1:]).mcp or os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true")

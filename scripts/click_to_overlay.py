@@ -55,8 +55,8 @@ SETTLED = """title => {  // the switch's own explanation of the photo shown has 
 def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
-    from vit import families
-    from vit.faithfulness import image_paths  # the test photos, round-robin over the classes
+    from vit.explain.cli import image_paths  # the test photos, round-robin over the classes
+    from vit.models import families
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=4, help="new photos per model")

@@ -8,7 +8,7 @@ until the page answers, then calls the `/predict` API with gradio_client on a ge
 and once warm, reads the server's peak memory, and stops it. The app serves the page before its models
 are built, so the first request may wait for its model: that wait is in "first prediction". A model
 with a current ONNX export on disk (committed beside the three checkpoints; for other checkpoints
-written by the app's first launch, or `python -m vit.export`) answers without building its PyTorch
+written by the app's first launch, or `python -m vit.runtime.export`) answers without building its PyTorch
 model; --without-exports times the first launch on checkpoints without exports.
 Bars: server up <= 1.15 x floor, first prediction <= 1.3 x floor.
 """
@@ -34,7 +34,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # vit, when run as a script
 
-from vit import families  # noqa: E402 - after the path is set
+from vit.models import families  # noqa: E402 - after the path is set
 
 CNN = next(f for f in families.names() if not families.get(f).attention)  # asked for unless --model says
 
@@ -107,7 +107,7 @@ def floor_s(modules: str = "gradio, torch") -> float:
 
 def engines_on_disk(checkpoints: Path) -> list[str]:
     """The checkpoints in the folder with a current ONNX export beside them."""
-    from vit import export
+    from vit.runtime import export
 
     return sorted(p.stem for p in checkpoints.glob("*.safetensors") if export.default_path(p).is_file()
                   and export.is_current(export.default_path(p), p))

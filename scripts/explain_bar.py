@@ -33,7 +33,7 @@ SETTLE_S = 30  # after the server answers: the models build their PyTorch copies
 def main(argv: list[str] | None = None) -> int:
     from gradio_client import Client, handle_file
 
-    from vit.faithfulness import BAR_DELETION, BAR_INSERTION, image_paths, summarise
+    from vit.explain.cli import BAR_DELETION, BAR_INSERTION, image_paths, summarise
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=45, help="photos per model")

@@ -4,8 +4,8 @@
 
 For each side: the shared ImageNet Lite0 (vit.trust.backbone) on ONNX Runtime, its input resized to that
 side (the same crop fraction), a kNN gate (k = 10) fitted on the training photos and thresholded at 97.5 %
-of the validation photos, as vit.calibrate does; then the share of test food accepted, of the offline
-non-food set (vit.trust.nonfood) flagged, AUROC (test food against non-food), the example photos
+of the validation photos, as vit.trust.fit does; then the share of test food accepted, of the offline
+non-food set (vit.data.nonfood) flagged, AUROC (test food against non-food), the example photos
 accepted, and the median time of the backbone's pass and of its resize on one test photo (batch 1).
 Run it on an idle machine: the times are its point.
 """
@@ -27,12 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
 
-from vit.data import list_images, split_train_val, train_samples  # noqa: E402
-from vit.images import open_image  # noqa: E402
-from vit.preprocess import eval_transform  # noqa: E402
-from vit.trust import backbone, nonfood  # noqa: E402
+from vit.data import nonfood
+from vit.data.datasets import list_images, split_train_val, train_samples  # noqa: E402
+from vit.data.images import open_image  # noqa: E402
+from vit.data.preprocess import eval_transform  # noqa: E402
+from vit.trust import backbone  # noqa: E402
 from vit.trust.detectors import KNN, auroc, threshold_at_tpr  # noqa: E402
-from vit.trust.fit import K, TPR, VAL_FRACTION  # noqa: E402
+from vit.trust.fit import TPR, VAL_FRACTION, K  # noqa: E402
 
 
 def session(path: str):

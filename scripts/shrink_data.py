@@ -4,7 +4,7 @@ names: small enough to send with the code to a rented GPU (docs/training.md#on-a
     python scripts/shrink_data.py --side 183 --out .gpudata ../shared/data/pizza_steak_sushi_20_percent \
         ../shared/data/pizza_steak_sushi
 
-The trainer's memory cache shrinks each training photo to the same side (vit.data._load_rgb, bicubic) before
+The trainer's memory cache shrinks each training photo to the same side (vit.data.datasets._load_rgb, bicubic) before
 any augmentation, so a copy made at the cache side feeds it nearly the same pixels: the one difference is the
 JPEG re-encoding (--quality). The scratch ViT's side is round(160 / 0.875) = 183 (its teacher's 160 px crop).
 File names are kept, so the train/validation split (a hash of class/file name) and the de-duplication across
@@ -23,12 +23,12 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from vit.data import IMAGE_SUFFIXES, Sample, _load_rgb  # noqa: E402
+from vit.data.datasets import IMAGE_SUFFIXES, Sample, _load_rgb  # noqa: E402
 
 
 def shrink_tree(src: Path, dest: Path, side: int, quality: int, seen: set[str]) -> tuple[int, int]:
     """Mirror `src` into `dest`, leaving out train/ photos whose class/file name is in `seen` (an earlier
-    root's train/ has them, and vit.data.train_samples keeps the first); returns (photos, bytes) written."""
+    root's train/ has them, and vit.data.datasets.train_samples keeps the first); returns (photos, bytes) written."""
     count = size = 0
     for path in sorted(p for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         rel = path.relative_to(src)

@@ -28,12 +28,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from cold_start import free_port, stop, wait_until_up  # a sibling script: the same start and stop (and vit on the path)
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from cold_start import free_port, stop, wait_until_up  # a sibling script: the same start and stop (and vit on the path)
-from vit import families
+from vit.models import families
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = families.names()  # the committed checkpoints: one per registered family

@@ -42,5 +42,5 @@ $PY -m vit.train --model scratch_vit --init runs/scratch_vit_f.safetensors "${TR
 
 # 4. The ONNX exports the app serves at once (committed beside the checkpoints; each checks itself)
 for name in effnet timm_vit scratch_vit; do
-    ${PYTHON:-python} -m vit.export checkpoints/$name.safetensors --data-dir "$DATA/pizza_steak_sushi/test"
+    ${PYTHON:-python} -m vit.runtime.export checkpoints/$name.safetensors --data-dir "$DATA/pizza_steak_sushi/test"
 done

@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vit import checkpoint
-from vit.factory import build, preprocessing
-from vit.zoo import HYBRID
+from vit.models import checkpoint
+from vit.models.factory import build, preprocessing
+from vit.models.zoo import HYBRID
 
 CLASSES = ["pizza", "steak", "sushi"]
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

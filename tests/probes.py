@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit.model import VisionTransformer, preset
+from vit.models.scratch_vit import VisionTransformer, preset
 
 ROW, COL = 1, 2  # the informative patch of the 4 x 4 grid
 

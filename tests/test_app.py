@@ -8,12 +8,12 @@ import time
 
 import httpx
 import pytest
+from conftest import CLASSES, FAMILIES, ROOT, TINY_ARCH, label_probs
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from conftest import CLASSES, FAMILIES, ROOT, TINY_ARCH, label_probs
-from vit import checkpoint
-from vit.factory import build, preprocessing
+from vit.models import checkpoint
+from vit.models.factory import build, preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ TWO_CLASSES = ["apple_pie", "waffles"]
 @pytest.fixture(scope="module")
 def two_class_dir(tmp_path_factory):
     """DIR/desserts.safetensors: a tiny scratch ViT with two classes of its own, as vit.train writes one
-    (built with vit.factory.build and saved with vit.checkpoint.save; random weights)."""
+    (built with vit.models.factory.build and saved with vit.models.checkpoint.save; random weights)."""
     out = tmp_path_factory.mktemp("my_checkpoints")
     built = build("scratch_vit", TINY_ARCH["scratch_vit"], num_classes=len(TWO_CLASSES))
     meta = {"family": "scratch_vit", "arch": built.arch, "class_names": TWO_CLASSES, "init": built.init,

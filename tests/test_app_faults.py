@@ -17,14 +17,16 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from conftest import FAMILIES, ROOT, app_server, label_probs, make_image, png_bytes, png_header_only, tiny_checkpoint
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from conftest import FAMILIES, ROOT, app_server, label_probs, make_image, png_bytes, png_header_only, tiny_checkpoint
-from vit import checkpoint, handlers, serving
-from vit.images import open_image
+from vit.app import handlers
+from vit.data.images import open_image
+from vit.models import checkpoint
+from vit.serve import model_set
 
 TOO_LARGE = r"is too large to open safely .*The limit is 100 megapixels; please upload a smaller image\."
 UNREADABLE = {  # upload -> the message the user gets
@@ -32,7 +34,7 @@ UNREADABLE = {  # upload -> the message the user gets
     "empty.jpg": re.escape("empty.jpg is empty (0 bytes)."),
     "cut.jpg": re.escape("cut.jpg could not be decoded: it looks truncated or damaged (image file is truncated"),
     "bomb.png": "bomb.png " + TOO_LARGE,  # header claims 30 000 x 30 000: over twice Pillow's limit, an error
-    "bomb12k.png": "bomb12k.png " + TOO_LARGE,  # 12 000 x 12 000: Pillow only warns; vit.images refuses
+    "bomb12k.png": "bomb12k.png " + TOO_LARGE,  # 12 000 x 12 000: Pillow only warns; vit.data.images refuses
 }
 READABLE = {  # upload -> the model that classifies it
     "one.png": "scratch_vit", "gray.png": "timm_vit", "clear.png": "effnet", "half-clear.png": "scratch_vit",
@@ -213,7 +215,7 @@ def test_data_urls_like_webcam_and_clipboard(running_app, uploads, good, client,
     for name in ("gray.png", "huge.png"):
         event, out = call_rest(url, "predict", [data_url(uploads[name].read_bytes()), "scratch_vit"])
         assert event == "complete" and label_probs(out[0]) == pytest.approx(p.predict(str(uploads[name])), abs=1e-5)
-        assert received[-1] == uploads[name].read_bytes()  # the bytes as sent, decoded by vit.images alone
+        assert received[-1] == uploads[name].read_bytes()  # the bytes as sent, decoded by vit.data.images alone
     for name, message in [("notes.jpg", "is not an image this app can read"), ("bomb.png", TOO_LARGE)]:
         event, out = call_rest(url, "predict", [data_url(uploads[name].read_bytes()), "scratch_vit"])
         assert event == "error" and re.search(message, out["error"]), out
@@ -284,10 +286,10 @@ def test_checkpoints_are_never_unpickled(tmp_path):
     marker = tmp_path / "unpickled"
     (tmp_path / "scratch_vit.safetensors").write_bytes(pickle.dumps({"weights": _Touch(marker)}))
     torch.save({"weights": _Touch(marker)}, tmp_path / "timm_vit.safetensors")
-    models = serving.ModelSet(serving.checkpoint_paths(tmp_path)).load()
+    models = model_set.ModelSet(model_set.checkpoint_paths(tmp_path)).load()
     assert not models.models and not marker.exists()
     assert all("not a safetensors file" in models.errors[f] for f in ("scratch_vit", "timm_vit"))
-    for path in [ROOT / "app.py", *sorted((ROOT / "vit").glob("*.py"))]:  # and no code path could
+    for path in [ROOT / "app.py", *sorted((ROOT / "vit").rglob("*.py"))]:  # and no code path could
         source = path.read_text()
         assert not re.search(r"\bimport pickle|pickle\.loads?\(|\bdill\b|joblib", source), path
         assert all("weights_only=True" in call for call in re.findall(r"torch\.load\([^)]*\)", source)), path
@@ -295,7 +297,7 @@ def test_checkpoints_are_never_unpickled(tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     ({"arch": {"preset": "vit_test_p8_32", "bogus": 1}}, r"cannot be loaded \(TypeError: .*bogus"),
-    ({"class_names": 3}, r"bad metadata: class_names = 3: expected a list"),  # vit.checkpoint validates
+    ({"class_names": 3}, r"bad metadata: class_names = 3: expected a list"),  # vit.models.checkpoint validates
     ({"preprocessing": {}}, r"bad metadata: preprocessing.input_size is missing"),
     ({"class_names": ["pizza", "steak"]}, "weights do not fit the scratch_vit architecture"),
 ])
@@ -304,7 +306,7 @@ def test_checkpoint_metadata_that_builds_no_model_is_reported(tiny_checkpoints, 
     meta = {**checkpoint.read_meta(src), **edit}
     path = tmp_path / "scratch_vit.safetensors"
     save_file(load_file(str(src)), str(path), metadata={checkpoint.META_KEY: json.dumps(meta)})
-    models = serving.ModelSet({"scratch_vit": path}).load()
+    models = model_set.ModelSet({"scratch_vit": path}).load()
     assert not models.models and re.search(message, models.errors["scratch_vit"])
     assert str(path) in models.errors["scratch_vit"]
 

@@ -5,14 +5,14 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import CLASSES, ROOT
-from vit import bench, checkpoint, families, report
-from vit.bench import memory, optimisations
+
+from vit.bench import cli, flops, memory, optimisations, references, report, timing
 from vit.explain import methods
-from vit.factory import load
-from vit.model import VisionTransformer, preset
-from vit.predict import Predictor, optimise
+from vit.models import checkpoint, families
+from vit.models.factory import load
+from vit.models.scratch_vit import VisionTransformer, preset
+from vit.serve.predictor import Predictor, optimise
 
 
 def analytic_flops(cfg) -> int:
@@ -29,9 +29,9 @@ def analytic_flops(cfg) -> int:
 def test_flops_of_tiny_vit_equal_the_analytic_count(distilled):
     model = VisionTransformer(preset("vit_test_p8_32", distilled=distilled)).eval()
     x = torch.randn(1, 3, 32, 32)
-    assert bench.count_flops(model, x) == analytic_flops(model.cfg)
+    assert flops.count_flops(model, x) == analytic_flops(model.cfg)
     # the fused SDPA formula agrees with torch's own count of the explicit path's two matmuls
-    assert bench.count_flops(model, x) == bench.count_flops(lambda x: model.forward_with_attention(x)[0], x)
+    assert flops.count_flops(model, x) == flops.count_flops(lambda x: model.forward_with_attention(x)[0], x)
 
 
 @pytest.mark.parametrize("name, distilled", [("vit_test_p8_32", False), ("vit_test_p8_32", True),
@@ -39,7 +39,7 @@ def test_flops_of_tiny_vit_equal_the_analytic_count(distilled):
 def test_timm_reference_loads_our_weights_and_logits_match(name, distilled):
     torch.manual_seed(0)
     model = VisionTransformer(preset(name, distilled=distilled, drop_path=0.1)).eval()
-    ref = bench.timm_reference(model)
+    ref = references.timm_reference(model)
     assert type(ref).__name__ == ("VisionTransformerDistilled" if distilled else "VisionTransformer")
     x = torch.randn(2, 3, model.cfg.image_size, model.cfg.image_size)
     with torch.inference_mode():
@@ -48,9 +48,9 @@ def test_timm_reference_loads_our_weights_and_logits_match(name, distilled):
 
 def test_time_interleaved_gives_every_case_its_runs():
     x = torch.randn(4, 4)
-    cases = {"mm": bench.Case(lambda x: x @ x, x), "one_thread": bench.Case(lambda x: x + 1, x, threads=1)}
+    cases = {"mm": timing.Case(lambda x: x @ x, x), "one_thread": timing.Case(lambda x: x + 1, x, threads=1)}
     threads = torch.get_num_threads()
-    t = bench.time_interleaved(cases, runs=7, warmup=1)
+    t = timing.time_interleaved(cases, runs=7, warmup=1)
     assert {k: v["runs"] for k, v in t.items()} == {"mm": 7, "one_thread": 7}
     assert all(v["min"] <= v["p50"] <= v["p95"] for v in t.values())
     assert torch.get_num_threads() == threads
@@ -67,7 +67,7 @@ def small_effnet(src, dst):
 def run_cli(args, capsys) -> dict:
     threads = torch.get_num_threads()
     try:
-        assert bench.main(args) == 0
+        assert cli.main(args) == 0
     finally:
         torch.set_num_threads(threads)  # --threads is process-wide
     return json.loads(capsys.readouterr().out)
@@ -121,13 +121,13 @@ def test_json_report_on_tiny_checkpoints(tiny_checkpoints, image_folder, tmp_pat
     assert "### Full explanations" in md and "occlusion" in md
     assert md.startswith("Measured by `python -m vit.bench") and out["machine"]["cpu"] in md
     assert all(title in md for title in (families.get(f).title for f in ("scratch_vit", "timm_vit", "effnet")))
-    assert "### Engines" in md and "ONNX Runtime (vit.engines)" in md and "bare ONNX Runtime session" in md
+    assert "### Engines" in md and "ONNX Runtime (vit.runtime.engines)" in md and "bare ONNX Runtime session" in md
     assert out["machine"]["cpu"] in report.performance_text(out)
 
 
 def test_missing_checkpoint_is_reported_not_fatal(tmp_path):
-    settings = bench.Settings(runs=1, warmup=0, test_dir=None, rss=False, matmul_size=256)
-    out = bench.run({"effnet": tmp_path / "effnet.safetensors"}, settings)
+    settings = cli.Settings(runs=1, warmup=0, test_dir=None, rss=False, matmul_size=256)
+    out = cli.run({"effnet": tmp_path / "effnet.safetensors"}, settings)
     assert out["models"]["effnet"]["status"] == "missing"
     assert "no such checkpoint" in out["models"]["effnet"]["error"]
     assert "missing" in report.performance_markdown(out)
@@ -138,7 +138,7 @@ def test_rss_probe_reports_the_child_not_the_parent(tiny_checkpoints):
     """ru_maxrss survives fork + exec: a child that read it would report at least this process's peak."""
     ballast = torch.ones(512 * 2**20 // 4)  # 512 MB, touched, in the parent only
     parent_peak = memory.max_rss_mb()
-    rss = bench.probe_rss(tiny_checkpoints["scratch_vit"], threads=1)
+    rss = memory.probe_rss(tiny_checkpoints["scratch_vit"], threads=1)
     del ballast
     assert 0 < rss["import_mb"] <= rss["serve_mb"] < parent_peak
 
@@ -150,7 +150,7 @@ def test_optimise_keeps_the_original_and_channels_last_keeps_the_logits(tiny_che
     assert ckpt.model.conv_stem.weight.is_contiguous()  # the original is untouched
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
-        assert torch.allclose(fast(x), ckpt.model(x), atol=bench.ATOL)
+        assert torch.allclose(fast(x), ckpt.model(x), atol=optimisations.ATOL)
     with pytest.raises(ValueError, match="nn.Linear"):
         optimise(ckpt.model, "effnet", "int8")
     with pytest.raises(ValueError, match="unknown optimisation"):
@@ -171,8 +171,8 @@ def test_predictor_optimisation_option(tiny_checkpoints):
 
 def test_the_gate_row_says_what_the_gate_adds_to_a_request(tiny_checkpoints):
     """vit.bench's gate row: the committed EfficientNet's gate time is part of its request; no gate, no row."""
-    from vit.bench.gate import bench_gate
-    from vit.report import gate_rows
+    from vit.bench.gate_cost import bench_gate
+    from vit.bench.report import gate_rows
 
     assert bench_gate(tiny_checkpoints["effnet"], runs=2, warmup=1)["gate"] is None
     committed = ROOT / "checkpoints" / "effnet.safetensors"

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CLASSES, FAMILIES
 from PIL import Image, ImageDraw
 
-from conftest import CLASSES, FAMILIES
 from vit.explain.methods import title as method_title  # the menu's titles: the registry's
 
 pytestmark = pytest.mark.slow  # Chromium on the running app

@@ -2,10 +2,10 @@ import json
 
 import pytest
 import torch
-
 from conftest import CLASSES, tiny_checkpoint
-from vit import checkpoint, factory
-from vit.checkpoint import CheckpointError
+
+from vit.models import checkpoint, factory
+from vit.models.checkpoint import CheckpointError
 
 
 @pytest.mark.parametrize("family", ["scratch_vit", "timm_vit", "effnet"])
@@ -23,7 +23,8 @@ def test_round_trip_rebuilds_the_model_from_the_file_alone(tmp_path, family):
 
 def test_fp16_storage_keeps_logits_close(tmp_path):
     from conftest import TINY_ARCH
-    from vit.factory import build
+
+    from vit.models.factory import build
     torch.manual_seed(0)
     built = build("scratch_vit", TINY_ARCH["scratch_vit"], num_classes=3)
     model = built.model.eval()
@@ -115,7 +116,7 @@ def test_wrong_family_and_mismatched_weights(tmp_path, tiny_checkpoints):
 
 
 def test_describe_init_names_the_chain_of_a_continued_run():
-    from vit.checkpoint import describe_init
+    from vit.models.checkpoint import describe_init
 
     first = {"weights": "random", "source": "trunc_normal(0.02)"}
     assert describe_init(first) == "random (trunc_normal(0.02))" and describe_init(first, short=True) == "random"
@@ -134,7 +135,7 @@ def test_describe_init_names_the_chain_of_a_continued_run():
 
 
 def test_a_chain_of_continued_runs_is_as_pretrained_as_its_first_weights():
-    from vit import families
+    from vit.models import families
 
     family = families.get("scratch_vit")
     random_first = {"weights": "checkpoint", "checkpoint_init": {"weights": "checkpoint",

@@ -4,12 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, SHARED_DATA, markdown_rows
 from torch.utils.data import DataLoader
 
-from conftest import ROOT, SHARED_DATA, markdown_rows
-from vit import checkpoint, examples, export, factory
-from vit.data import ImageDataset, eval_transform, list_images
-from vit.evaluate import run_eval
+from vit.app import examples
+from vit.data.datasets import ImageDataset, eval_transform, list_images
+from vit.models import factory
+from vit.runtime import export
+from vit.train.evaluate import run_eval
 
 TEST_DIR = SHARED_DATA / "pizza_steak_sushi" / "test"
 COMMITTED = sorted((ROOT / "checkpoints").glob("*.safetensors"))
@@ -35,16 +37,16 @@ def test_committed_checkpoint_reproduces_its_recorded_test_accuracy(path: Path):
 def test_committed_checkpoints_ship_current_onnx_exports(path: Path):
     """A fresh clone (a Space's every start) answers on ONNX Runtime at once, without exporting first:
     each checkpoint's export, written from this very file, is committed beside it (after a retrain:
-    `python -m vit.export checkpoints/NAME.safetensors`)."""
+    `python -m vit.runtime.export checkpoints/NAME.safetensors`)."""
     onnx_path = export.default_path(path)
-    assert onnx_path.is_file(), f"{onnx_path} is missing: run python -m vit.export {path}"
-    assert export.is_current(onnx_path, path), f"{onnx_path} is stale: run python -m vit.export {path}"
+    assert onnx_path.is_file(), f"{onnx_path} is missing: run python -m vit.runtime.export {path}"
+    assert export.is_current(onnx_path, path), f"{onnx_path} is stale: run python -m vit.runtime.export {path}"
 
 
 @pytest.mark.slow
 def test_examples_readme_shows_what_the_committed_checkpoints_predict():
     """examples/README.md tells a visitor what each model answers for each photo; after a retrain
-    `python -m vit.examples --check` prints the new answers, and this fails until the table has them."""
+    `python -m vit.app.examples --check` prints the new answers, and this fails until the table has them."""
     documented = markdown_rows((ROOT / "examples" / "README.md").read_text().splitlines())
     measured = markdown_rows(examples.check([ROOT / "checkpoints" / f"{n}.safetensors" for n in examples.ORDER]))
     assert measured.keys() == documented.keys()

@@ -1,14 +1,14 @@
 import numpy as np
 import pytest
 import torch
+from conftest import CLASSES, ROOT, SHARED_DATA, make_image, markdown_rows, tiny_checkpoint
 from PIL import Image
 
-from conftest import CLASSES, ROOT, SHARED_DATA, make_image, markdown_rows, tiny_checkpoint
-from vit import data
+from vit.data import datasets
 
 
 def test_list_images_is_imagefolder_order(image_folder):
-    samples, classes = data.list_images(image_folder / "train")
+    samples, classes = datasets.list_images(image_folder / "train")
     assert classes == CLASSES
     assert len(samples) == 12 and [s.label for s in samples] == [0] * 4 + [1] * 4 + [2] * 4
 
@@ -18,26 +18,26 @@ def test_train_samples_pool_data_dirs_without_duplicates(image_folder, tmp_path)
     other = tmp_path / "other"
     shutil.copytree(image_folder, other)
     (other / "train" / "pizza" / "pizza_0.jpg").rename(other / "train" / "pizza" / "extra.jpg")
-    samples, classes = data.train_samples([image_folder, other])
+    samples, classes = datasets.train_samples([image_folder, other])
     assert classes == CLASSES
     assert len(samples) == 13  # 12 shared by name, plus the renamed one
 
 
 def test_split_is_stratified_disjoint_and_stable(image_folder):
-    samples, _ = data.list_images(image_folder / "train")
-    train, val = data.split_train_val(samples, 0.25)
+    samples, _ = datasets.list_images(image_folder / "train")
+    train, val = datasets.split_train_val(samples, 0.25)
     assert len(val) == 3 and sorted(s.label for s in val) == [0, 1, 2]
     assert not {s.key for s in train} & {s.key for s in val}
-    assert data.split_train_val(list(reversed(samples)), 0.25)[1] == val
-    assert data.split_train_val(samples, 0.0) == (samples, [])
+    assert datasets.split_train_val(list(reversed(samples)), 0.25)[1] == val
+    assert datasets.split_train_val(samples, 0.0) == (samples, [])
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "pizza_steak_sushi").is_dir(), reason="needs ../shared/data")
 def test_real_data_pools_to_480_unique_training_photos_and_no_test_photo():
     dirs = [SHARED_DATA / "pizza_steak_sushi_20_percent", SHARED_DATA / "pizza_steak_sushi"]
-    samples, classes = data.train_samples(dirs)
+    samples, classes = datasets.train_samples(dirs)
     assert classes == CLASSES and len(samples) == 480
-    test = {s.key for s in data.list_images(SHARED_DATA / "pizza_steak_sushi" / "test")[0]}
+    test = {s.key for s in datasets.list_images(SHARED_DATA / "pizza_steak_sushi" / "test")[0]}
     assert not test & {s.key for s in samples}
 
 
@@ -46,22 +46,22 @@ def test_eval_transform_follows_the_config_and_splits_into_geometry_and_tensor()
           "crop_pct": 0.875, "crop_mode": "center"}
     from PIL import Image
     im = Image.new("RGB", (200, 100), (255, 128, 0))
-    x = data.eval_transform(pp)(im)
+    x = datasets.eval_transform(pp)(im)
     assert x.shape == (3, 64, 64)
     assert torch.allclose(x[:, 32, 32], torch.tensor([2.0, 128 / 255 * 4 - 2, -2.0]), atol=1e-2)
-    view, to_tensor = data.split_eval_transform(pp)
+    view, to_tensor = datasets.split_eval_transform(pp)
     assert view(im).size == (64, 64)
     assert torch.equal(to_tensor(view(im)), x)
 
 
 def test_train_transform_gives_unnormalised_crops(image_folder):
-    samples, _ = data.list_images(image_folder / "train")
-    ds = data.ImageDataset(samples, data.train_transform(48, "randaug"), cache_side=60, repeats=2)
+    samples, _ = datasets.list_images(image_folder / "train")
+    ds = datasets.ImageDataset(samples, datasets.train_transform(48, "randaug"), cache_side=60, repeats=2)
     assert len(ds) == 24
     x, y = ds[13]
     assert x.shape == (3, 48, 48) and 0 <= x.min() and x.max() <= 1 and y == samples[1].label
     with pytest.raises(ValueError, match="unknown augmentation"):
-        data.train_transform(48, "autoaugment")
+        datasets.train_transform(48, "autoaugment")
 
 
 def test_mixup_mixes_images_and_targets_with_the_same_weight():
@@ -69,20 +69,20 @@ def test_mixup_mixes_images_and_targets_with_the_same_weight():
     np.random.seed(0)
     labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     x = torch.rand(8, 3, 16, 16)
-    mixed, y = data.mix_transform(3, mixup=0.8, cutmix=0.0)(x.clone(), labels)
+    mixed, y = datasets.mix_transform(3, mixup=0.8, cutmix=0.0)(x.clone(), labels)
     one_hot = torch.nn.functional.one_hot(labels, 3).float()
     lam = y[0, 0].item()  # image 0 (pizza) is mixed with image 7 (steak)
     assert 0.01 < lam < 0.99  # really mixed: not a one-hot target
     assert torch.allclose(y, lam * one_hot + (1 - lam) * one_hot.flip(0))
     assert torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0), atol=1e-6)
-    assert data.mix_transform(3, 0, 0) is None
+    assert datasets.mix_transform(3, 0, 0) is None
 
 
 def test_cutmix_pastes_a_box_whose_area_is_the_target_weight():
     import numpy as np
     labels = torch.tensor([0, 1, 2, 0])
     one_hot = torch.nn.functional.one_hot(labels, 3).float()
-    mix = data.mix_transform(3, mixup=0.0, cutmix=1.0, label_smoothing=0.1)
+    mix = datasets.mix_transform(3, mixup=0.0, cutmix=1.0, label_smoothing=0.1)
     areas = []
     for seed in range(5):
         np.random.seed(seed)
@@ -97,16 +97,16 @@ def test_cutmix_pastes_a_box_whose_area_is_the_target_weight():
 
 
 def test_streaming_and_in_memory_datasets_give_the_same_images(image_folder):
-    samples, _ = data.list_images(image_folder / "train")
-    tf = data.eval_transform({"input_size": [3, 32, 32], "interpolation": "bicubic", "mean": [0.5] * 3,
+    samples, _ = datasets.list_images(image_folder / "train")
+    tf = datasets.eval_transform({"input_size": [3, 32, 32], "interpolation": "bicubic", "mean": [0.5] * 3,
                               "std": [0.5] * 3, "crop_pct": 0.875, "crop_mode": "center"})
-    memory = data.make_dataset(samples, tf, "memory", cache_side=40)
-    stream = data.make_dataset(samples, tf, "stream", cache_side=40)
-    assert isinstance(stream, data.StreamingImageDataset) and not hasattr(stream, "images")
+    memory = datasets.make_dataset(samples, tf, "memory", cache_side=40)
+    stream = datasets.make_dataset(samples, tf, "stream", cache_side=40)
+    assert isinstance(stream, datasets.StreamingImageDataset) and not hasattr(stream, "images")
     assert len(memory) == len(stream) == 12
     for i in (0, 5, 11):
         assert torch.equal(memory[i][0], stream[i][0]) and memory[i][1] == stream[i][1]
-    assert isinstance(data.make_dataset(samples, tf, "auto"), data.ImageDataset)
+    assert isinstance(datasets.make_dataset(samples, tf, "auto"), datasets.ImageDataset)
 
 
 def test_named_sources_offline_fail_at_once_saying_to_pass_data_dir(tmp_path, monkeypatch):
@@ -117,7 +117,7 @@ def test_named_sources_offline_fail_at_once_saying_to_pass_data_dir(tmp_path, mo
     monkeypatch.setattr(socket, "create_connection", offline)
     for name in ("cifar10", "food101"):
         with pytest.raises(RuntimeError, match="unreachable.*--data-dir"):
-            data.named_source(name, tmp_path)
+            datasets.named_source(name, tmp_path)
 
 
 def test_download_offline_says_to_pass_data_dir(tmp_path, monkeypatch):
@@ -127,13 +127,13 @@ def test_download_offline_says_to_pass_data_dir(tmp_path, monkeypatch):
         raise OSError("Name or service not known")
     monkeypatch.setattr(urllib.request, "urlretrieve", offline)
     with pytest.raises(RuntimeError, match="--data-dir"):
-        data.download("pizza_steak_sushi", tmp_path)
+        datasets.download("pizza_steak_sushi", tmp_path)
     with pytest.raises(ValueError, match="unknown data set"):
-        data.download("hotdog", tmp_path)
+        datasets.download("hotdog", tmp_path)
 
 
 def test_examples_are_filled_from_the_test_split(image_folder, tmp_path):
-    from vit.examples import fill
+    from vit.app.examples import fill
     copied = fill(image_folder, per_class=1, dest=tmp_path)
     assert sorted(p.name for p in copied) == ["pizza_pizza_0.jpg", "steak_steak_0.jpg", "sushi_sushi_0.jpg"]
     assert all(p.read_bytes() == (image_folder / "test" / p.name.split("_", 1)[0] / p.name.split("_", 1)[1]).read_bytes()
@@ -141,7 +141,7 @@ def test_examples_are_filled_from_the_test_split(image_folder, tmp_path):
 
 
 def test_examples_check_marks_wrong_answers_and_refuses_bad_input(tmp_path, capsys):
-    from vit import examples
+    from vit.app import examples
     for seed, name in enumerate(("pizza_1.jpg", "steak_2.jpg", "mine.png")):
         make_image(seed).save(tmp_path / name)
     ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", "scratch_vit")
@@ -160,7 +160,7 @@ def test_examples_check_marks_wrong_answers_and_refuses_bad_input(tmp_path, caps
 def test_shrunk_copy_keeps_the_photos_the_split_and_the_pixels_the_trainer_caches(tmp_path):
     """scripts/shrink_data.py (the photos sent to a rented GPU): each photo shrunk to the cache side, file
     names kept, so the pooled train set and its validation split are the originals'; a train photo an
-    earlier root already has is left out, as vit.data.train_samples would ignore it."""
+    earlier root already has is left out, as vit.data.datasets.train_samples would ignore it."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("shrink_data", ROOT / "scripts" / "shrink_data.py")
@@ -176,9 +176,9 @@ def test_shrunk_copy_keeps_the_photos_the_split_and_the_pixels_the_trainer_cache
     make_image(9, size=(120, 90)).save(roots[1] / "test" / "pizza" / "p.jpg")
     assert shrink.main([*map(str, roots), "--out", str(tmp_path / "copy"), "--side", "30"]) == 0
     copies = [tmp_path / "copy" / r.name for r in roots]
-    original, copied = data.train_samples(roots)[0], data.train_samples(copies)[0]
+    original, copied = datasets.train_samples(roots)[0], datasets.train_samples(copies)[0]
     assert [s.key for s in copied] == [s.key for s in original]
-    val_keys = [[s.key for s in data.split_train_val(samples, 0.25)[1]] for samples in (copied, original)]
+    val_keys = [[s.key for s in datasets.split_train_val(samples, 0.25)[1]] for samples in (copied, original)]
     assert val_keys[0] == val_keys[1]
     assert not (copies[1] / "train" / "pizza" / "pizza_4.jpg").exists()  # "big" has it: never read from "small"
     assert (copies[1] / "train" / "pizza" / "pizza_7.jpg").exists()
@@ -186,5 +186,5 @@ def test_shrunk_copy_keeps_the_photos_the_split_and_the_pixels_the_trainer_cache
     with Image.open(copies[0] / "train" / "steak" / "steak_0.jpg") as im:
         assert min(im.size) == 30
         small = np.asarray(im.convert("RGB"), dtype=float)
-    cached = np.asarray(data._load_rgb(roots[0] / "train" / "steak" / "steak_0.jpg", 30), dtype=float)
+    cached = np.asarray(datasets._load_rgb(roots[0] / "train" / "steak" / "steak_0.jpg", 30), dtype=float)
     assert small.shape == cached.shape and np.abs(small - cached).mean() < 8  # only the JPEG re-encoding differs

@@ -1,20 +1,21 @@
-"""vit.engines and vit.runtime: auto picks ONNX Runtime when it can and falls back to PyTorch when it cannot, the
+"""vit.runtime.engines and vit.runtime.choice: auto picks ONNX Runtime when it can and falls back to PyTorch when it cannot, the
 environment chooses, a stale export is replaced, concurrent forwards stay independent."""
 import logging
 import shutil
 import sys
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import CLASSES
 from PIL import Image
 
-from conftest import CLASSES
-from vit import checkpoint, engines, export, factory
-from vit.factory import load
-from vit.engines import EngineError, OrtEngine, TorchEngine
-from vit.runtime import make_engine
+from vit.models import checkpoint, factory
+from vit.models.factory import load
+from vit.runtime import engines, export
+from vit.runtime.choice import make_engine
+from vit.runtime.engines import EngineError, OrtEngine, TorchEngine
 
 pytest.importorskip("onnxruntime")
 
@@ -62,7 +63,7 @@ def test_a_stale_export_is_replaced(ckpt):
 
 def test_falls_back_to_torch_without_onnxruntime(ckpt, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
-    with caplog.at_level(logging.INFO, logger="vit.runtime"):
+    with caplog.at_level(logging.INFO, logger="vit.runtime.choice"):
         engine = make_engine(ckpt)
     assert isinstance(engine, TorchEngine) and engine.name == "torch"
     assert [r.message for r in caplog.records if "PyTorch eager" in r.message and "onnxruntime" in r.message]
@@ -77,7 +78,7 @@ def test_falls_back_to_torch_when_the_export_fails(ckpt, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("exporter exploded")
     monkeypatch.setattr(export, "export", broken)
-    with caplog.at_level(logging.INFO, logger="vit.runtime"):
+    with caplog.at_level(logging.INFO, logger="vit.runtime.choice"):
         assert make_engine(ckpt).name == "torch"
     assert any("exporter exploded" in r.message for r in caplog.records)
     with pytest.raises(EngineError, match="exporter exploded"):
@@ -129,7 +130,7 @@ def test_cnn_engines_have_no_attention_maps(tiny_checkpoints):
 def test_a_current_export_serves_before_the_model_is_built(ckpt, monkeypatch):
     """With an export on disk, a Predictor answers on ONNX Runtime at once; the PyTorch model (what
     imports timm for the timm families) is built only when asked (`warm`, a gradient method)."""
-    from vit.predict import Predictor
+    from vit.serve.predictor import Predictor
 
     make_engine(ckpt, "onnxruntime")  # the export, written beside the checkpoint
     calls, real_build = [], factory._model
@@ -151,7 +152,7 @@ def test_a_current_export_serves_before_the_model_is_built(ckpt, monkeypatch):
 
 
 def test_without_a_current_export_the_predictor_starts_on_torch(ckpt):
-    from vit.predict import Predictor
+    from vit.serve.predictor import Predictor
 
     p = Predictor(load(ckpt.path, lazy=True))
     assert p.ckpt.built  # the torch engine needed the model at once

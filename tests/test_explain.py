@@ -1,13 +1,14 @@
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_ARCH
 from PIL import Image
 
-from conftest import TINY_ARCH
-from vit import explain, families
+from vit import explain
 from vit.explain import methods
-from vit import model as vit_model
-from vit.factory import build
+from vit.models import attention, families
+from vit.models import scratch_vit as vit_model
+from vit.models.factory import build
 
 
 def test_timm_attention_path_reproduces_timms_own_forward():
@@ -17,9 +18,9 @@ def test_timm_attention_path_reproduces_timms_own_forward():
         size = arch.get("img_size", 224)
         x = torch.randn(2, 3, size, size)
         with torch.inference_mode():
-            logits, maps = explain.attention_maps(model, x)
+            logits, maps = attention.attention_maps(model, x)
             assert torch.allclose(logits, model(x), atol=1e-5)  # timm's forward uses fused attention
-        n = int(np.prod(explain.token_grid(model))) + 1
+        n = int(np.prod(attention.token_grid(model))) + 1
         assert len(maps) == len(model.blocks) and maps[0].shape == (2, model.blocks[0].attn.num_heads, n, n)
         assert torch.allclose(maps[-1].sum(-1), torch.ones(2, maps[-1].shape[1], n), atol=1e-5)
 
@@ -27,7 +28,7 @@ def test_timm_attention_path_reproduces_timms_own_forward():
 def test_cnn_has_no_attention_maps():
     model = build("effnet", TINY_ARCH["effnet"], num_classes=3).model
     with pytest.raises(TypeError, match="no attention maps"):
-        explain.attention_maps(model, torch.randn(1, 3, 32, 32))
+        attention.attention_maps(model, torch.randn(1, 3, 32, 32))
 
 
 def random_attention(layers, heads, n, seed=0):
@@ -191,7 +192,7 @@ def test_explicit_target_is_explained_not_the_top_class():
 def test_attention_maps_are_in_the_autograd_graph_when_asked():
     model = probe_vit()
     with torch.enable_grad():
-        t = explain.trace(model, probe_image().requires_grad_(True))
+        t = attention.trace(model, probe_image().requires_grad_(True))
         assert all(a.requires_grad for a in t.maps) and t.attn_inputs[-1].requires_grad
     assert torch.allclose(t.logits.detach(), model(probe_image()), atol=1e-5)
 
@@ -201,7 +202,7 @@ def test_trace_reproduces_the_model_forward():
     model = build("scratch_vit", {"preset": "vit_foodvision_p8_96"}, num_classes=3).model.eval()
     x = torch.randn(1, 3, 96, 96)
     with torch.inference_mode():
-        t = explain.trace(model, x)
+        t = attention.trace(model, x)
         assert torch.allclose(t.logits, model(x), atol=1e-5) and len(t.attn_inputs) == len(model.blocks)
 
 
@@ -244,14 +245,14 @@ def test_concurrent_requests_get_the_same_maps_as_sequential_ones():
 def chefer_reference(model, x, target):
     """Chefer et al. 2021 written from the paper (Eq. 5-6), step by step, for a model of any depth."""
     with torch.enable_grad():
-        t = explain.trace(model, x.clone().requires_grad_(True))
+        t = attention.trace(model, x.clone().requires_grad_(True))
         grads = torch.autograd.grad(t.logits[0, target], t.maps)
     n = t.maps[0].shape[-1]
     relevance = torch.eye(n)
     for a, g in zip(t.maps, grads):
         a_bar = (g[0] * a[0]).clamp(min=0).mean(0)  # Eq. 5
         relevance = relevance + a_bar @ relevance  # Eq. 6
-    return relevance[0, 1:].reshape(explain.token_grid(model)).detach().numpy()
+    return relevance[0, 1:].reshape(attention.token_grid(model)).detach().numpy()
 
 
 def test_chefer_matches_the_paper_on_a_three_block_vit():
@@ -290,7 +291,7 @@ def test_attention_method_picks_layer_and_head():
     model = vit_model.VisionTransformer(vit_model.preset("vit_test_p8_32")).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.inference_mode():
-        _, maps = explain.attention_maps(model, x)
+        _, maps = attention.attention_maps(model, x)
     h = explain.compute(model, x, "attention", layer=0, head=1)
     assert np.allclose(h.heat.ravel(), maps[0][0, 1, 0, 1:].numpy())
 

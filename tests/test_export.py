@@ -1,4 +1,4 @@
-"""vit.export on tiny models of a ViT, the hybrid ViT and a CNN: ONNX Runtime's logits and attention maps
+"""vit.runtime.export on tiny models of a ViT, the hybrid ViT and a CNN: ONNX Runtime's logits and attention maps
 equal PyTorch's, the metadata travels inside the file, a stale export is detected, the check can fail."""
 import json
 import shutil
@@ -9,13 +9,17 @@ import torch
 pytest.importorskip("onnxruntime")
 
 from conftest import CLASSES  # noqa: E402
-from vit import checkpoint, export, families, factory  # noqa: E402
-from vit.factory import load  # noqa: E402
-from vit.factory import preprocessing  # noqa: E402
-from vit.engines import OrtEngine  # noqa: E402
-from vit.factory import build  # noqa: E402
 
-TINY_CNN = families.Family(name="test_cnn", title="tiny ResNet (test)", build=families._builder("build_timm_cnn"),
+from vit.models import checkpoint, families, zoo  # noqa: E402
+from vit.models.factory import (
+    build,  # noqa: E402
+    load,  # noqa: E402
+    preprocessing,  # noqa: E402
+)
+from vit.runtime import export
+from vit.runtime.engines import OrtEngine  # noqa: E402
+
+TINY_CNN = families.Family(name="test_cnn", title="tiny ResNet (test)", build=zoo.build_timm_cnn,
                            default_arch={"model_name": "resnet10t"}, attention=False,
                            default_method="grad-cam", head="fc")
 
@@ -68,7 +72,7 @@ def test_onnx_logits_equal_torch_at_any_batch_size(exported, family):
 
 @pytest.mark.parametrize("family", ["scratch_vit", "timm_vit"])
 def test_onnx_attention_maps_equal_torch(exported, family):
-    from vit.explain import attention_maps
+    from vit.models.attention import attention_maps
 
     ckpt, paths = exported[family]
     engine = OrtEngine(paths[0])

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from probes import COL, ROW, probe_image, probe_vit
+
 from vit import explain
-from vit import model as vit_model
-from vit import faithfulness as cli
+from vit.explain import cli
 from vit.explain import faithfulness as faith
+from vit.models import scratch_vit as vit_model
 
 
 def counting_forward(model, sizes):

@@ -1,4 +1,4 @@
-"""The family registry: every family-specific rule is asked of vit.families, so a new family is one
+"""The family registry: every family-specific rule is asked of vit.models.families, so a new family is one
 `register` call; here a throw-away timm CNN goes through build, checkpoint, predict and explain."""
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CLASSES, make_image
-from vit import checkpoint, families, ui
+
+from vit.app import ui
 from vit.explain import methods
-from vit.factory import preprocessing
-from vit.predict import Predictor
-from vit.factory import build
-from vit.zoo import build_timm_cnn
+from vit.models import checkpoint, families
+from vit.models.factory import build, preprocessing
+from vit.models.zoo import build_timm_cnn
+from vit.serve.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,9 +95,9 @@ ok = "the effnet model", f"{x}.safetensors", "effnet.onnx"
 
 
 def test_no_module_outside_the_registry_compares_with_a_family_name():
-    """Family ids are written in vit/families.py alone: the app, the package and the scripts ask the registry."""
+    """Family ids are written in vit/models/families.py alone: the app, the package and the scripts ask the registry."""
     files = [ROOT / "app.py", *sorted((ROOT / "vit").rglob("*.py")), *sorted((ROOT / "scripts").rglob("*.py"))]
-    found = [hit for f in files if f != ROOT / "vit" / "families.py"
+    found = [hit for f in files if f != ROOT / "vit" / "models" / "families.py"
              for hit in _family_name_literals(f.read_text(), str(f.relative_to(ROOT)))]
     assert not found, found
 

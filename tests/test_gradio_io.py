@@ -1,4 +1,4 @@
-"""Result files handed to Gradio (vit/gradio_io.py)."""
+"""Result files handed to Gradio (vit/app/gradio_io.py)."""
 import os
 import time
 from pathlib import Path
@@ -9,7 +9,7 @@ from PIL import Image
 def test_a_result_handed_out_again_survives_the_age_based_clean_up(tmp_path, monkeypatch):
     """The same overlay as an hour ago reuses its file; another request's clean-up (every 200th write)
     must not delete it before Gradio has copied it (Gradio then falls back to the bare path: a 403)."""
-    from vit import gradio_io
+    from vit.app import gradio_io
 
     image = Image.new("RGB", (8, 8), (200, 30, 30))
     path = Path(gradio_io.result_file(image, tmp_path))

@@ -1,19 +1,20 @@
-"""The app's request handling (vit/handlers.py), without a browser or a server."""
+"""The app's request handling (vit/app/handlers.py), without a browser or a server."""
 import inspect
 
 import gradio as gr
 import pytest
-
 from conftest import CLASSES, make_image
-from vit import handlers, serving, ui
+
+from vit.app import handlers, ui
 from vit.explain import methods as registry
+from vit.serve import model_set
 from vit.trust import Trust
 
 
 @pytest.fixture(scope="module")
 def h(tiny_checkpoints):
-    models = serving.ModelSet(tiny_checkpoints).load()
-    return handlers.Handlers(models, serving.default_model(models))
+    models = model_set.ModelSet(tiny_checkpoints).load()
+    return handlers.Handlers(models, model_set.default_model(models))
 
 
 def photo_value(tmp_path):
@@ -77,7 +78,7 @@ def test_the_button_shows_the_map_first_and_its_score_next(h, tmp_path):
     # "attention" is the last model's method in the menu: effnet shows its default, unscored ...
     probs, timing, overlay, faithful, curves, *_, state = h.show(value, "effnet", "attention", 1, "mean", 0.5, 0.9)
     assert overlay.endswith(".png") and faithful == "" and curves is None
-    assert state[1].method == serving.methods_of(h.models, "effnet")[0] and state[1].faithfulness is None
+    assert state[1].method == model_set.methods_of(h.models, "effnet")[0] and state[1].faithfulness is None
     text, curves = h.score_view(state)  # ... and then scores that map, whatever the menus show by now
     assert text.startswith("**Is the map faithful?**") and curves.endswith(".png")
     full = h.classify(value, "effnet", None, 1, "mean", 0.5, 0.9)  # one call: both, the same score
@@ -89,7 +90,7 @@ def test_a_model_switch_shows_the_new_models_default_and_scores_that(h, tmp_path
     *_, state = h.show(value, "scratch_vit", "attention", 2, "head 1", 0.5, 0.9)
     assert state[1].method == "attention"
     *_, state = h.show_default(value, "timm_vit", 0.5)  # the menu still said "attention"
-    default = serving.methods_of(h.models, "timm_vit")[0]
+    default = model_set.methods_of(h.models, "timm_vit")[0]
     assert state[1].method == default and state[2]["method"] == default
     assert h.score_view(state)[0].startswith(f"**Is the map faithful?** ({registry.title(default)}")
     assert h.score_view(None) == (gr.skip(), gr.skip())  # a new photo cleared the state: nothing to score
@@ -157,4 +158,4 @@ def test_the_endpoints_default_to_the_pages_model(h):
     assert list(endpoints) == ["predict", "explain", "attention", "methods", "classify"]
     for name in ("predict", "explain", "attention", "classify"):
         assert inspect.signature(endpoints[name]).parameters["model"].default == h.default
-    assert endpoints["methods"]() == {i: list(serving.methods_of(h.models, i)) for i in h.models.ids}
+    assert endpoints["methods"]() == {i: list(model_set.methods_of(h.models, i)) for i in h.models.ids}

@@ -3,10 +3,10 @@ import io
 
 import numpy as np
 import pytest
+from conftest import png_header_only
 from PIL import Image
 
-from conftest import png_header_only
-from vit.images import MAX_SIDE, ImageError, open_image
+from vit.data.images import MAX_SIDE, ImageError, open_image
 
 
 def save(tmp_path, im: Image.Image, name: str, **kw):

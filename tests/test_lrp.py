@@ -4,13 +4,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_ARCH
-from vit import explain, families
-from vit import model as vit_model
+
+from vit import explain
 from vit.explain import methods
 from vit.explain.lrp import token_relevance
-from vit.factory import build
+from vit.models import families
+from vit.models import scratch_vit as vit_model
+from vit.models.factory import build
 
 
 def bias_free(model: torch.nn.Module) -> torch.nn.Module:

@@ -9,7 +9,6 @@ import base64
 
 import httpx
 import pytest
-
 from conftest import CLASSES, app_server, make_image
 
 mcp = pytest.importorskip("mcp", reason="pip install 'gradio[mcp]'")

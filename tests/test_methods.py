@@ -1,17 +1,18 @@
 """The method registry (vit/explain/methods.py) and what it buys: a method added in one place is served
-everywhere, and a redraw, a method switch or a return to a view runs no model twice (vit/cache.py)."""
+everywhere, and a redraw, a method switch or a return to a view runs no model twice (vit/serve/cache.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import make_image
-from vit import handlers, serving
-from vit.cache import LRU, content_key
+
+from vit.app import handlers
+from vit.data.images import open_image
 from vit.explain import methods
 from vit.explain.maps import Heat
-from vit.images import open_image
-from vit.predict import Predictor
+from vit.serve import model_set
+from vit.serve.cache import LRU, content_key
+from vit.serve.predictor import Predictor
 
 
 class Counting:
@@ -51,8 +52,8 @@ def test_a_method_registered_once_is_offered_by_the_api_and_the_menu(tiny_checkp
 
     methods.register(methods.Method("centre", "Centre (toy)", centre))
     try:
-        models = serving.ModelSet(tiny_checkpoints).load()
-        h = handlers.Handlers(models, serving.default_model(models))
+        models = model_set.ModelSet(tiny_checkpoints).load()
+        h = handlers.Handlers(models, model_set.default_model(models))
         listed = handlers.api(h)[3]()
         assert all("centre" in listed[i] for i in models.ids), listed
         menu = h.on_model_change("effnet")[3]["choices"]
@@ -118,8 +119,8 @@ def test_the_caches_are_bounded():
 
 
 def test_explain_records_map_and_score_time(tiny_checkpoints, tmp_path):
-    models = serving.ModelSet(tiny_checkpoints).load()
-    h = handlers.Handlers(models, serving.default_model(models))
+    models = model_set.ModelSet(tiny_checkpoints).load()
+    h = handlers.Handlers(models, model_set.default_model(models))
     path = tmp_path / "photo.png"
     make_image(8, (64, 48)).save(path)
     _, record = handlers.api(h)[1]({"path": str(path), "meta": {"_type": "gradio.FileData"}}, "effnet", "")
@@ -130,7 +131,7 @@ def test_explain_records_map_and_score_time(tiny_checkpoints, tmp_path):
 def test_map_ms_is_the_map_alone_not_the_wait_for_a_lazy_models_build(tiny_checkpoints, monkeypatch):
     """The app answers before its PyTorch models are built, so the first gradient map of a model may wait
     for the build: start-up, not the map's time. A fake clock jumps an hour while the model builds."""
-    import vit.predict
+    import vit.serve.predictor
 
     p = Predictor.from_checkpoint(tiny_checkpoints["scratch_vit"], engine="torch")
     clock, build = [0.0], p.ckpt.build
@@ -140,20 +141,20 @@ def test_map_ms_is_the_map_alone_not_the_wait_for_a_lazy_models_build(tiny_check
         return build()
     monkeypatch.setattr(p.ckpt, "_model", None)  # not built yet, as in the app just after start
     monkeypatch.setattr(p.ckpt, "build", slow_build)
-    compute = vit.predict.registry.compute
+    compute = vit.serve.predictor.registry.compute
 
     def one_second_map(*args, **kwargs):
         clock[0] += 1.0
         return compute(*args, **kwargs)
-    monkeypatch.setattr(vit.predict.registry, "compute", one_second_map)
-    monkeypatch.setattr(vit.predict, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    monkeypatch.setattr(vit.serve.predictor.registry, "compute", one_second_map)
+    monkeypatch.setattr(vit.serve.predictor, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
     r = p.explain(make_image(9, (64, 48)), "lrp", score=False)
     assert p.ckpt.built and clock[0] == 3601.0 and r.map_ms == 1000.0  # the map's second, not the build's hour
 
 
 def test_the_pages_redraw_runs_no_model_and_a_view_seen_before_is_not_rescored(tiny_checkpoints, tmp_path):
-    models = serving.ModelSet(tiny_checkpoints).load()
-    h = handlers.Handlers(models, serving.default_model(models))
+    models = model_set.ModelSet(tiny_checkpoints).load()
+    h = handlers.Handlers(models, model_set.default_model(models))
     path = tmp_path / "photo.png"
     make_image(9, (64, 48)).save(path)
     value = {"path": str(path), "meta": {"_type": "gradio.FileData"}}
@@ -170,7 +171,7 @@ def test_the_pages_redraw_runs_no_model_and_a_view_seen_before_is_not_rescored(t
 
 
 def test_the_bench_times_a_full_explanation_a_redraw_and_a_method_switch(tiny_checkpoints):
-    from vit import report
+    from vit.bench import report
     from vit.bench.explanations import bench_interaction
 
     p = Predictor.from_checkpoint(tiny_checkpoints["timm_vit"], engine="torch")
@@ -186,8 +187,8 @@ def test_the_bench_times_a_full_explanation_a_redraw_and_a_method_switch(tiny_ch
 
 
 def test_compare_all_decodes_the_photo_once_for_every_model(tiny_checkpoints, tmp_path, monkeypatch):
-    models = serving.ModelSet(tiny_checkpoints).load()
-    h = handlers.Handlers(models, serving.default_model(models))
+    models = model_set.ModelSet(tiny_checkpoints).load()
+    h = handlers.Handlers(models, model_set.default_model(models))
     path = tmp_path / "photo.png"
     make_image(10, (64, 48)).save(path)
     opened = []

@@ -2,7 +2,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
-from vit.model import PRESETS, ViTConfig, VisionTransformer, preset
+from vit.models.scratch_vit import PRESETS, VisionTransformer, ViTConfig, preset
 
 
 def n_params(m):

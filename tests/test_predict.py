@@ -5,10 +5,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from conftest import make_image
+
 from vit import explain
-from vit.predict import Predictor
+from vit.serve.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""vit.preprocess replicates timm's eval transform without importing timm: equal to the bit."""
+"""vit.data.preprocess replicates timm's eval transform without importing timm: equal to the bit."""
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +8,8 @@ import timm.data
 import torch
 from PIL import Image
 
-from vit import preprocess
-from vit.checkpoint import read_meta
+from vit.data import preprocess
+from vit.models.checkpoint import read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = sorted((ROOT.parent / "shared" / "data" / "pizza_steak_sushi" / "test").glob("*/*.jpg"))[::9]
@@ -53,7 +53,7 @@ def test_falls_back_to_timm_for_other_crop_modes():
 
 
 def test_the_request_path_imports_neither_timm_nor_torchvision():
-    code = ("import sys; from vit.predict import Predictor; from vit.factory import load; "
+    code = ("import sys; from vit.serve.predictor import Predictor; from vit.models.factory import load; "
             "load('checkpoints/scratch_vit.safetensors'); "
             "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from vit.readme import BLOCK_FILES, replace_block
+from vit.bench.readme import BLOCK_FILES, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -19,7 +19,7 @@ def test_replace_block_swaps_only_the_marked_text():
 
 
 def test_readme_has_the_generated_blocks_and_one_test_command():
-    """The measured sections live in docs/, each block in the file vit.readme writes it to."""
+    """The measured sections live in docs/, each block in the file vit.bench.readme writes it to."""
     for name in ("models", "results", "performance", "faithfulness", "trust"):
         text = BLOCK_FILES[name].read_text()
         assert f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text, BLOCK_FILES[name]
@@ -34,14 +34,14 @@ def test_readme_pins_the_installed_gradio():
 
 
 def test_the_faithfulness_table_is_generated_from_the_saved_run():
-    from vit.readme import FAITHFULNESS, faithfulness_block
+    from vit.bench.readme import FAITHFULNESS, faithfulness_block
     block = DOCS["explanations.md"].split("<!-- faithfulness:start -->\n")[1].split("\n<!-- faithfulness:end -->")[0]
     assert FAITHFULNESS.is_file() and block == faithfulness_block()
 
 
 def test_the_trust_tables_are_generated_from_the_saved_ood_run():
-    """docs/trust.md's block is `python -m vit.ood`'s saved run, each model's figures in it."""
-    from vit.readme import OOD_RUN, trust_block
+    """docs/trust.md's block is `python -m vit.trust.ood`'s saved run, each model's figures in it."""
+    from vit.bench.readme import OOD_RUN, trust_block
     block = DOCS["trust.md"].split("<!-- trust:start -->\n")[1].split("\n<!-- trust:end -->")[0]
     assert OOD_RUN.is_file() and block == trust_block()
     run = json.loads(OOD_RUN.read_text())

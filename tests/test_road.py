@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from probes import COL, ROW, probe_image, probe_vit
-from vit import faithfulness
-from vit.explain import road
+
+from vit.explain import cli, road
 
 
 def ramp(side: int) -> torch.Tensor:
@@ -52,16 +51,16 @@ def test_morf_falls_and_lerf_holds_for_the_right_map_not_for_its_reverse():
 def test_road_agreement_is_the_rank_correlation_over_methods():
     per = {m: {"road_combined": c, "insertion_ratio": 1 + d, "deletion_ratio": 1 - d}
            for m, c, d in (("a", 0.3, 0.2), ("b", 0.1, 0.05), ("c", 0.2, 0.1))}
-    assert np.isclose(faithfulness.road_agreement(per), 1.0)
+    assert np.isclose(cli.road_agreement(per), 1.0)
     per["a"]["road_combined"] = 0.0
-    assert faithfulness.road_agreement(per) < 0
+    assert cli.road_agreement(per) < 0
 
 
 def test_cli_adds_road_and_its_agreement(image_folder, tiny_checkpoints, capsys):
-    out = faithfulness.main(["--data-dir", str(image_folder), "--checkpoints", str(tiny_checkpoints["scratch_vit"]),
+    out = cli.main(["--data-dir", str(image_folder), "--checkpoints", str(tiny_checkpoints["scratch_vit"]),
                              "--methods", "lrp", "rise", "--limit", "2", "--steps", "4", "--seeds", "0", "--road",
                              "--json"])
     r = json.loads(capsys.readouterr().out)["results"]["scratch_vit"]
     assert all(0 <= r[m]["road_morf"] <= 1 and 0 <= r[m]["road_lerf"] <= 1 for m in ("lrp", "rise"))
     assert np.isclose(r["lrp"]["road_combined"], r["lrp"]["road_lerf"] - r["lrp"]["road_morf"])
-    assert "scratch_vit" in out["road_agreement"] and "ROAD MoRF" in faithfulness.markdown(out["results"])
+    assert "scratch_vit" in out["road_agreement"] and "ROAD MoRF" in cli.markdown(out["results"])

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY_ARCH, make_image, tiny_checkpoint
 from safetensors.torch import load_file
 
-from conftest import TINY_ARCH, make_image, tiny_checkpoint
-from vit import checkpoint, evaluate, factory, train
-from vit.model import VisionTransformer, preset
-from vit.train import loop, state
+from vit.models import checkpoint, factory
+from vit.models.scratch_vit import VisionTransformer, preset
+from vit.train import cli, evaluate, loop, state
 from vit.train.config import TrainConfig
 from vit.train.distill import FeatureImitation, Normalize
 
@@ -27,7 +27,7 @@ def train_cli(folder, out, *extra, model="scratch_vit", arch=TINY):
             "--val-fraction", "0.25", "--workers", "0", "--fp32", "--out", str(out), *extra]
     if "--epochs" not in extra:
         argv += ["--epochs", "1"]
-    assert train.main(argv) == 0
+    assert cli.main(argv) == 0
     return out
 
 
@@ -69,7 +69,7 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, image_folder, monkeypatch
 
 
 def test_freeze_epochs_leave_the_pretrained_stem_unchanged(tmp_path, image_folder):
-    from vit.zoo import lite0_imagenet_state_dict
+    from vit.models.zoo import lite0_imagenet_state_dict
     out = train_cli(image_folder, tmp_path / "t.safetensors", "--pretrained", "lite0-imagenet",
                     "--freeze-epochs", "1", "--lr", "0.01", model="timm_vit", arch=json.dumps(TINY_ARCH["timm_vit"]))
     w, lite0 = weights(out), lite0_imagenet_state_dict()
@@ -176,7 +176,7 @@ def test_a_crash_while_writing_the_state_leaves_the_previous_one(tmp_path, monke
 def test_bad_arguments_are_one_line_and_exit_code_2(tmp_path, image_folder, capsys, extra, message):
     argv = ["--model", "scratch_vit", "--data-dir", str(image_folder), "--out", str(tmp_path / "x.safetensors"),
             "--workers", "0", *extra]
-    assert train.main(argv) == 2
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
@@ -187,10 +187,10 @@ def test_a_teacher_with_other_classes_and_an_unknown_family_exit_2(tmp_path, ima
     path = checkpoint.save(tmp_path / "other.safetensors", teacher.model, teacher.meta)
     argv = ["--model", "scratch_vit", "--arch", TINY, "--data-dir", str(image_folder), "--workers", "0",
             "--out", str(tmp_path / "x.safetensors"), "--teacher", str(path)]
-    assert train.main(argv) == 2
+    assert cli.main(argv) == 2
     assert "predicts ['cat', 'dog', 'fish'], the data has ['pizza', 'steak', 'sushi']" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:  # argparse's own error: usage, then one error line, code 2
-        train.main(["--model", "resnet", "--data-dir", str(image_folder), "--out", "x"])
+        cli.main(["--model", "resnet", "--data-dir", str(image_folder), "--out", "x"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "invalid choice: 'resnet'" in err and "Traceback" not in err
 
@@ -235,7 +235,7 @@ def test_two_cpu_processes_train_on_disjoint_halves(tmp_path, image_folder):
     assert ckpt.meta["history"][0]["test_acc"] * 6 == pytest.approx(round(ckpt.meta["history"][0]["test_acc"] * 6))
     assert not (tmp_path / "ddp.safetensors.state.pt").exists() or state.load(str(out) + ".state.pt")["world_size"] == 2
     single = tmp_path / "one.safetensors"
-    assert train.main([*args, "--out", str(single)]) == 0
+    assert cli.main([*args, "--out", str(single)]) == 0
     assert checkpoint.read_meta(single)["recipe"]["world_size"] == 1
     assert not same_weights(weights(out), weights(single))
 
@@ -293,9 +293,9 @@ def test_init_starts_from_a_checkpoints_weights_and_records_the_chain(tmp_path, 
     other = json.dumps({**TINY_ARCH["scratch_vit"], "depth": 3})  # the preset has 2 blocks
     argv = ["--model", "scratch_vit", "--arch", other, "--data-dir", str(image_folder), "--workers", "0",
             "--out", str(tmp_path / "x.safetensors"), "--init", str(first)]
-    assert train.main(argv) == 2
+    assert cli.main(argv) == 2
     assert "differs from the checkpoint's architecture" in capsys.readouterr().err
-    assert train.main(argv[:-1] + [str(tmp_path / "missing.safetensors")]) == 2
+    assert cli.main(argv[:-1] + [str(tmp_path / "missing.safetensors")]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err
 
 

@@ -1,20 +1,21 @@
-"""One-epoch training runs on a tiny generated ImageFolder, read back by vit.evaluate and the Predictor."""
+"""One-epoch training runs on a tiny generated ImageFolder, read back by vit.train.evaluate and the Predictor."""
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from conftest import CLASSES, TINY_ARCH, make_image
-from vit import checkpoint, evaluate, factory, train
-from vit.predict import Predictor
+
+from vit.models import checkpoint, factory
+from vit.serve.predictor import Predictor
+from vit.train import cli, config, distill, evaluate
 
 
 def run_train(folder, out, family, *extra):
     argv = ["--model", family, "--arch", json.dumps(TINY_ARCH[family]), "--data-dir", str(folder),
             "--epochs", "1", "--batch-size", "4", "--val-fraction", "0.25", "--workers", "0", "--out", str(out), *extra]
-    assert train.main(argv) == 0
+    assert cli.main(argv) == 0
     return out
 
 
@@ -36,8 +37,8 @@ def test_one_epoch_writes_a_complete_checkpoint(tmp_path, image_folder, family, 
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"} <= set(meta["history"][0])
     assert meta["init"]["weights"] == ("imagenet (CNN stem only)" if family == "timm_vit" else "random")
 
-    # vit.evaluate reproduces the test accuracy written in the metadata
-    result = subprocess.run([sys.executable, "-m", "vit.evaluate", str(out), "--data-dir", str(image_folder), "--json"],
+    # vit.train.evaluate reproduces the test accuracy written in the metadata
+    result = subprocess.run([sys.executable, "-m", "vit.train.evaluate", str(out), "--data-dir", str(image_folder), "--json"],
                             capture_output=True, text=True, check=True)
     metrics = json.loads(result.stdout)
     assert {"accuracy", "n_images", "per_class_accuracy", "confusion_matrix", "class_names"} <= set(metrics)
@@ -60,15 +61,15 @@ def test_distillation_from_a_teacher_checkpoint(tmp_path, image_folder, tiny_che
 def test_distill_loss_kinds():
     s = torch.tensor([[2.0, 0.0, 0.0]])
     t = torch.tensor([[0.0, 3.0, 0.0]])
-    assert train.distill_loss(s, t, "hard", 1.0) == pytest.approx(torch.nn.functional.cross_entropy(s, torch.tensor([1])))
-    assert train.distill_loss(t, t, "soft", 2.0).abs() < 1e-6
-    assert train.distill_loss(s, t, "soft", 2.0) > 0
+    assert distill.distill_loss(s, t, "hard", 1.0) == pytest.approx(torch.nn.functional.cross_entropy(s, torch.tensor([1])))
+    assert distill.distill_loss(t, t, "soft", 2.0).abs() < 1e-6
+    assert distill.distill_loss(s, t, "soft", 2.0) > 0
 
 
 def test_schedule_warms_up_then_decays_to_the_floor_with_the_backbone_scale():
     from vit.train.loop import make_optimizer, make_scheduler
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
-    cfg = train.TrainConfig(model="scratch_vit", out="x", epochs=10, lr=1.0, min_lr=0.01, warmup_epochs=1,
+    cfg = config.TrainConfig(model="scratch_vit", out="x", epochs=10, lr=1.0, min_lr=0.01, warmup_epochs=1,
                             backbone_lr_scale=0.5)
     opt = make_optimizer(model, cfg, lambda name: name.startswith("0."))
     sched = make_scheduler(opt, cfg, updates_per_epoch=10)
@@ -85,7 +86,7 @@ def test_schedule_warms_up_then_decays_to_the_floor_with_the_backbone_scale():
 
 @pytest.mark.slow
 def test_help_works():
-    for module in ("vit.train", "vit.evaluate"):
+    for module in ("vit.train", "vit.train.evaluate"):
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
         assert "usage: python -m " + module in out.stdout
 
@@ -96,7 +97,7 @@ def test_evaluate_reports_bad_inputs(tmp_path, image_folder, capsys):
 
 
 def test_teacher_sees_crops_at_the_size_asked(tmp_path, image_folder, tiny_checkpoints):
-    teacher = train.load_teacher(str(tiny_checkpoints["effnet"]), CLASSES, "cpu", size=48)
+    teacher = distill.load_teacher(str(tiny_checkpoints["effnet"]), CLASSES, "cpu", size=48)
     assert teacher.normalize.size == 48
     assert teacher.logits(torch.rand(2, 3, 96, 96)).shape == (2, 3)
     out = run_train(image_folder, tmp_path / "s.safetensors", "scratch_vit",

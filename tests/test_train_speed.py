@@ -6,14 +6,14 @@ import logging
 
 import pytest
 import torch
-
 from conftest import CLASSES, TINY_ARCH
-from vit import checkpoint, factory, train
-from vit.data import ImageDataset, eval_transform, list_images
+
+from vit.data.datasets import ImageDataset, eval_transform, list_images
+from vit.models import checkpoint, factory
+from vit.train import cli
 from vit.train.distill import load_teacher
 from vit.train.ort_teacher import pick_engine
 from vit.train.prepare import transformed_once
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run on one thread
 
@@ -54,7 +54,7 @@ def test_eval_every_evaluates_the_last_epoch_and_selects_among_evaluated_ones(tm
     argv = ["--model", "scratch_vit", "--arch", json.dumps(TINY_ARCH["scratch_vit"]), "--data-dir", str(image_folder),
             "--batch-size", "4", "--val-fraction", "0.25", "--workers", "0", "--fp32", "--epochs", "5",
             "--eval-every", "2", "--ema", "--out", str(out)]
-    assert train.main(argv) == 0
+    assert cli.main(argv) == 0
     meta = checkpoint.read_meta(out)
     evaluated = [row["epoch"] for row in meta["history"] if "val_loss" in row]
     assert evaluated == [row["epoch"] for row in meta["history"] if "ema_test_acc" in row] == [2, 4, 5]
@@ -69,6 +69,6 @@ def test_an_onnxruntime_teacher_without_onnxruntime_is_one_line_and_exit_code_2(
     monkeypatch.setattr(config, "onnxruntime_available", lambda: False)
     argv = ["--model", "scratch_vit", "--data-dir", str(image_folder), "--out", str(tmp_path / "x.safetensors"),
             "--teacher", str(tiny_checkpoints["effnet"]), "--teacher-engine", "onnxruntime"]
-    assert train.main(argv) == 2
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "onnxruntime is not installed" in err and len(err.splitlines()) == 1

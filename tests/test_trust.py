@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from vit import checkpoint, factory
+from vit.models import checkpoint, factory
 from vit.trust import GateError, calibration, conformal, load_gate
 from vit.trust.detectors import KNN, Energy, Mahalanobis, auroc, fpr_at_tpr, threshold_at_tpr
 from vit.trust.gate import Gate
@@ -31,7 +31,7 @@ def test_temperature_scaling_recovers_a_known_temperature(true_t):
 
 
 def test_temperature_scaling_takes_tensors_made_under_inference_mode():
-    with torch.inference_mode():  # as vit.trust.features.extract returns them
+    with torch.inference_mode():  # as vit.models.features.extract returns them
         logits, labels = synthetic(500, temperature=2.0)
     assert calibration.fit_temperature(logits, labels) > 1
 

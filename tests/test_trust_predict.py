@@ -4,16 +4,16 @@ writes a gate and a temperature into a new checkpoint of any classes."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, make_image
 from PIL import Image
 
-from conftest import ROOT, make_image
-from vit import checkpoint, factory, train
-from vit.predict import Predictor
+from vit.models import checkpoint, factory
+from vit.serve.predictor import Predictor
+from vit.train import cli
 from vit.trust import load_gate
 
 COMMITTED = sorted((ROOT / "checkpoints").glob("*.safetensors"))
@@ -109,7 +109,7 @@ def test_vit_train_gives_a_two_class_checkpoint_its_own_gate_and_temperature(tmp
     out = tmp_path / "two.safetensors"
     argv = ["--model", "scratch_vit", "--arch", json.dumps({"preset": "vit_test_p8_32"}), "--data-dir", str(root),
             "--batch-size", "4", "--val-fraction", "0.25", "--workers", "0", "--epochs", "1", "--out", str(out)]
-    assert train.main(argv) == 0
+    assert cli.main(argv) == 0
     gate = load_gate(factory.load(out, lazy=True))
     assert gate is not None and gate.fitted_on == {"train": 12, "val": 4, "data_dirs": [str(root)], "val_fraction": 0.25}
     assert gate.temperature > 0 and gate.temperature != 1.0
@@ -119,22 +119,22 @@ def test_vit_train_gives_a_two_class_checkpoint_its_own_gate_and_temperature(tmp
 
 @pytest.mark.parametrize("family", ["scratch_vit", "timm_vit", "effnet"])
 def test_both_engines_give_the_same_penultimate_features(tiny_checkpoints, family):
-    from vit import runtime
+    from vit.runtime import choice
 
     ckpt = factory.load(tiny_checkpoints[family])
     side = ckpt.preprocessing.image_size
     x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
-    (la, fa), (lb, fb) = (runtime.make_engine(ckpt, kind).forward_features(x) for kind in ("torch", "onnxruntime"))
+    (la, fa), (lb, fb) = (choice.make_engine(ckpt, kind).forward_features(x) for kind in ("torch", "onnxruntime"))
     assert fa.shape == fb.shape and fa.shape[0] == 2 and torch.allclose(fa, fb, atol=1e-4)
     assert torch.allclose(la, lb, atol=1e-4) and torch.allclose(la, ckpt.model(x), atol=1e-5)
 
 
 def test_calibrate_cli_fits_an_own_feature_gate_that_both_engines_agree_on(tmp_path, tiny_checkpoints, image_folder):
-    from vit import calibrate
+    from vit.trust import fit
 
     path = tmp_path / "effnet.safetensors"
     path.write_bytes(tiny_checkpoints["effnet"].read_bytes())
-    assert calibrate.main([str(path), "--data-dir", str(image_folder), "--features", "own", "--k", "2"]) == 0
+    assert fit.main([str(path), "--data-dir", str(image_folder), "--features", "own", "--k", "2"]) == 0
     gate = load_gate(factory.load(path, lazy=True))
     assert gate.features == "own" and gate.detector.k == 2 and gate.fitted_on["val"] == 3
     photos = [make_image(s, (120, 100)) for s in range(4)]
@@ -145,10 +145,10 @@ def test_calibrate_cli_fits_an_own_feature_gate_that_both_engines_agree_on(tmp_p
 
 
 def test_calibrate_cli_names_a_bad_folder(tmp_path, tiny_checkpoints, capsys):
-    from vit import calibrate
+    from vit.trust import fit
 
     path = tmp_path / "effnet.safetensors"
     path.write_bytes(tiny_checkpoints["effnet"].read_bytes())
-    assert calibrate.main([str(path), "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert fit.main([str(path), "--data-dir", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err
     assert "trust" not in checkpoint.read_meta(path)  # the file is untouched

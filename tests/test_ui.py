@@ -1,25 +1,26 @@
-"""What the app shows, computed without Gradio (vit/ui.py)."""
+"""What the app shows, computed without Gradio (vit/app/ui.py)."""
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAMILIES, ROOT, make_image
 from PIL import Image
 
-from conftest import FAMILIES, ROOT, make_image
-from vit import checkpoint, predict, serving, ui
+from vit.app import ui
+from vit.models import checkpoint
+from vit.serve import model_set, predictor
 
 
 @pytest.fixture(scope="module")
 def models(tiny_checkpoints):
-    return serving.ModelSet(tiny_checkpoints).load()
+    return model_set.ModelSet(tiny_checkpoints).load()
 
 
 def test_importing_the_app_imports_no_timm():
     """The page is built before the models: timm (seconds to import) is left to the loading thread."""
-    code = ("import sys, vit.ui, vit.gradio_io, vit.examples, vit.serving, vit.handlers; from vit.checkpoint import read_meta; "
+    code = ("import sys, vit.app.ui, vit.app.gradio_io, vit.app.examples, vit.serve.model_set, vit.app.handlers; from vit.models.checkpoint import read_meta; "
             "assert 'timm' not in sys.modules, 'timm imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
@@ -83,7 +84,7 @@ def test_overlays_and_grids_fit_the_models_view(models, family):
     assert (mosaic is None) == (not models.has_attention(family))
     if models.has_attention(family):
         assert ui.head_choices(p.num_heads) == ["mean", "max"] + [f"head {i + 1}" for i in range(p.num_heads)]
-    assert serving.methods_of(models, family) == p.methods  # known from the metadata before the model loads
+    assert model_set.methods_of(models, family) == p.methods  # known from the metadata before the model loads
 
 
 @pytest.mark.parametrize("family, grid", [("scratch_vit", (4, 4)), ("timm_vit", (4, 4)), ("effnet", None)])
@@ -118,8 +119,8 @@ def test_faithfulness_is_shown_and_recorded(models):
     assert "insertion AUC **0.822** vs 0.444 at random (higher is better)" in text
     p = models.get("effnet")
     scored = p.explain(make_image(4), "grad-cam", score=True)
-    assert ui.explain_record("effnet", scored)["steps"] == predict.SCORE_STEPS
-    assert ui.explain_record("effnet", scored)["random_seeds"] == list(predict.SCORE_SEEDS)
+    assert ui.explain_record("effnet", scored)["steps"] == predictor.SCORE_STEPS
+    assert ui.explain_record("effnet", scored)["random_seeds"] == list(predictor.SCORE_SEEDS)
     assert ui.curves_image(scored).size[0] > 300 and "deletion AUC" in ui.faithfulness_text(scored)
     unscored = p.explain(make_image(4), "grad-cam")
     assert ui.faithfulness_text(unscored) == "" and ui.curves_image(unscored) is None
@@ -141,7 +142,9 @@ def test_latency_text_names_device_threads_and_size(models):
 
 
 def test_measure_p50_times_every_loaded_model(models):
-    p50 = ui.measure_p50(models, runs=2)
+    from vit.bench.timing import measure_p50
+
+    p50 = measure_p50(models, runs=2)
     assert set(p50) == set(FAMILIES) and all(v > 0 for v in p50.values())
 
 
@@ -149,8 +152,6 @@ def test_history_rows_feed_the_curves(models):
     rows = ui.history_rows(models, "acc")
     assert ["Scratch ViT", 1, "Scratch ViT · train", 0.4] in rows and ["Scratch ViT", 1, "Scratch ViT · val", 0.3] in rows
     assert len(rows) == 2 * len(FAMILIES)
-
-
 
 
 def test_the_reliability_diagram_says_which_models_have_no_bars(models):
@@ -174,5 +175,5 @@ def test_reliability_bars_come_from_the_checkpoint_first_then_the_saved_ood_run(
     assert rel.bars_for("M", own, ckpt, runs).source.startswith("71 validation photos")
     from_run = rel.bars_for("M", {"trust": {"measured": {}}}, ckpt, runs)
     assert from_run.source == "75 test photos (from ood.json)" and from_run.before == [bar]
-    assert "vit.ood" in rel.bars_for("M", {"trust": {"x": 1}}, tmp_path / "other.safetensors", runs)
+    assert "vit.trust.ood" in rel.bars_for("M", {"trust": {"x": 1}}, tmp_path / "other.safetensors", runs)
     assert rel.diagram([from_run]).size[0] > 200

@@ -1,12 +1,12 @@
 import pytest
 import timm
 import torch
-
 from conftest import SHARED_DATA
-from vit import factory, zoo
-from vit.data import eval_transform, list_images
-from vit.factory import preprocessing
-from vit.model import VisionTransformer
+
+from vit.data.datasets import eval_transform, list_images
+from vit.models import factory, zoo
+from vit.models.factory import preprocessing
+from vit.models.scratch_vit import VisionTransformer
 
 IMAGENET_PIZZA = 963  # ImageNet-1k class "pizza, pizza pie"
 

@@ -1,6 +1,7 @@
 """FoodVision ViT: a from-scratch Vision Transformer, a hybrid timm ViT and an EfficientNet baseline
 for the pizza / steak / sushi task, with self-describing checkpoints and explanations.
 
-Data flows down this list: images (images, data) -> models (model, zoo) -> checkpoints (checkpoint)
--> probabilities and attention (predict, explain) -> what the app shows (ui, report).
+Subpackages by job, bottom to top (imports point down, never up; tests/test_imports.py checks it):
+models and data -> runtime (engines, exports) -> explain, trust -> serve (the Predictor), train ->
+app (handlers and page), bench (figures and the generated tables) -> app.py.
 """

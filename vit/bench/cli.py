@@ -30,20 +30,21 @@ from pathlib import Path
 
 import torch
 
-from vit import report
-from vit.bench.engines import BATCHES, bench_engines
-from vit.bench.explanations import RUNS as EXPLAIN_RUNS, bench_explanations
-from vit.bench.gate import bench_gate
+from vit.bench import report
+from vit.bench.engine_speed import BATCHES, bench_engines
+from vit.bench.explanations import RUNS as EXPLAIN_RUNS
+from vit.bench.explanations import bench_explanations
+from vit.bench.figures import BATCH, bench_model
+from vit.bench.gate_cost import bench_gate
 from vit.bench.machine import machine_info, matmul_flops_per_s
 from vit.bench.memory import max_rss_mb, probe_rss, rss_probe
-from vit.bench.models import BATCH, bench_model
 from vit.bench.optimisations import bench_optimisations
 from vit.bench.references import ATTENTION_BAR, has_timm_twin, hybrid_vs_lite0, is_hybrid, scratch_vs_timm
 from vit.bench.timing import BLOCK
-from vit.checkpoint import CheckpointError
-from vit.factory import load
-from vit import families as registry
-from vit.serving import checkpoint_paths
+from vit.models import families as registry
+from vit.models.checkpoint import CheckpointError
+from vit.models.factory import load
+from vit.serve.model_set import checkpoint_paths
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,9 @@ Predictor the app builds (engine "auto", waited for until final). Bar: p50 at mo
 method but occlusion and RISE (tens of batched forward passes each), which may take 4 s."""
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -11,7 +14,7 @@ from pathlib import Path
 from PIL import Image
 
 from vit.explain import methods as registry
-from vit.predict import Predictor
+from vit.serve.predictor import Predictor
 
 BAR_S, OCCLUSION_BAR_S = 2.0, 4.0
 RUNS = 5
@@ -84,9 +87,6 @@ def bench_interaction(p: Predictor, runs: int = RUNS, image: Image.Image | None 
 def main(argv: list[str] | None = None) -> None:
     """python -m vit.bench.explanations CKPT... [--runs N]: bench_interaction per checkpoint, as a markdown
     table (and JSON with --json PATH); the machine's load average is printed: timings on a busy machine lie."""
-    import argparse
-    import json
-    import os
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("checkpoints", nargs="+", type=Path)

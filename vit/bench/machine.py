@@ -8,7 +8,7 @@ from pathlib import Path
 import timm
 import torch
 
-from vit.predict import time_forward
+from vit.serve.predictor import time_forward
 
 
 def machine_info() -> dict:
@@ -27,7 +27,7 @@ def machine_info() -> dict:
 
 def _onnxruntime_version() -> str | None:
     try:
-        import onnxruntime
+        import onnxruntime  # lazy: optional: without onnxruntime the app serves on PyTorch
     except ImportError:
         return None
     return onnxruntime.__version__

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vit.predict import Predictor
+from vit.serve.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[2]
 

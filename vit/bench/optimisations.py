@@ -12,13 +12,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vit import families
-from vit.bench.models import BATCH, input_px
+from vit.bench.figures import BATCH, input_px
 from vit.bench.timing import Case, time_interleaved
-from vit.checkpoint import Checkpoint
-from vit.data import ImageDataset, eval_transform, list_images
-from vit.evaluate import run_eval
-from vit.predict import optimise
+from vit.data.datasets import ImageDataset, eval_transform, list_images
+from vit.models import families
+from vit.models.checkpoint import Checkpoint
+from vit.serve.predictor import optimise
+from vit.train.evaluate import run_eval
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def concurrently(model: nn.Module, pool: ThreadPoolExecutor, threads: int) -> Ca
 
 
 def modes(ckpt: Checkpoint, compile_model: bool = False) -> list[str]:
-    """The speed-ups that apply to this checkpoint's family (vit.families says which pay on CPU)."""
+    """The speed-ups that apply to this checkpoint's family (vit.models.families says which pay on CPU)."""
     spec = families.get(ckpt.family)
     return (["channels_last"] if spec.channels_last else []) + (["int8"] if spec.int8 else []) \
         + (["compile"] if compile_model else [])

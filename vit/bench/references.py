@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import torch
+from timm.models.deit import VisionTransformerDistilled
+from timm.models.vision_transformer import VisionTransformer as TimmViT
 from torch import nn
 
+from vit.bench.figures import input_px
 from vit.bench.flops import count_flops
-from vit.bench.models import input_px
 from vit.bench.timing import Case, ratio, time_interleaved
-from vit.checkpoint import Checkpoint, num_params
-from vit.zoo import HYBRID, LITE0, build_timm_cnn
+from vit.models.checkpoint import Checkpoint, num_params
+from vit.models.zoo import HYBRID, LITE0, build_timm_cnn
 
 TIMM_BAR, ATTENTION_BAR = 1.05, 1.5
 
@@ -16,8 +18,6 @@ TIMM_BAR, ATTENTION_BAR = 1.05, 1.5
 def timm_reference(model: nn.Module) -> nn.Module:
     """timm's VisionTransformer (VisionTransformerDistilled for a DeiT config) with our model's config
     and weights: our parameter names are timm's, so the state dict loads strictly."""
-    from timm.models.deit import VisionTransformerDistilled
-    from timm.models.vision_transformer import VisionTransformer as TimmViT
 
     c = model.cfg
     cls = VisionTransformerDistilled if c.distilled else TimmViT

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
 
-from vit.predict import time_forward
+from vit.serve.predictor import time_forward
+
+if TYPE_CHECKING:
+    from vit.serve.model_set import ModelSet
 
 BLOCK = 5  # calls of one case per turn when cases are timed interleaved
 
@@ -60,3 +63,12 @@ def time_interleaved(cases: dict[str, Case], runs: int, warmup: int) -> dict[str
 def ratio(a: dict, b: dict) -> dict:
     """a / b by median and by best run (the best is the least disturbed by other processes)."""
     return {"p50": a["p50"] / b["p50"], "best": a["min"] / b["min"]}
+
+
+def measure_p50(models: "ModelSet", runs: int = 20) -> dict[str, float]:
+    """Median warm latency (ms) of each loaded model's plain forward pass at batch size 1, on this server."""
+    out = {}
+    for i, p in list(models.models.items()):
+        x = torch.zeros(1, 3, p.image_size, p.image_size)
+        out[i] = float(np.median(time_forward(p.model, x, runs=runs, warmup=3)))
+    return out

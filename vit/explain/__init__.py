@@ -4,21 +4,27 @@
     f = score(forward_batch, x, h.heat, h.target)        # deletion / insertion AUC vs random orders
     curves_plot(f, "chefer"); overlay(view, h.heat)      # PIL images
 
-Modules: `methods` (the method registry: ids, titles, needs, controls), `attention` (explicit attention
-forward, rollout), `maps` (the methods' maps), `perturb` (blur baseline, batched perturbed passes), `faithfulness` (deletion / insertion), `render` (pictures).
+Modules: `methods` (the method registry: ids, titles, needs, controls), `rollout` (class-token attention,
+rollout; the maps come from vit.models.attention), `maps` (the methods' maps), `perturb` (blur baseline, batched perturbed passes), `faithfulness` (deletion / insertion), `render` (pictures).
 """
-from vit.explain.attention import (HEAD_REDUCTIONS, Trace, _timm_attention, _timm_vit_with_attention,
-                                   attention_maps, cls_attention, head_select, num_prefix_tokens, patch_size_px,
-                                   rollout, rollout_map, token_grid, trace)
 from vit.explain.faithfulness import Faithfulness, RandomCurves, auc, random_curves, score
-from vit.explain.maps import (ForwardBatch, Heat, cam_from, chefer, grad_cam, grad_cam_heat, model_grid, occlusion,
-                            rise_masks)
+from vit.explain.maps import (
+                            ForwardBatch,
+                            Heat,
+                            cam_from,
+                            chefer,
+                            grad_cam,
+                            grad_cam_heat,
+                            model_grid,
+                            occlusion,
+                            rise_masks,
+)
 from vit.explain.methods import Method, compute
 from vit.explain.perturb import blur
 from vit.explain.render import CMAP, colour_bar, curves_plot, layer_mosaic, normalise, overlay, patch_grid
+from vit.explain.rollout import HEAD_REDUCTIONS, cls_attention, head_select, rollout, rollout_map
 
-__all__ = ["CMAP", "HEAD_REDUCTIONS", "Faithfulness", "ForwardBatch", "Heat", "Method", "RandomCurves", "Trace",
-           "attention_maps", "auc", "blur", "cam_from", "chefer", "cls_attention", "colour_bar", "compute", "curves_plot",
-           "grad_cam", "grad_cam_heat", "head_select", "layer_mosaic", "model_grid", "normalise", "num_prefix_tokens",
-           "occlusion", "overlay", "patch_grid", "patch_size_px", "random_curves", "rise_masks", "rollout", "rollout_map", "score",
-           "token_grid", "trace"]
+__all__ = ["CMAP", "HEAD_REDUCTIONS", "Faithfulness", "ForwardBatch", "Heat", "Method", "RandomCurves", "auc", "blur",
+           "cam_from", "chefer", "cls_attention", "colour_bar", "compute", "curves_plot", "grad_cam",
+           "grad_cam_heat", "head_select", "layer_mosaic", "model_grid", "normalise", "occlusion", "overlay",
+           "patch_grid", "random_curves", "rise_masks", "rollout", "rollout_map", "score"]

@@ -4,7 +4,7 @@ Relevance is gradient x input on a forward pass re-written with the propagation 
 (Ali et al. 2022, "XAI for Transformers: Better Explanations through Conservative Propagation",
 CP-LRP; Achtibat et al. 2024, "AttnLRP: Attention-Aware Layer-Wise Relevance Propagation for
 Transformers"). Each rule is a `.detach()` or a gradient scale on this call's own forward path, the
-same math as `vit.explain.attention.trace`: no hooks, no patched module, nothing stored on the model.
+same math as `vit.models.attention.trace`: no hooks, no patched module, nothing stored on the model.
 
 - LayerNorm: the normalising scale is a constant (Ali et al. 2022, Sec. 3.3 "LN-rule"; AttnLRP
   Sec. 3.3.3, identity rule on the division), so LN(x) = (x - mean x) / std * w + b is linear in x.
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from vit.model import VisionTransformer
+from vit.models.scratch_vit import VisionTransformer
 
 RULES = ("cp", "attnlrp")  # how relevance crosses attention: see the module docstring
 

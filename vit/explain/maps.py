@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vit.explain.attention import cls_attention, num_prefix_tokens, rollout_map, token_grid, trace
 from vit.explain.lrp import token_relevance
 from vit.explain.perturb import blur, cell_ids, cell_index, perturbed_logits
+from vit.explain.rollout import cls_attention, rollout_map
+from vit.models.attention import num_prefix_tokens, token_grid, trace
 
 MAX_OCCLUSION_CELLS = 8  # occlusion cells per side at most: larger grids are occluded in blocks
 RISE_MASKS, RISE_KEEP, RISE_SEED = 96, 0.5, 0  # masks per map at most, share of cells each keeps, their seed
@@ -49,7 +50,6 @@ class Inputs:
     forward_batch: ForwardBatch | None = None  # batched forward of the perturbation methods
     maps: list[torch.Tensor] | None = None  # per layer (heads, N, N) attention of a pass already made: no new pass
     logits: torch.Tensor | None = None  # (1, classes) of that pass
-
 
 
 def _attention(i: Inputs) -> tuple[list[torch.Tensor], torch.Tensor]:

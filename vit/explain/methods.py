@@ -3,7 +3,7 @@
 Each `Method` says its id (the API's), its title (the page's menu), what it needs (attention maps,
 a ViT's token grid, a backward pass, batched perturbed passes), which of the page's controls apply
 (layer, head, discard) and its function. Which models a method applies to follows from what it needs
-and what a model family can give (`vit.families.Family.attention` / `.gradients`); no module outside
+and what a model family can give (`vit.models.families.Family.attention` / `.gradients`); no module outside
 this one compares or lists method ids. A new method is one `register(Method(...))` call:
 
     register(Method("saliency", "Saliency", my_fn, needs=frozenset({BACKWARD})))
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from vit.families import Family
+    from vit.models.families import Family
 
 __all__ = ["ATTENTION", "BACKWARD", "CONTROLS", "DISCARD", "HEAD", "Inputs", "LAYER", "Method", "PERTURBED", "TOKENS",
            "compute", "first_using", "get", "ids", "of", "register", "title", "unregister", "uses"]

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from vit.explain.faithfulness import Faithfulness
@@ -77,8 +79,6 @@ def layer_mosaic(image: Image.Image, heats: list[np.ndarray], alpha: float = 0.5
 def curves_plot(f: Faithfulness, title: str = "") -> Image.Image:
     """A small figure of the deletion and insertion curves against random orders, AUCs in the legend
     (matplotlib's Agg backend; the figure is closed before returning)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(4.8, 2.6), dpi=100)
     FigureCanvasAgg(fig)

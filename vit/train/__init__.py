@@ -25,6 +25,3 @@ Several machines: run the same command on each, with its --node_rank:
 
 CPU processes use gloo, GPUs nccl; only rank 0 writes the checkpoint, curves, log and state.
 """
-from vit.train.cli import fit, main  # noqa: F401
-from vit.train.config import TrainConfig, build_parser  # noqa: F401
-from vit.train.distill import Normalize, Teacher, distill_loss, load_teacher  # noqa: F401

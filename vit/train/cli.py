@@ -2,6 +2,7 @@
 and (rank 0) write the checkpoint, its curves and the training state."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 import sys
@@ -9,17 +10,20 @@ import time
 from pathlib import Path
 
 import torch
+from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, TensorDataset
 
-from vit import checkpoint
-from vit.checkpoint import CheckpointError
-from vit.evaluate import run_eval
+from vit.models import checkpoint
+from vit.models.checkpoint import CheckpointError
 from vit.train import distributed, loop
 from vit.train.config import ConfigError, TrainConfig, build_parser, from_args, validate
+from vit.train.curves import plot_history
 from vit.train.distill import WithTokens, make_imitation, teacher_record
+from vit.train.evaluate import run_eval
 from vit.train.ort_teacher import pick_engine
 from vit.train.prepare import Prepared, pick_device, prepare
+from vit.trust.fit import fit_after_training
 
 log = logging.getLogger("vit.train")
 
@@ -63,7 +67,6 @@ def fit(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared) -> t
     scheduler = loop.make_scheduler(optimizer, cfg, updates_per_epoch)
     ema = None
     if cfg.ema:
-        from timm.utils import ModelEmaV3
         ema = ModelEmaV3(model, decay=cfg.ema_decay)
     run = loop.Run(cfg, model, optimizer, scheduler, len(prep.class_names), prep.student_norm, device, d,
                    prep.teacher, ema, prep.channels_last, is_pretrained=prep.is_pretrained, imitation=imitation)
@@ -151,13 +154,11 @@ def finish(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared, b
             "history": history, "command": "python -m vit.train " + shlex.join(args),
             "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "device": device}
     out = checkpoint.save(cfg.out, model, meta, half=not cfg.fp32)
-    from vit.report import plot_history
     evaluated = [row for row in history if loop.evaluates(row["epoch"], cfg)]  # the epochs with val/test points
     plot_history(evaluated, title=f"{Path(cfg.out).stem}: {cfg.model}").savefig(out.with_suffix(".png"), dpi=100)
     log.info("wrote %s (%.1f MB) and %s; selected epoch %d (%s); %s", out, out.stat().st_size / 1e6,
              out.with_suffix(".png"), best["epoch"], best["source"],
              "  ".join(f"{name} acc {m['accuracy']:.4f}" for name, m in metrics.items()))
-    from vit.trust.fit import fit_after_training  # its OOD gate, temperature and conformal sets (vit.trust)
     fit_after_training(out, prep.train_set, prep.val_set,
                        {"data_dirs": [str(x) for x in cfg.data_dir], "val_fraction": cfg.val_fraction})
     return out
@@ -188,5 +189,4 @@ def _fmt(v: float | None) -> str:
 
 
 def _replace(cfg: TrainConfig, **kw) -> TrainConfig:
-    import dataclasses
     return dataclasses.replace(cfg, **kw)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vit import families
+from vit.models import families
 from vit.train.ort_teacher import ENGINES, onnxruntime_available
 
 DATASETS = ("imagefolder", "food101", "cifar10")
@@ -20,7 +21,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    model: str  # model family (vit.families)
+    model: str  # model family (vit.models.families)
     out: str  # checkpoint path (.safetensors); curves go to <out>.png, training state to <out>.state.pt
     data_dir: list[str] = field(default_factory=list)  # ImageFolder roots with train/ (pooled), or a named set's root
     dataset: str = "imagefolder"  # imagefolder, or a torchvision data set: food101, cifar10
@@ -120,7 +121,6 @@ def build_parser(doc: str | None = None) -> argparse.ArgumentParser:
 
 def _comment(name: str) -> str:
     """The field's comment in TrainConfig's source, as --help text (one place to document a field)."""
-    import inspect
 
     for line in inspect.getsource(TrainConfig).splitlines():
         if line.strip().startswith(name + ":") and "#" in line:

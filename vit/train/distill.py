@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vit import factory
+from vit.models import factory
+from vit.models.scratch_vit import VisionTransformer
 from vit.train.ort_teacher import OrtTeacher
 
 
@@ -140,7 +141,6 @@ class WithTokens(nn.Module):
 
 def make_imitation(student: nn.Module, teacher: Teacher) -> FeatureImitation:
     """The imitation head for our ViT `student` and a teacher with timm's `forward_intermediates`."""
-    from vit.model import VisionTransformer
 
     if not isinstance(student, VisionTransformer) or not hasattr(teacher.model, "forward_intermediates"):
         raise ValueError("--feature-distill needs a scratch ViT student and a teacher with feature maps "

@@ -17,16 +17,18 @@ from typing import Callable
 import torch
 from timm.data.mixup import mixup_target
 from timm.loss import SoftTargetCrossEntropy
+from timm.optim import param_groups_weight_decay
+from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler, Subset
 
-from vit.data import mix_transform
-from vit.evaluate import run_eval
+from vit.data.datasets import mix_transform
 from vit.train import state as train_state
 from vit.train.config import TrainConfig
 from vit.train.distill import FeatureImitation, Normalize, Teacher, distill_loss
 from vit.train.distributed import Dist, all_sum, reduce_eval
+from vit.train.evaluate import run_eval
 from vit.train.prepare import Prepared, seed_everything
 
 log = logging.getLogger("vit.train")
@@ -38,7 +40,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, is_pretrained: Callable[[
     """AdamW over timm's weight-decay groups (none on biases, norms, tokens, position embedding), each
     split once more so pretrained weights train at backbone_lr_scale times the LR ("lr_scale",
     which timm's schedulers honour)."""
-    from timm.optim import param_groups_weight_decay
 
     skip = set(getattr(model, "no_weight_decay", lambda: ())()) | {"cls_token", "dist_token", "pos_embed"}
     name_of = {id(p): n for n, p in model.named_parameters()}
@@ -54,7 +55,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, is_pretrained: Callable[[
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, updates_per_epoch: int):
     """Linear warm-up from min_lr over warmup_epochs, then a cosine to min_lr at the last update."""
-    from timm.scheduler import CosineLRScheduler
 
     warmup = round(cfg.warmup_epochs * updates_per_epoch)
     total = cfg.epochs * updates_per_epoch

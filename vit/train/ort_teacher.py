@@ -8,6 +8,7 @@ folder that lives as long as the session.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
 import warnings
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from vit.runtime.engines import EXPORT_LOCK, session_options
 
 log = logging.getLogger("vit.train")
 
@@ -42,9 +45,7 @@ class OrtTeacher:
     and gives the logits, and the stage's feature map when exported with a stage."""
 
     def __init__(self, model: nn.Module, example: torch.Tensor, stage: int | None, threads: int) -> None:
-        import onnxruntime as ort
-
-        from vit.engines import EXPORT_LOCK, session_options
+        import onnxruntime as ort  # lazy: optional: without onnxruntime the app serves on PyTorch
 
         self.stage = stage
         self._folder = tempfile.TemporaryDirectory(prefix="vit-teacher-")  # removed with this object
@@ -73,6 +74,4 @@ def pick_engine(engine: str, device: str) -> str:
 
 
 def onnxruntime_available() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("onnxruntime") is not None

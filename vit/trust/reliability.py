@@ -3,8 +3,8 @@ confidence bin, before and after temperature scaling, one panel per model.
 
 Where the bars come from, first found wins:
 1. the checkpoint's own `trust.measured` record (`val_reliability_before` / `_after`, written by
-   `python -m vit.calibrate` and vit.train's gate: the validation photos), so a user's folder has them;
-2. a saved `python -m vit.ood` run (`ood.json` beside the checkpoint: the test split's bars), matched
+   `python -m vit.trust.fit` and vit.train's gate: the validation photos), so a user's folder has them;
+2. a saved `python -m vit.trust.ood` run (`ood.json` beside the checkpoint: the test split's bars), matched
    by the checkpoint's file name.
 """
 from __future__ import annotations
@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
 log = logging.getLogger(__name__)
-OOD_RUN = "ood.json"  # python -m vit.ood's default output, beside the checkpoints
+OOD_RUN = "ood.json"  # python -m vit.trust.ood's default output, beside the checkpoints
 
 
 @dataclass(frozen=True)
@@ -31,14 +33,14 @@ class Bars:
 
 
 def ood_runs(folder: Path) -> dict[str, dict]:
-    """{checkpoint file name: its vit.ood run} from `folder/ood.json` ({} when absent or unreadable)."""
+    """{checkpoint file name: its vit.trust.ood run} from `folder/ood.json` ({} when absent or unreadable)."""
     path = folder / OOD_RUN
     try:
         return {r["checkpoint"]: r for r in json.loads(path.read_text())["runs"]}
     except FileNotFoundError:
         return {}
     except (ValueError, KeyError, TypeError) as e:
-        log.warning("%s: not a vit.ood run (%s); no reliability diagram from it", path, e)
+        log.warning("%s: not a vit.trust.ood run (%s); no reliability diagram from it", path, e)
         return {}
 
 
@@ -55,8 +57,8 @@ def bars_for(title: str, meta: dict, path: Path, runs: dict[str, dict]) -> Bars 
         return Bars(title, f"{n} test photos (from {OOD_RUN})", gate.get("test_reliability_before") or [],
                     gate["test_reliability_after"])
     if not meta.get("trust"):
-        return f"{title}: no gate, no temperature (`python -m vit.calibrate` adds them)"
-    return f"{title}: no reliability bars in its checkpoint nor in {OOD_RUN} (`python -m vit.ood` measures them)"
+        return f"{title}: no gate, no temperature (`python -m vit.trust.fit` adds them)"
+    return f"{title}: no reliability bars in its checkpoint nor in {OOD_RUN} (`python -m vit.trust.ood` measures them)"
 
 
 def diagram(models: list[Bars]) -> Image.Image | None:
@@ -64,8 +66,6 @@ def diagram(models: list[Bars]) -> Image.Image | None:
     (blue) temperature scaling, the diagonal being perfect calibration; marker area ~ photos in the bin."""
     if not models:
         return None
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(3.2 * len(models), 3.4), dpi=100)
     total = max(sum(b["count"] for b in m.after) for m in models) or 1

@@ -1,0 +1,242 @@
+"""Regenerate the measured sections of the README and docs/ from the project's own files, never by hand.
+
+    python -m vit.bench.readme                  # rewrites the models table (README.md) and docs/results.md in place
+    python -m vit.bench.readme --performance    # ... and docs/performance.md (runs vit.bench, minutes)
+    python -m vit.bench.readme --faithfulness   # ... and docs/explanations.md's table, from checkpoints/faithfulness.json
+    python -m vit.bench.readme --print          # prints instead of rewriting
+    (always: docs/trust.md's tables, from checkpoints/ood.json, the saved `python -m vit.trust.ood` run)
+
+Each block lies between `<!-- name:start -->` and `<!-- name:end -->` in the file `BLOCK_FILES` names.
+
+The Results block comes from the committed checkpoints' metadata (accuracy, data, recipe) plus a
+latency measured here and now (median of warm batch-size-1 forward passes), naming this machine.
+The Performance block is `python -m vit.bench --markdown` plus `scripts/cold_start.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vit import bench
+from vit.bench.report import performance_markdown
+from vit.explain.cli import markdown
+from vit.models import families
+from vit.models.checkpoint import CheckpointError, describe_epochs, describe_init
+from vit.models.factory import load
+from vit.serve.model_set import checkpoint_paths
+from vit.serve.predictor import time_forward
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
+               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md"}
+
+
+def machine() -> str:
+    """CPU model, cores, torch threads and version: where a timing was taken."""
+    m = bench.machine_info()
+    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads"
+
+
+def performance_block(runs: int = 30) -> str:
+    """The benchmark's Markdown, then the app's cold start measured by scripts/cold_start.py."""
+    text = performance_markdown(bench.run(checkpoint_paths(), bench.Settings(runs=runs)))
+    runs_ = {}
+    for name, extra in (("exports", []), ("fresh", ["--without-exports"])):
+        done = subprocess.run([sys.executable, str(ROOT / "scripts" / "cold_start.py"), "--json", *extra],
+                              capture_output=True, text=True, cwd=ROOT, timeout=900)
+        if done.returncode:
+            return text + f"\n\nCold start: `scripts/cold_start.py {' '.join(extra)}` failed ({done.stderr.strip()[-300:]})."
+        runs_[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    c, f = runs_["exports"], runs_["fresh"]
+    return text + (f"\n\n**Cold start** (`python scripts/cold_start.py`, same machine, {c['model']} asked for): "
+                   f"the server answers {c['server_up_s']:.1f} s after `python app.py` starts ({c['server_up_ratio']:.2f} x "
+                   f"the floor, `python -c \"import gradio, torch\"`: {c['floor_s']:.1f} s in the same run) and serves its "
+                   f"first prediction {c['first_prediction_s']:.1f} s after the start ({c['first_prediction_ratio']:.2f} x "
+                   f"the floor), answered by ONNX Runtime from the export on disk without importing timm (a fresh "
+                   f"clone has the committed ones); a warm `/predict` request then takes {c['warm_request_s'] * 1e3:.0f} ms "
+                   f"end to end through the API. A folder of checkpoints without exports (your own, on their first "
+                   f"launch; `--without-exports`): server up "
+                   f"{f['server_up_s']:.1f} s ({f['server_up_ratio']:.2f} x its floor of {f['floor_s']:.1f} s), first "
+                   f"prediction {f['first_prediction_s']:.1f} s ({f['first_prediction_ratio']:.2f} x; it builds the model, "
+                   f"and importing timm alone takes the floor to {f['floor_with_timm_s']:.1f} s), and it writes the "
+                   f"exports that every later launch starts from.")
+
+
+def results_block(runs: int = 30) -> str:
+    rows, classes_rows, curves = [], [], []
+    for family, path in checkpoint_paths().items():
+        try:
+            ckpt = load(path)
+        except CheckpointError as e:
+            rows.append(f"| {family} | missing: {e} | | | | | | |")
+            continue
+        m, r, title = ckpt.meta, ckpt.meta["recipe"], families.get(ckpt.family).title
+        test, val = m["metrics"]["test"], m["metrics"].get("val", {})
+        size = ckpt.preprocessing.image_size
+        p50 = float(np.median(time_forward(ckpt.model, torch.zeros(1, 3, size, size), runs=runs, warmup=5)))
+        init = describe_init(m["init"]) if m["init"].get("weights") == "checkpoint" else \
+            m["init"]["weights"] + (f" ({m['init']['source'].split(':')[0]})" if m["init"].get("source") else "")
+        data = f"{r['n_train']} train + {r['n_val']} val photos"
+        if r.get("distillation"):
+            data += f"; distilled from {families.get(r['distillation']['teacher_family']).title}"
+        rows.append(f"| {title} | {init} | {data} | {describe_epochs(r, short=True)} (best: {r['selected_epoch']}) "
+                    f"| **{test['accuracy']:.1%}** ({round(test['accuracy'] * test['n_images'])}/{test['n_images']}) "
+                    f"| {m['num_params'] / 1e6:.2f} M | {ckpt.size_mb:.1f} | {p50:.1f} |")
+        per_class = " / ".join(f"{v:.0%}" for v in test["per_class_accuracy"].values())
+        classes_rows.append(f"| {title} | {per_class} | {val.get('accuracy', float('nan')):.1%} "
+                            f"| {test['loss']:.3f} | `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` |")
+        curves.append(f"![{title} training curves](../checkpoints/{family}.png)")  # from docs/
+    names = " / ".join(load_classes())
+    return "\n".join([
+        "| model | started from | training data | epochs | test accuracy | parameters | file MB | CPU p50 ms |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"| model | per-class test accuracy ({names}) | val accuracy | test loss | checkpoint |",
+        "|---|---|---|---|---|",
+        *classes_rows,
+        "",
+        f"Test split: `pizza_steak_sushi/test` (75 photos), never used for training or model selection. "
+        f"CPU p50: median of {runs} warm forward passes at batch size 1, measured by `python -m vit.bench.readme` on "
+        f"{machine()}.",
+        "",
+        *curves,
+    ])
+
+
+def models_block(results: str) -> str:
+    """The README's one table of the models: the first table of the results block, and where the rest is."""
+    table = results.split("\n\n", 1)[0]
+    return (table + "\n\nTest split: `pizza_steak_sushi/test` (75 photos), never used for training or model selection. "
+            "Per-class accuracy, training curves and how the scratch ViT got there: [docs/results.md](docs/results.md).")
+
+
+def load_classes() -> list[str]:
+    for path in checkpoint_paths().values():
+        try:
+            return load(path).class_names
+        except CheckpointError:
+            continue
+    return []
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    """Swap what lies between `<!-- name:start -->` and `<!-- name:end -->`."""
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise ValueError(f"README has no <!-- {name}:start --> ... <!-- {name}:end --> markers")
+    return pattern.sub(lambda m: m.group(1) + block + m.group(2), text)
+
+
+FAITHFULNESS = ROOT / "checkpoints" / "faithfulness.json"
+
+
+def faithfulness_block(path: Path = FAITHFULNESS) -> str:
+    """`python -m vit.explain --json`'s saved output (checkpoints/faithfulness.json) as its Markdown
+    table, with the run's size and commands under it."""
+
+    run = json.loads(path.read_text())
+    commands = "; ".join(f"`{c}`" for c in run.get("commands", []))
+    text = (markdown(run["results"]) + f"\n\n{run['images']} photos of `{run['data_dir']}/{run['split']}`, "
+            f"K = {run['steps']}, random bar: seeds {run['seeds']}. Made by {commands}. {run.get('note', '')}")
+    held = run.get("held_out")
+    if held:  # the same scores on photos no choice was made on
+        text += (f"\n\n**Held out:** the other {held['images']} photos of the split (`--skip {held['skipped']}`), "
+                 f"on which no method or default was chosen:\n\n" + markdown(held["results"])
+                 + f"\n\nMade by `{held['command']}`.")
+    return text
+
+
+OOD_RUN = ROOT / "checkpoints" / "ood.json"
+
+
+def trust_block(path: Path = OOD_RUN) -> str:
+    """`python -m vit.trust.ood`'s saved run (checkpoints/ood.json) as three tables: the out-of-distribution gate,
+    calibration by temperature scaling, and the conformal prediction sets, per model."""
+    run = json.loads(path.read_text())
+    n_report = run["nonfood"]["halves"].count("report")
+    ood = ["| model | gate | AUROC | FPR@95 | test food accepted | non-food flagged | kNN on the model's own "
+           "features: AUROC |", "|---|---|---|---|---|---|---|"]
+    cal = ["| model | T | ECE before → after | after: 95 % interval | perfectly calibrated, by chance: median / "
+           "95th pct | after, other bins: 10 / 20 / equal-mass | NLL before → after | test accuracy |",
+           "|---|---|---|---|---|---|---|---|"]
+    sets = ["| model | method | q̂ | coverage | mean set size |", "|---|---|---|---|---|"]
+    for r in run["runs"]:
+        title, g = families.get(r["family"]).title if r["family"] in families.names() else r["family"], r["gate"]
+        if g is None:
+            ood.append(f"| {title} | no gate | | | | | |")
+            continue
+        mine = _detector(r, g["features"], g["detector"], g["params"])
+        own = _detector(r, "own", g["detector"], g["params"])
+        k = ", ".join(f"{key} = {v}" for key, v in g["params"].items())
+        ood.append(f"| {title} | {g['detector']} ({k}) on {g['features']} | {mine['auroc']:.3f} | {mine['fpr95']:.3f} "
+                   f"| {g['test_food_accepted']:.1%} of {r['n_test']} | {g['nonfood_flagged']:.1%} of {r['n_nonfood']} "
+                   f"| {own['auroc']:.3f} |")
+        lo, hi = g.get("test_ece_after_interval", (float("nan"),) * 2)
+        chance = g.get("test_ece_by_chance", {"median": float("nan"), "p95": float("nan")})
+        binned = " / ".join(f"{v:.3f}" for v in g.get("test_ece_after_by_binning", {}).values()) or "—"
+        cal.append(f"| {title} | {g['temperature']:.3f} | {g['test_ece_before']:.3f} → {g['test_ece_after']:.3f} "
+                   f"| {lo:.3f}–{hi:.3f} | {chance['median']:.3f} / {chance['p95']:.3f} | {binned} "
+                   f"| {g['test_nll_before']:.3f} → {g['test_nll_after']:.3f} | {g['test_accuracy']:.1%} |")
+        c = g["conformal"]
+        sets.append(f"| {title} | {c['method'].upper()} at {1 - c['alpha']:.0%} ({c['n_calibration']} calibration "
+                    f"photos) | {c['qhat']:.3f} | {g['test_coverage']:.1%} | {g['test_mean_set_size']:.2f} |")
+    return "\n".join([*ood, "", f"AUROC and FPR@95 (false-positive rate at 95 % true-positive rate): validation food "
+                       f"against the report half of the non-food set ({n_report} of {run['nonfood']['n']} images; the "
+                       "other half chose the detector); accepted / flagged: the stored threshold on the test food and on "
+                       "every non-food image.", "", *cal, "", f"On the test split: ECE with {run['ece_bins']} equal-width "
+                       "bins of the top-class probability (Guo et al. 2017, Eq. 3); T fitted on the validation photos. "
+                       "The interval resamples the test photos (bootstrap, 2000 draws); *by chance* is the ECE that a "
+                       "perfectly calibrated model with the same confidences shows on this many photos (each top "
+                       "class drawn correct with its own probability, 2000 draws; Bröcker & Smith 2007): an ECE "
+                       "below its 95th percentile is no evidence of miscalibration. *Other bins*: the same ECE "
+                       f"with 10 and 20 equal-width bins and with {run['ece_bins']} bins of equal photo counts (Nixon "
+                       "et al. 2019); on 75 photos it moves with where the bin edges fall.",
+                       "", *sets, "", f"Coverage and mean size of the sets on the test split. Made by `{run['command']}` "
+                       f"({run['created']})."])
+
+
+def _detector(run: dict, features: str, detector: str, params: dict) -> dict:
+    """The report-half figures of one detector in a vit.trust.ood run (NaN where it was not measured)."""
+    found = next((d for d in run["detectors"].get(features, []) if d["detector"] == detector and d["params"] == params),
+                 None)
+    return found["report"] if found else {"auroc": float("nan"), "fpr95": float("nan")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m vit.bench.readme", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=str(ROOT), help="the folder holding README.md and docs/ (default: this clone)")
+    p.add_argument("--runs", type=int, default=30, help="timed forward passes per model")
+    p.add_argument("--performance", action="store_true", help="also run the benchmark for the Performance block")
+    p.add_argument("--faithfulness", action="store_true", help=f"also the explanations table, from {FAITHFULNESS.name}")
+    p.add_argument("--print", action="store_true", help="print the blocks instead of rewriting the README")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    results = results_block(args.runs)
+    blocks = {"models": models_block(results), "results": results, "trust": trust_block()}
+    if args.performance:
+        blocks["performance"] = performance_block(args.runs)
+    if args.faithfulness:
+        blocks["faithfulness"] = faithfulness_block()
+    if args.print:
+        print("\n\n".join(blocks.values()))
+        return 0
+    for name, block in blocks.items():
+        path = Path(args.root) / BLOCK_FILES[name].relative_to(ROOT)
+        path.write_text(replace_block(path.read_text(), name, block))
+        print(f"updated the {name} block of {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+from vit.explain.cli import main
+
+main()
