@@ -159,11 +159,13 @@ def test_a_crash_while_writing_the_state_leaves_the_previous_one(tmp_path, monke
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
         state.save({"epoch": 2, "w": torch.zeros(3)}, path)
-    assert (tmp_path / (path.name + ".tmp")).is_file()  # the partial temp file is there ...
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # the partial temp file is gone ...
     s = state.load(path)  # ... and the previous state is whole
     assert s["epoch"] == 1 and torch.equal(s["w"], torch.ones(3))
+    partial = tmp_path / "partial.pt"
+    partial.write_bytes(b"PK\x03\x04 partial")
     with pytest.raises(ValueError, match="unreadable training state"):
-        state.load(tmp_path / (path.name + ".tmp"))
+        state.load(partial)
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -28,6 +28,7 @@ from typing import Literal, TypedDict
 from PIL import Image
 
 from vit.data.images import ImageError
+from vit.files import atomic_path
 
 RESULTS = Path(tempfile.gettempdir()) / "foodvision-results"  # result images; pruned after RESULT_TTL_S
 RESULT_TTL_S = 3600
@@ -96,11 +97,8 @@ def write_once(data: bytes, folder: str | os.PathLike, name: str) -> str:
         return str(path)
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(staging, path)
+    with atomic_path(path) as staging:
+        staging.write_bytes(data)
     return str(path)
 
 

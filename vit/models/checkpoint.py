@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from vit.files import atomic_path
 
 if TYPE_CHECKING:
     import torch
@@ -190,7 +191,6 @@ def num_params(model: "nn.Module") -> int:
 
 def save(path: str | os.PathLike, model: "nn.Module", meta: dict, *, half: bool = True) -> Path:
     """Write weights (fp16 if `half`) and `meta` (JSON-serialisable; validated by `validate`)."""
-
     try:
         validate(meta)
     except ValueError as e:
@@ -209,7 +209,6 @@ def save(path: str | os.PathLike, model: "nn.Module", meta: dict, *, half: bool 
 def read_extra(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:
     """The file's EXTRA_PREFIX tensors (prefix removed), without reading the weights; {} when none.
     CheckpointError when the file's tensors cannot be read."""
-
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k[len(EXTRA_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(EXTRA_PREFIX)}
@@ -220,7 +219,6 @@ def read_extra(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:
 def rewrite(path: str | os.PathLike, meta: dict, extra: dict[str, "torch.Tensor"]) -> Path:
     """Replace a checkpoint's metadata and its EXTRA_PREFIX tensors, keeping its weights byte for byte:
     written to a temporary file beside it, then renamed over it (a crash leaves the old file whole)."""
-
     path = Path(path)
     try:
         validate(meta)
@@ -228,15 +226,8 @@ def rewrite(path: str | os.PathLike, meta: dict, extra: dict[str, "torch.Tensor"
         raise ValueError(f"checkpoint metadata: {e}") from e
     weights = {k: v for k, v in load_file(str(path)).items() if not k.startswith(EXTRA_PREFIX)}
     tensors = weights | {EXTRA_PREFIX + k: v.detach().cpu().contiguous() for k, v in extra.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)})
-        os.chmod(tmp, path.stat().st_mode & 0o777)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
     return path
 
 
@@ -266,7 +257,6 @@ def read_meta(path: str | os.PathLike, families: Iterable[str] | None = None) ->
 def load_weights(model: nn.Module, path: str | os.PathLike, family: str) -> nn.Module:
     """Fill `model`, built from the architecture of the file's record (a `family` model), with the
     file's weights: fp32, eval mode. CheckpointError names the file when they are unreadable or do not fit."""
-
     path = Path(path)
     try:
         state = load_file(str(path))

@@ -42,6 +42,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 from torch import nn
 
+from vit.files import atomic_path
 from vit.models import families
 from vit.models.attention import attention_maps
 from vit.models.checkpoint import Checkpoint
@@ -116,14 +117,8 @@ def _save_atomic(proto, path: Path) -> None:
     """Write beside `path`, then rename: a reader never sees half a file, two writers never mix."""
     import onnx  # lazy: optional: only exports read or write ONNX files
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def _torch_export(module: nn.Module, x: torch.Tensor, path: Path, outputs: list[str], *, fuse: bool = True) -> None:
@@ -151,7 +146,6 @@ def half_initializers(proto) -> int:
     """Store every float32 initializer of the ONNX ModelProto `proto` that fp16 holds exactly in fp16,
     cast back to float32 by a Cast node at the graph's head (ONNX Runtime folds it at session start;
     the values are unchanged bit for bit). Changes `proto` in place; returns the parameters now in fp16."""
-
     graph, kept, casts, halved = proto.graph, [], [], 0
     for t in graph.initializer:
         a = numpy_helper.to_array(t)
@@ -255,7 +249,6 @@ class _Calibration:
 def _photos(data_dir: Path, ckpt: Checkpoint, limit: int | None = None) -> torch.Tensor | None:
     """Up to `limit` photos of an ImageFolder split (spread over its classes) as the model's input
     batch; None when the folder is missing or empty."""
-
     from vit.data.datasets import eval_transform, list_images  # lazy: imports timm and torchvision (seconds)
 
     if not data_dir.is_dir():
@@ -274,7 +267,6 @@ def check(ckpt: Checkpoint, onnx_path: str | os.PathLike, data_dir: str | os.Pat
     """The export against PyTorch: max |logit diff| on real photos (random ones without a data dir),
     top-1 agreement on the whole split, and for a ViT the attention graph's maps too. `ok` says
     whether it passes (fp32: diff <= ATOL and full agreement; int8: agreement >= INT8_AGREEMENT)."""
-
     onnx_path = Path(onnx_path)
     engine = engine or OrtEngine(onnx_path)
     data = Path(data_dir) if data_dir else None

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vit.files import atomic_path
+
 
 def rng_state(loader_generator: torch.Generator) -> dict:
     """torch, python `random`, numpy (timm's Mixup draws from it) and the DataLoader's generator."""
@@ -33,13 +35,8 @@ def set_rng_state(s: dict, loader_generator: torch.Generator) -> None:
 def save(state: dict, path: str | os.PathLike) -> Path:
     """Write `state` to `path` atomically: readers see the old file or the new one, never half of one."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as f:
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
     return path
 
 

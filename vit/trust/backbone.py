@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from PIL import Image
 
 from vit.data.preprocess import eval_transform
+from vit.files import atomic_path
 from vit.models.zoo import LITE0, lite0_imagenet_state_dict
 from vit.runtime.engines import EXPORT_LOCK, session_options
 
@@ -116,16 +116,8 @@ def _export(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     log.info("writing the gate's ImageNet Lite0 export to %s", path)
     module = _Pooled(build_model()).eval()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-
-        with EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0)),), tmp, dynamo=False, input_names=["image"],
-                              output_names=["features"], dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}},
-                              opset_version=17)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with atomic_path(path) as tmp, EXPORT_LOCK, warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), str(tmp), dynamo=False, input_names=["image"], output_names=["features"],
+                          dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}}, opset_version=17)
