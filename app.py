@@ -4,8 +4,9 @@
     python app.py --checkpoints DIR        # every *.safetensors in DIR, of any family and class list
     python app.py --mcp                    # also an MCP server (or GRADIO_MCP_SERVER=True)
 
-Wiring only: each widget event is bound to one method of `vit.app.handlers.Handlers`; the page is served
-at once and the models load behind it (vit.serve.model_set).
+Wiring only: each widget event is bound to one method of `vit.app.handlers.Handlers`, whose typed answer
+reaches the components by field name (`handlers.Outputs`); the endpoints are vit.app.api's. The page is
+served at once and the models load behind it (vit.serve.model_set).
 """
 
 import logging
@@ -18,12 +19,14 @@ import gradio as gr  # noqa: E402
 import pandas as pd
 
 from vit.app import examples as example_photos
-from vit.app import handlers, ui
+from vit.app import api, handlers, ui
+from vit.explain.rollout import head_choices
 from vit.serve import model_set
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 ROOT = Path(__file__).resolve().parent
-MODELS = model_set.from_command_line(sys.argv[1:] if __name__ == "__main__" else [], __doc__)  # $FOODVISION_OPTIMISE: see README
+ARGS = model_set.parse_args(sys.argv[1:] if __name__ == "__main__" else [], __doc__)
+MODELS = model_set.from_args(ARGS)  # with $FOODVISION_OPTIMISE: see README
 IDS = MODELS.ids
 DEFAULT = model_set.default_model(MODELS)
 H = handlers.Handlers(MODELS, DEFAULT)
@@ -33,7 +36,6 @@ MAX_FILE_SIZE = "25mb"
 EXAMPLES = example_photos.find(ROOT / "examples")
 EXAMPLES_CACHE = model_set.examples_cache(MODELS, [Path(__file__), Path(ui.__file__), Path(handlers.__file__)])
 os.environ["GRADIO_EXAMPLES_CACHE"] = str(EXAMPLES_CACHE)  # read by gr.Examples when it is built
-show_example = H.show_example  # what an example click runs (tests call it)
 
 with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # result images: kept for an hour
     gr.Markdown(ui.header_text(MODELS), elem_id="header")
@@ -57,20 +59,20 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                                    interactive=False, elem_id="overlay")
                 faithfulness = gr.Markdown(elem_id="faithfulness")
         with gr.Row(visible=False, equal_height=True, elem_id="compare-row") as compare_row:
-            compare_outputs = []
+            columns = handlers.Columns()  # each model's answer under Compare all
             for i in IDS:
                 with gr.Column():
                     gr.Markdown(f"### {MODELS.titles[i]}")
-                    compare_outputs += [gr.Label(num_top_classes=3, label="Prediction"), gr.Markdown(),
-                                        gr.Image(type="filepath", interactive=False, height=240, label="Explanation")]
+                    columns.add(label=gr.Label(num_top_classes=3, label="Prediction"), text=gr.Markdown(),
+                                overlay=gr.Image(type="filepath", interactive=False, height=240, label="Explanation"))
         with gr.Accordion("Explanation controls", open=True):
             with gr.Row():
                 default_methods = model_set.methods_of(MODELS, DEFAULT) if DEFAULT else ()
                 method = gr.Dropdown(ui.method_choices(default_methods), value=(default_methods or (None,))[0],
                                      label="Explanation method", elem_id="method-dropdown")
-                layer = gr.Slider(1, 12, value=ui.LAYER_DEFAULT, step=1, label="Layer", elem_id="layer-slider",
-                                  visible=False)
-                head = gr.Dropdown(ui.head_choices(model_set.max_heads(MODELS)), value="mean", label="Head",
+                layer = gr.Slider(1, max(2, model_set.max_layers(MODELS)), value=ui.LAYER_DEFAULT, step=1, label="Layer",
+                                  elem_id="layer-slider", visible=False)
+                head = gr.Dropdown(head_choices(model_set.max_heads(MODELS)), value="mean", label="Head",
                                    allow_custom_value=True, elem_id="head-dropdown", visible=False)
                 opacity = gr.Slider(0.0, 1.0, value=handlers.OPACITY, step=0.05, label="Overlay opacity",
                                     elem_id="opacity-slider")
@@ -83,12 +85,13 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                               elem_id="layers")
             patches = gr.Image(label="How the model cuts the image (patches / map cells)", type="filepath",
                                interactive=False, elem_id="patches")
-        page_outputs = [label, timing, overlay, faithfulness, curves, layers, patches, verdict]
+        last = gr.State()  # the request on screen (handlers.Shown)
+        page = handlers.Outputs(label=label, timing=timing, overlay=overlay, faithfulness=faithfulness, curves=curves,
+                                layers=layers, patches=patches, verdict=verdict, shown=last, model=model)
         example_set = None if not EXAMPLES else gr.Examples(  # thumbnails; the click also selects the default model
-            [[str(p)] for p in EXAMPLES], inputs=[image], outputs=[*page_outputs, model], fn=H.show_default_example,
+            [[str(p)] for p in EXAMPLES], inputs=[image], outputs=list(page), fn=page.bind(H.show_default_example),
             cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples", examples_per_page=len(EXAMPLES),
             label=f"Examples (answered by {MODELS.titles.get(DEFAULT)} with its default method; see examples/README.md)")
-        last = gr.State()
         settled = gr.State(frozenset())
         timer = gr.Timer(1.0)
 
@@ -107,43 +110,40 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
         gr.Image(reliability, label="Reliability diagram", interactive=False, elem_id="reliability")
 
     explain_inputs = [method, layer, head, opacity, discard]
-    page_state = [*page_outputs, last]
     private = {"api_visibility": "private", "show_progress": "hidden"}
-    score = {"fn": H.score_view, "inputs": [last], "outputs": [faithfulness, curves], "concurrency_id": MODEL_RUNS,
+    runs = {"concurrency_id": MODEL_RUNS, "preprocess": False, "api_visibility": "private"}
+    score = {"fn": page.bind(H.score_view), "inputs": [last], "outputs": list(page), "concurrency_id": MODEL_RUNS,
              "api_visibility": "private"}  # after the overlay is shown: its deletion / insertion score
-    run.click(H.show, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
-              api_visibility="private").success(**score)
+    controls = handlers.Outputs(card=card, layer=layer, head=head, method=method, discard=discard, layers=layers)
+    run.click(page.bind(H.show), [image, model, *explain_inputs], list(page), **runs).success(**score)
     run_all.click(lambda: gr.update(visible=True), None, compare_row, api_visibility="private").then(
-        H.compare, [image, method, discard], compare_outputs, api_name="compare", concurrency_id=MODEL_RUNS,
+        columns.bind(H.compare), [image, method, discard], list(columns), api_name="compare", concurrency_id=MODEL_RUNS,
         preprocess=False)
-    opacity.release(H.redraw, [last, opacity, head], [overlay, layers], **private)
-    method.input(H.on_method_change, [model, method], [layer, head, discard], queue=False, **private)
-    model.change(H.on_model_default_method, [model], [discard], queue=False, **private)
-    method.input(H.show, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
-                 api_visibility="private").success(**score)
-    model.input(H.show_default, [image, model, opacity], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
-                api_visibility="private").success(**score)
+    opacity.release(page.bind(H.redraw), [last, opacity, head], list(page), **private)
+    method.input(controls.bind(H.on_method_change), [model, method], list(controls), queue=False, **private).then(
+        page.bind(H.show), [image, model, *explain_inputs], list(page), **runs).success(**score)
+    model.input(page.bind(H.show_default), [image, model, opacity], list(page), **runs).success(**score)
     for event in (layer.release, head.input, discard.release):  # the map from the photo's pass, then its score
-        event(H.redraw_map, [image, model, *explain_inputs], page_state, concurrency_id=MODEL_RUNS, preprocess=False,
-              api_visibility="private").success(**score, show_progress="hidden")
+        event(page.bind(H.redraw_map), [image, model, *explain_inputs], list(page), **runs).success(
+            **score, show_progress="hidden")
     image.upload(H.check_upload, [image], None, preprocess=False, **private)
     image.change(lambda: None, None, last, queue=False, **private)
-    control_outputs = [card, layer, head, method, layers]
-    model.change(H.on_model_change, [model], control_outputs, queue=False, **private)
-    timer.tick(H.tick, [model, settled], [status, settled, card, timer], queue=False, **private)
+    model.change(controls.bind(H.on_model_change), [model], list(controls), queue=False, **private)
+    timer.tick(handlers.Outputs(status=status, settled=settled, card=card, timer=timer).bind(H.tick), [model, settled],
+               [status, settled, card, timer], queue=False, **private)
     measure.click(H.measure_latency, None, [table], api_name="measure_latency", concurrency_id=MODEL_RUNS)
-    predict, explain, attention, methods, classify = handlers.api(H)
+    predict, explain, attention, methods, classify = api.api(H)
     gr.api(predict, api_name="predict", concurrency_id=MODEL_RUNS)
     gr.api(explain, api_name="explain", concurrency_id=MODEL_RUNS)
     gr.api(attention, api_name="attention", concurrency_id=MODEL_RUNS)
     gr.api(methods, api_name="methods", queue=False)
     gr.api(classify, api_name="classify", concurrency_id=MODEL_RUNS)
-    demo.load(H.on_model_change, [model], control_outputs, queue=False, **private)
-    demo.load(H.status_text, None, status, queue=False, **private)
+    demo.load(controls.bind(H.on_model_change), [model], list(controls), queue=False, **private).then(
+        H.status_text, None, status, queue=False, **private)
 
 demo.queue(**QUEUE)
 MODELS.start(first=DEFAULT)  # after the page is built: the server answers while the models load
 
 if __name__ == "__main__":
     demo.launch(max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(),
-                mcp_server=model_set.parse_args(sys.argv[1:]).mcp or os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true")
+                mcp_server=ARGS.mcp or os.environ.get("GRADIO_MCP_SERVER", "").lower() == "true")

@@ -195,10 +195,10 @@ def test_examples_are_offered_and_cached_lazily(app):
 def test_example_shows_a_prediction(app):
     """What a click on an example shows: the default model's prediction for it."""
     photo = {"path": str(app.EXAMPLES[0]), "meta": {"_type": "gradio.FileData"}}
-    label, timing, overlay, faithful, curves, layers, patches, verdict = app.show_example(photo, app.DEFAULT)
-    assert max(label, key=label.get) in CLASSES and "ms prediction" in timing and "deletion AUC" in faithful
-    assert verdict.startswith("✅" if app.MODELS.models[app.DEFAULT].gate is not None else "ℹ️")  # examples are food
-    assert Image.open(overlay).size[0] == 336
+    v = app.H.show_example(photo, app.DEFAULT)
+    assert max(v.label, key=v.label.get) in CLASSES and "ms prediction" in v.timing and "deletion AUC" in v.faithfulness
+    assert v.verdict.startswith("✅" if app.MODELS.models[app.DEFAULT].gate is not None else "ℹ️")  # examples are food
+    assert Image.open(v.overlay).size[0] == 336
 
 
 # `python app.py --checkpoints DIR`: any folder of checkpoints, any class list.

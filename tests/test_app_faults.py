@@ -378,7 +378,7 @@ def test_at_most_two_model_runs_at_once_across_endpoints(client, running_app, ph
         return run
 
     for p in app.MODELS.models.values():
-        monkeypatch.setattr(p, "classify", counted(p.classify))
+        monkeypatch.setattr(p, "answer", counted(p.answer))
         monkeypatch.setattr(p, "explain", counted(p.explain))
     image = handle_file(str(photo))
     jobs = [client.submit(image, "effnet", api_name="/predict") for _ in range(4)]
@@ -394,14 +394,14 @@ def test_a_full_queue_refuses_with_a_message(client, running_app, photo, good, m
     message, and once the queue drains the server answers as before."""
     app = running_app[0]
     p = app.MODELS.models["effnet"]
-    running, release, classify = threading.Semaphore(0), threading.Event(), p.classify
+    running, release, answer = threading.Semaphore(0), threading.Event(), p.answer
 
     def held(image):
         running.release()
         release.wait(60)
-        return classify(image)
+        return answer(image)
 
-    monkeypatch.setattr(p, "classify", held)
+    monkeypatch.setattr(p, "answer", held)
     submit = lambda: client.submit(handle_file(str(photo)), "effnet", api_name="/predict")  # noqa: E731
     try:
         jobs = [submit(), submit()]

@@ -143,11 +143,11 @@ def test_a_current_export_serves_before_the_model_is_built(ckpt, monkeypatch):
     p = Predictor(load(ckpt.path, lazy=True))
     assert p.engine.name == "onnxruntime" and p.wait_for_engine(0) == "onnxruntime"
     photo = Image.effect_mandelbrot((48, 40), (-2, -1.2, 1, 1.2), 40).convert("RGB")
-    result = p.classify(photo)
+    result = p.answer(photo)
     assert result.engine == "onnxruntime" and not p.ckpt.built and calls == []
     p.warm()
     assert p.model is p.ckpt.model and p.ckpt.built and calls == [ckpt.path]  # built once
-    reference = Predictor(load(ckpt.path), engine="torch").classify(photo)
+    reference = Predictor(load(ckpt.path), engine="torch").answer(photo)
     assert result.probs == pytest.approx(reference.probs, abs=1e-5)
 
 

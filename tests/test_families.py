@@ -39,7 +39,7 @@ def test_a_fourth_family_needs_only_the_registry(tmp_path, resnet_family):
     path = checkpoint.save(tmp_path / "toy.safetensors", built.model, meta)
     p = Predictor.from_checkpoint(path)
     assert p.id == "toy" and p.methods == ("grad-cam", "occlusion", "rise")  # what a CNN can give, its default first
-    r = p.classify(make_image(1, (120, 100)))
+    r = p.answer(make_image(1, (120, 100)))
     assert set(r.probs) == set(CLASSES) and abs(sum(r.probs.values()) - 1) < 1e-5
     e = p.explain(make_image(1, (120, 100)))
     assert e.method == "grad-cam" and e.heat.ndim == 2 and e.heat.shape == e.grid

@@ -1,13 +1,16 @@
-"""The app's request handling (vit/app/handlers.py), without a browser or a server."""
+"""The app's request handling (vit/app/handlers.py) and its endpoints (vit/app/api.py), without a browser or a
+server."""
 import inspect
 
 import gradio as gr
 import pytest
 from conftest import CLASSES, make_image
 
-from vit.app import handlers, ui
+from vit.app import api, handlers, ui
+from vit.data.images import Decoded
 from vit.explain import methods as registry
 from vit.serve import model_set
+from vit.explain.errors import RequestError
 from vit.trust import Trust
 
 
@@ -21,7 +24,7 @@ def photo_value(tmp_path):
     """An upload as the page's events receive it (preprocess=False): Gradio's FileData record."""
     path = tmp_path / "photo.png"
     make_image(5, (64, 48)).save(path)
-    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+    return {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
 
 
 @pytest.mark.parametrize("layer, layers, expected", [(1, 4, 0), (4, 4, 3), (9, 4, 3), (0, 4, -1), (-3, 4, -1),
@@ -30,12 +33,13 @@ def test_the_page_counts_layers_from_one(layer, layers, expected):
     assert handlers.layer_index(layer, layers) == expected
 
 
-def test_a_method_is_the_models_own_or_its_default():
-    assert handlers.choose_method(("rise", "grad-cam"), "effnet", None) == "rise"
-    assert handlers.choose_method(("rise", "grad-cam"), "effnet", "") == "rise"
-    assert handlers.choose_method(("rise", "grad-cam"), "effnet", "grad-cam") == "grad-cam"
-    with pytest.raises(ValueError, match=r"unknown method 'rollout' for effnet; choose one of \['rise', 'grad-cam'\]"):
-        handlers.choose_method(("rise", "grad-cam"), "effnet", "rollout")
+def test_a_method_is_the_models_own_or_its_default(h):
+    p = h.models.get("effnet")
+    default, other = p.methods[0], p.methods[-1]
+    assert p.check(None, -1, "mean")[0] == p.check("", -1, "mean")[0] == default
+    assert p.check(other, -1, "mean")[0] == other
+    with pytest.raises(RequestError, match=rf"unknown method 'rollout' for effnet; choose one of \[{p.methods[0]!r}"):
+        p.check("rollout", -1, "mean")
 
 
 def test_the_default_model_has_attention_maps(h):
@@ -50,54 +54,81 @@ def test_the_default_model_has_attention_maps(h):
 ])
 def test_a_request_that_cannot_be_answered_says_why(h, tmp_path, model, method, head, message):
     with pytest.raises(gr.Error, match=message):
-        h.classify(photo_value(tmp_path), model, method, 1, head, 0.5, 0.9)
+        handlers.answers(h.view)(photo_value(tmp_path), model, method, 1, head, 0.5, 0.9)
+    endpoints = {f.__name__: f for f in api.api(h)}  # the API says the same, through the same one place
+    with pytest.raises(gr.Error, match=message):
+        if method is None:
+            endpoints["predict"](photo_value(tmp_path), model)
+        elif head == "mean":
+            endpoints["explain"](photo_value(tmp_path), model, method)
+        else:
+            endpoints["attention"](photo_value(tmp_path), model, method, 1, head)
+
+
+def test_a_decoded_photo_passes_through(h, tmp_path):
+    """The handler decodes the upload once (tests/test_methods.py counts it); the predictor uses that photo as it is."""
+    photo = handlers.decode(photo_value(tmp_path))
+    assert isinstance(photo, Decoded) and handlers.decode(photo) is photo and photo.name == "photo.png"
 
 
 def test_an_image_that_is_no_image_says_so(h, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     with pytest.raises(gr.Error, match="notes.png"):
-        h.classify({"path": str(bad), "meta": {"_type": "gradio.FileData"}}, "effnet", None, 1, "mean", 0.5, 0.9)
+        h.show({"path": str(bad), "meta": {"_type": "gradio.FileData"}}, "effnet", None, 1, "mean", 0.5, 0.9)
     with pytest.raises(gr.Error, match="a path on the server is not accepted"):
-        h.classify(str(bad), "effnet", None, 1, "mean", 0.5, 0.9)
+        h.show(str(bad), "effnet", None, 1, "mean", 0.5, 0.9)
+    with pytest.raises(gr.Error, match="notes.png"):
+        h.check_upload({"path": str(bad), "orig_name": bad.name, "meta": {"_type": "gradio.FileData"}})
 
 
-def test_classify_gives_what_the_page_shows(h, tmp_path):
-    probs, timing, overlay, faithful, curves, layers, patches, verdict, state = h.classify(
-        photo_value(tmp_path), "scratch_vit", "attention", 2, "head 1", 0.5, 0.9)
-    assert list(probs) == sorted(CLASSES, key=lambda c: -probs[c]) and "ms prediction" in timing
-    assert overlay.endswith(".png") and layers.endswith(".png") and patches.endswith(".png")
-    assert state[0] == "scratch_vit" and state[1].method == "attention"
-    assert "has no out-of-distribution gate" in verdict and "Unreliable" not in timing  # the tiny ones have none
-    assert h.show(None, "scratch_vit", "attention", 2, "mean", 0.5, 0.9) == (None, "", None, "", None, None, None, "",
-                                                                            None)
+def test_a_view_gives_what_the_page_shows(h, tmp_path):
+    v = h.view(photo_value(tmp_path), "scratch_vit", "attention", 2, "head 1", 0.5, 0.9)
+    assert list(v.label) == sorted(CLASSES, key=lambda c: -v.label[c]) and "ms prediction" in v.timing
+    assert v.overlay.endswith(".png") and v.layers.endswith(".png") and v.patches.endswith(".png")
+    assert v.shown.model == "scratch_vit" and v.shown.result.method == "attention"
+    assert "has no out-of-distribution gate" in v.verdict and "Unreliable" not in v.timing  # the tiny ones have none
+    assert h.show(None, "scratch_vit", "attention", 2, "mean", 0.5, 0.9) == handlers.CLEARED
+    assert all(value in (None, "") for name, value in vars(handlers.CLEARED).items() if name != "model")
+
+
+def test_an_answer_reaches_its_components_by_name_and_keep_leaves_them():
+    with gr.Blocks():
+        label, text = gr.Label(), gr.Markdown()
+    outputs = handlers.Outputs(label=label, timing=text)
+    assert outputs.of(handlers.View(timing="t")) == {text: "t"}
+    assert outputs.bind(lambda x: handlers.View(label={"a": x}, timing=""))(1.0) == {label: {"a": 1.0}, text: ""}
+    with pytest.raises(AssertionError, match="verdict"):
+        outputs.of(handlers.View(verdict="no component for me"))
 
 
 def test_the_button_shows_the_map_first_and_its_score_next(h, tmp_path):
     value = photo_value(tmp_path)
     # "attention" is the last model's method in the menu: effnet shows its default, unscored ...
-    probs, timing, overlay, faithful, curves, *_, state = h.show(value, "effnet", "attention", 1, "mean", 0.5, 0.9)
-    assert overlay.endswith(".png") and faithful == "" and curves is None
-    assert state[1].method == model_set.methods_of(h.models, "effnet")[0] and state[1].faithfulness is None
-    text, curves = h.score_view(state)  # ... and then scores that map, whatever the menus show by now
-    assert text.startswith("**Is the map faithful?**") and curves.endswith(".png")
-    full = h.classify(value, "effnet", None, 1, "mean", 0.5, 0.9)  # one call: both, the same score
-    assert full[3] == text and full[-1][1].probs == pytest.approx(state[1].probs, rel=1e-4, abs=1e-6)
+    v = h.show(value, "effnet", "attention", 1, "mean", 0.5, 0.9)
+    assert v.overlay.endswith(".png") and v.faithfulness == "" and v.curves is None
+    assert v.shown.result.method == model_set.methods_of(h.models, "effnet")[0] and v.shown.result.faithfulness is None
+    scored = h.score_view(v.shown)  # ... and then scores that map, whatever the menus show by now
+    assert scored.faithfulness.startswith("**Is the map faithful?**") and scored.curves.endswith(".png")
+    assert scored.overlay is handlers.KEEP and scored.label is handlers.KEEP  # the rest of the page stays
+    full = h.view(value, "effnet", None, 1, "mean", 0.5, 0.9)  # one call: both, the same score
+    assert full.faithfulness == scored.faithfulness
+    assert full.shown.result.probs == pytest.approx(v.shown.result.probs, rel=1e-4, abs=1e-6)
 
 
 def test_a_model_switch_shows_the_new_models_default_and_scores_that(h, tmp_path):
     value = photo_value(tmp_path)
-    *_, state = h.show(value, "scratch_vit", "attention", 2, "head 1", 0.5, 0.9)
-    assert state[1].method == "attention"
-    *_, state = h.show_default(value, "timm_vit", 0.5)  # the menu still said "attention"
+    shown = h.show(value, "scratch_vit", "attention", 2, "head 1", 0.5, 0.9).shown
+    assert shown.result.method == "attention"
+    shown = h.show_default(value, "timm_vit", 0.5).shown  # the menu still said "attention"
     default = model_set.methods_of(h.models, "timm_vit")[0]
-    assert state[1].method == default and state[2]["method"] == default
-    assert h.score_view(state)[0].startswith(f"**Is the map faithful?** ({registry.title(default)}")
-    assert h.score_view(None) == (gr.skip(), gr.skip())  # a new photo cleared the state: nothing to score
+    assert shown.result.method == default and shown.method == default
+    assert h.score_view(shown).faithfulness.startswith(f"**Is the map faithful?** ({registry.title(default)}")
+    assert h.score_view(None) == handlers.View()  # a new photo cleared the state: nothing to score
 
 
 def test_classify_endpoint_is_the_page_in_one_call(h, tmp_path):
-    classify = {f.__name__: f for f in handlers.api(h)}["classify"]
+    classify = {f.__name__: f for f in api.api(h)}["classify"]
     label, timing, overlay, faithful, curves, layers, patches, verdict = classify(photo_value(tmp_path), "effnet")
     assert label["label"] in CLASSES and faithful.startswith("**Is the map faithful?**") and layers is None
     assert all(f["path"].endswith(".png") for f in (overlay, curves, patches)) and "gate" in verdict
@@ -112,21 +143,21 @@ def _trust(monkeypatch, p, in_distribution: bool, prediction_set: list[str]) -> 
 
 def test_an_out_of_distribution_photo_is_said_first_and_its_guess_marked(h, tmp_path, monkeypatch):
     _trust(monkeypatch, h.models.get("effnet"), False, [])
-    probs, timing, *_, verdict, _ = h.classify(photo_value(tmp_path), "effnet", None, 1, "mean", 0.5, 0.9)
-    assert verdict.startswith(f"### ⚠️ This doesn't look like {ui.classes_text(CLASSES)}")
-    assert "1.500 > threshold 1.115" in verdict and "unreliable" in verdict
-    assert timing.startswith("⚠️ ***Unreliable:***") and set(probs) == set(CLASSES)  # the guess stays reachable
+    v = h.view(photo_value(tmp_path), "effnet", None, 1, "mean", 0.5, 0.9)
+    assert v.verdict.startswith(f"### ⚠️ This doesn't look like {ui.classes_text(CLASSES)}")
+    assert "1.500 > threshold 1.115" in v.verdict and "unreliable" in v.verdict
+    assert v.timing.startswith("⚠️ ***Unreliable:***") and set(v.label) == set(CLASSES)  # the guess stays reachable
 
 
 def test_an_unsure_photo_gets_its_prediction_set(h, tmp_path, monkeypatch):
     _trust(monkeypatch, h.models.get("effnet"), True, CLASSES[:2])
-    *_, verdict, _ = h.classify(photo_value(tmp_path), "effnet", None, 1, "mean", 0.5, 0.9)
+    verdict = h.view(photo_value(tmp_path), "effnet", None, 1, "mean", 0.5, 0.9).verdict
     assert verdict.startswith("✅") and f"**{CLASSES[0]} or {CLASSES[1]}** (90 % set" in verdict
 
 
 def test_the_api_records_carry_the_verdict(h, tmp_path, monkeypatch):
     """/predict's and /explain's records: the five fields; a null verdict for a model without a gate."""
-    endpoints = {f.__name__: f for f in handlers.api(h)}
+    endpoints = {f.__name__: f for f in api.api(h)}
     fields = {"in_distribution", "ood_score", "ood_threshold", "prediction_set", "temperature"}
     _, record = endpoints["predict"](photo_value(tmp_path), "scratch_vit")
     assert fields <= set(record) and record["in_distribution"] is None and record["ood_score"] is None
@@ -140,21 +171,21 @@ def test_the_api_records_carry_the_verdict(h, tmp_path, monkeypatch):
 
 def test_compare_answers_for_every_model_and_notes_a_method_it_lacks(h, tmp_path):
     out = h.compare(photo_value(tmp_path), "rollout", 0.9)
-    assert len(out) == 3 * len(h.models.ids)
-    texts = dict(zip(h.models.ids, out[1::3]))
+    assert len(out) == len(h.models.ids)
+    texts = dict(zip(h.models.ids, (a.text for a in out)))
     assert "does not apply" in texts["effnet"] and "does not apply" not in texts["scratch_vit"]
     assert all(t.startswith("ℹ️ **This model has no out-of-distribution gate**") for t in texts.values())
 
 
 def test_compare_says_each_models_verdict(h, tmp_path, monkeypatch):
     _trust(monkeypatch, h.models.get("effnet"), False, [])
-    texts = dict(zip(h.models.ids, h.compare(photo_value(tmp_path), "grad-cam", 0.9)[1::3]))
+    texts = dict(zip(h.models.ids, (a.text for a in h.compare(photo_value(tmp_path), "grad-cam", 0.9))))
     assert texts["effnet"].startswith("### ⚠️ This doesn't look like") and "Unreliable" in texts["effnet"]
     assert "no out-of-distribution gate" in texts["scratch_vit"]
 
 
 def test_the_endpoints_default_to_the_pages_model(h):
-    endpoints = {f.__name__: f for f in handlers.api(h)}
+    endpoints = {f.__name__: f for f in api.api(h)}
     assert list(endpoints) == ["predict", "explain", "attention", "methods", "classify"]
     for name in ("predict", "explain", "attention", "classify"):
         assert inspect.signature(endpoints[name]).parameters["model"].default == h.default

@@ -9,11 +9,12 @@ import re
 from functools import cache
 from pathlib import Path
 
+import vit
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "vit"
-# Bottom to top. A room imports rooms of lower layers only, and within its layer only the pairs below.
-LAYERS = [("vit.data",), ("vit.models",), ("vit.runtime",), ("vit.explain", "vit.trust", "vit.explore"),
-          ("vit.serve", "vit.train"), ("vit.bench",), ("vit.app",), ("app.py",)]
+# Bottom to top (vit.LAYERS, the package's own statement of its layers), then app.py.
+LAYERS = [tuple(f"vit.{name}" for name in layer) for layer in vit.LAYERS] + [("app.py",)]
 SIDEWAYS = {("vit.explore", "vit.trust")}  # the explorer's mistakes carry the gate's calibrated probability
 MAX_FLOORS, MAX_TOP_LEVEL, MAX_APP_LINES = 10, 8, 150
 EXEMPT_NAMES = {"__init__", "__main__", "cli"}  # may repeat across subpackages; not counted at the top level

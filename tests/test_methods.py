@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_image
 
-from vit.app import handlers
+from vit.app import api, handlers
 from vit.data.images import open_image
 from vit.explain import methods
 from vit.explain.maps import Heat
@@ -54,9 +54,9 @@ def test_a_method_registered_once_is_offered_by_the_api_and_the_menu(tiny_checkp
     try:
         models = model_set.ModelSet(tiny_checkpoints).load()
         h = handlers.Handlers(models, model_set.default_model(models))
-        listed = handlers.api(h)[3]()
+        listed = api.api(h)[3]()
         assert all("centre" in listed[i] for i in models.ids), listed
-        menu = h.on_model_change("effnet")[3]["choices"]
+        menu = h.on_model_change("effnet").method["choices"]
         assert ("Centre (toy)", "centre") in menu
         r = models.get("effnet").explain(make_image(2), "centre")
         assert r.method == "centre" and r.heat[1, 1] == 1
@@ -123,7 +123,7 @@ def test_explain_records_map_and_score_time(tiny_checkpoints, tmp_path):
     h = handlers.Handlers(models, model_set.default_model(models))
     path = tmp_path / "photo.png"
     make_image(8, (64, 48)).save(path)
-    _, record = handlers.api(h)[1]({"path": str(path), "meta": {"_type": "gradio.FileData"}}, "effnet", "")
+    _, record = api.api(h)[1]({"path": str(path), "meta": {"_type": "gradio.FileData"}}, "effnet", "")
     assert record["map_ms"] > 0 and record["score_ms"] > 0
     assert record["explain_ms"] == pytest.approx(record["map_ms"] + record["score_ms"], abs=0.02)
 
@@ -159,15 +159,15 @@ def test_the_pages_redraw_runs_no_model_and_a_view_seen_before_is_not_rescored(t
     make_image(9, (64, 48)).save(path)
     value = {"path": str(path), "meta": {"_type": "gradio.FileData"}}
     p = models.get("scratch_vit")
-    first = h.classify(value, "scratch_vit", "attention", 1, "mean", 0.5, 0.9)
+    first = h.view(value, "scratch_vit", "attention", 1, "mean", 0.5, 0.9)
     engine, p.engine = p.engine, Counting(p.engine, refuse=True)
     try:
         shown = h.redraw_map(value, "scratch_vit", "attention", 2, "max", 0.5, 0.9)  # new layer and head
-        assert shown[3] == "" and shown[-1][1].faithfulness is None  # unscored until score_view
-        assert h.score_view(first[-1])[0] == first[3]  # seen: no run
+        assert shown.faithfulness == "" and shown.shown.result.faithfulness is None  # unscored until score_view
+        assert h.score_view(first.shown).faithfulness == first.faithfulness  # seen: no run
     finally:
         p.engine = engine
-    assert h.score_view(shown[-1])[0].startswith("**Is the map faithful?**")
+    assert h.score_view(shown.shown).faithfulness.startswith("**Is the map faithful?**")
 
 
 def test_the_bench_times_a_full_explanation_a_redraw_and_a_method_switch(tiny_checkpoints):
@@ -194,4 +194,4 @@ def test_compare_all_decodes_the_photo_once_for_every_model(tiny_checkpoints, tm
     opened = []
     monkeypatch.setattr(handlers, "open_image", lambda source: opened.append(source) or open_image(source))
     outputs = h.compare({"path": str(path), "meta": {"_type": "gradio.FileData"}}, "rise", 0.9)
-    assert len(outputs) == 3 * len(models.ids) and opened == [str(path)]
+    assert len(outputs) == len(models.ids) and opened == [str(path)]

@@ -19,7 +19,7 @@ def predictors(tiny_checkpoints) -> dict[str, Predictor]:
 @pytest.mark.parametrize("family", ["scratch_vit", "timm_vit", "effnet"])
 def test_classify_and_every_method_give_the_same_probabilities(predictors, family):
     p, image = predictors[family], make_image(3, (150, 120))
-    plain = p.classify(image)
+    plain = p.answer(image)
     assert list(plain.probs) == sorted(plain.probs, key=lambda c: -plain.probs[c])
     for method in p.methods:
         r = p.explain(image, method)

@@ -54,10 +54,10 @@ def test_non_food_is_flagged_and_every_example_accepted(predictors, engine, name
     p = predictors[name]
     assert p.engine.name == engine
     for image in (astronaut(), stripes()):
-        t = p.classify(image).trust
+        t = p.answer(image).trust
         assert t.in_distribution is False and t.ood_score > t.ood_threshold, (name, engine, t)
     for photo in EXAMPLES:
-        r = p.classify(photo)
+        r = p.answer(photo)
         assert r.trust.in_distribution is True, (name, engine, photo.name, r.trust)
         assert r.trust.prediction_set[0] == r.top and set(r.trust.prediction_set) <= set(p.class_names)
 
@@ -66,7 +66,7 @@ def test_non_food_is_flagged_and_every_example_accepted(predictors, engine, name
 def test_the_verdict_is_the_same_on_both_engines(name):
     photos = [EXAMPLES[0], astronaut(), stripes()]
     results = {kind: [Predictor.from_checkpoint(ROOT / "checkpoints" / f"{name}.safetensors", engine=kind)
-                      .classify(photo).trust for photo in photos] for kind in ("torch", "onnxruntime")}
+                      .answer(photo).trust for photo in photos] for kind in ("torch", "onnxruntime")}
     for a, b in zip(results["torch"], results["onnxruntime"]):
         assert a.in_distribution == b.in_distribution and a.prediction_set == b.prediction_set
         assert a.ood_score == pytest.approx(b.ood_score, abs=1e-3)
@@ -74,7 +74,7 @@ def test_the_verdict_is_the_same_on_both_engines(name):
 
 def test_calibrated_probabilities_are_the_tempered_softmax():
     p = Predictor.from_checkpoint(ROOT / "checkpoints" / "effnet.safetensors", engine="torch")
-    r = p.classify(EXAMPLES[0])
+    r = p.answer(EXAMPLES[0])
     logits = torch.tensor([np.log(r.raw_probs[c]) for c in p.class_names])
     expected = (logits / r.trust.temperature).softmax(-1).tolist()
     assert [r.probs[c] for c in p.class_names] == pytest.approx(expected, abs=1e-5)
@@ -82,7 +82,7 @@ def test_calibrated_probabilities_are_the_tempered_softmax():
 
 
 def test_a_model_without_a_gate_is_served_and_says_so(tiny_checkpoints):
-    r = Predictor.from_checkpoint(tiny_checkpoints["scratch_vit"], engine="torch").classify(make_image(1))
+    r = Predictor.from_checkpoint(tiny_checkpoints["scratch_vit"], engine="torch").answer(make_image(1))
     assert r.trust.in_distribution is None and r.trust.ood_score is None and r.trust.prediction_set == []
     assert "no out-of-distribution gate" in r.trust.note
     assert r.probs == r.raw_probs
@@ -95,7 +95,7 @@ def test_a_damaged_gate_is_logged_and_the_model_served_without_it(tmp_path, capl
     meta["trust"]["threshold"] = "high"
     checkpoint.rewrite(path, meta, checkpoint.read_extra(path))
     p = Predictor.from_checkpoint(path, engine="torch")
-    r = p.classify(EXAMPLES[0])
+    r = p.answer(EXAMPLES[0])
     assert r.trust.in_distribution is None and "damaged" in r.trust.note and "threshold = 'high'" in r.trust.note
     assert str(path) in caplog.text and r.top in p.class_names
 
@@ -113,7 +113,7 @@ def test_vit_train_gives_a_two_class_checkpoint_its_own_gate_and_temperature(tmp
     gate = load_gate(factory.load(out, lazy=True))
     assert gate is not None and gate.fitted_on == {"train": 12, "val": 4, "data_dirs": [str(root)], "val_fraction": 0.25}
     assert gate.temperature > 0 and gate.temperature != 1.0
-    r = Predictor.from_checkpoint(out, engine="torch").classify(make_image(3))
+    r = Predictor.from_checkpoint(out, engine="torch").answer(make_image(3))
     assert r.trust.in_distribution is not None and set(r.trust.prediction_set) <= {"cats", "dogs"}
 
 
@@ -138,7 +138,7 @@ def test_calibrate_cli_fits_an_own_feature_gate_that_both_engines_agree_on(tmp_p
     gate = load_gate(factory.load(path, lazy=True))
     assert gate.features == "own" and gate.detector.k == 2 and gate.fitted_on["val"] == 3
     photos = [make_image(s, (120, 100)) for s in range(4)]
-    verdicts = {kind: [Predictor.from_checkpoint(path, engine=kind).classify(im).trust for im in photos]
+    verdicts = {kind: [Predictor.from_checkpoint(path, engine=kind).answer(im).trust for im in photos]
                 for kind in ("torch", "onnxruntime")}
     for a, b in zip(verdicts["torch"], verdicts["onnxruntime"]):
         assert a.in_distribution == b.in_distribution and a.ood_score == pytest.approx(b.ood_score, abs=1e-4)

@@ -8,7 +8,9 @@ import pytest
 from conftest import FAMILIES, ROOT, make_image
 from PIL import Image
 
-from vit.app import ui
+from vit.app import api, ui
+from vit.explain.rollout import head_choices, parse_head
+from vit.explain.errors import RequestError
 from vit.models import checkpoint
 from vit.serve import model_set, predictor
 
@@ -61,15 +63,15 @@ def test_model_card_counts_the_passes_of_a_repeated_epoch(models):
     assert "passes" not in ui.model_card(meta, "x", models.paths["scratch_vit"])
 
 
-@pytest.mark.parametrize("text, expected", [(None, "mean"), ("max", "max"), ("head 2", 1), (2, 1)])
-def test_parse_head(text, expected):
-    assert ui.parse_head(text, 2) == expected
+@pytest.mark.parametrize("text, expected", [(None, "mean"), ("max", "max"), ("head 2", 1), ("2", 1), (1, 1), (0, 0)])
+def test_parse_head_counts_from_one_on_screen_and_takes_a_parsed_index(text, expected):
+    assert parse_head(text, 2) == expected
 
 
-@pytest.mark.parametrize("text", ["head 3", "head 0", "nose"])
+@pytest.mark.parametrize("text", ["head 3", "head 0", "nose", 2, -1])
 def test_parse_head_rejects_what_the_model_lacks(text):
-    with pytest.raises(ValueError, match="head"):
-        ui.parse_head(text, 2)
+    with pytest.raises(RequestError, match="head"):
+        parse_head(text, 2)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -83,7 +85,7 @@ def test_overlays_and_grids_fit_the_models_view(models, family):
     mosaic = ui.render_layers(r)
     assert (mosaic is None) == (not models.has_attention(family))
     if models.has_attention(family):
-        assert ui.head_choices(p.num_heads) == ["mean", "max"] + [f"head {i + 1}" for i in range(p.num_heads)]
+        assert head_choices(p.num_heads) == ["mean", "max"] + [f"head {i + 1}" for i in range(p.num_heads)]
     assert model_set.methods_of(models, family) == p.methods  # known from the metadata before the model loads
 
 
@@ -108,7 +110,7 @@ def test_faithfulness_is_shown_and_recorded(models):
                      random_seeds=(7, 8))
     r = SimpleNamespace(faithfulness=f, method="grad-cam", top="pizza", probs={"pizza": 0.9, "sushi": 0.1},
                         latency_ms=1.234, explain_ms=5.0, map_ms=2.0, score_ms=3.0, grid=(7, 7))
-    assert ui.explain_record("effnet", r) == {
+    assert api.explain_record("effnet", r) == {
         "model": "effnet", "method": "grad-cam", "label": "pizza", "probs": {"pizza": 0.9, "sushi": 0.1},
         "deletion_auc": 0.111, "insertion_auc": 0.822, "random_deletion_auc": 0.333, "random_insertion_auc": 0.444,
         "steps": 1, "random_seeds": [7, 8], "latency_ms": 1.23, "explain_ms": 5.0,
@@ -119,12 +121,12 @@ def test_faithfulness_is_shown_and_recorded(models):
     assert "insertion AUC **0.822** vs 0.444 at random (higher is better)" in text
     p = models.get("effnet")
     scored = p.explain(make_image(4), "grad-cam", score=True)
-    assert ui.explain_record("effnet", scored)["steps"] == predictor.SCORE_STEPS
-    assert ui.explain_record("effnet", scored)["random_seeds"] == list(predictor.SCORE_SEEDS)
+    assert api.explain_record("effnet", scored)["steps"] == predictor.SCORE_STEPS
+    assert api.explain_record("effnet", scored)["random_seeds"] == list(predictor.SCORE_SEEDS)
     assert ui.curves_image(scored).size[0] > 300 and "deletion AUC" in ui.faithfulness_text(scored)
     unscored = p.explain(make_image(4), "grad-cam")
     assert ui.faithfulness_text(unscored) == "" and ui.curves_image(unscored) is None
-    assert ui.faithfulness_record(unscored)["insertion_auc"] is None
+    assert api.faithfulness_record(unscored)["insertion_auc"] is None
 
 
 def test_patch_grid_uses_the_models_patch_size(models):

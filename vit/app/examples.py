@@ -54,7 +54,6 @@ def true_class(path: Path, classes: list[str]) -> str | None:
 
 def check(checkpoints: list[Path], folder: Path = EXAMPLES) -> list[str]:
     """One Markdown row per example: its class by file name, then each model's top class and probability."""
-
     from vit.serve.predictor import Predictor  # lazy: seconds to import; `find` (the page's) needs none of it
 
     predictors = [Predictor.from_checkpoint(c) for c in checkpoints]
@@ -66,7 +65,7 @@ def check(checkpoints: list[Path], folder: Path = EXAMPLES) -> list[str]:
         with Image.open(path) as image:
             cells = []
             for p in predictors:
-                r = p.classify(image)
+                r = p.answer(image)
                 cells.append(f"{r.top} {r.probs[r.top]:.2f}" + (" ✗" if truth and r.top != truth else ""))
         rows.append(f"| `{path.name}` | {truth or '?'} | " + " | ".join(cells) + " |")
     return rows

@@ -15,6 +15,7 @@ from PIL import Image
 
 from vit import explain
 from vit.explain import methods as registry
+from vit.explain.rollout import parse_head
 from vit.models import families
 from vit.models.checkpoint import Preprocessing, describe_epochs, describe_init
 from vit.trust import reliability as rel
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 
 LAYER_DEFAULT = 4  # the layer an example's overlay shows (clipped to the model's last)
 DISPLAY_SIDE = 336  # overlays are drawn on the model's view, enlarged to this for the screen
-HEAD_REDUCTIONS = ("mean", "max")  # vit.explain.HEAD_REDUCTIONS
 
 
 def classes_text(names: list[str]) -> str:
@@ -171,24 +171,6 @@ def answer_text(p: "Predictor", r: "Result") -> str:
     return warning + latency_text(p, r)
 
 
-def trust_record(r: "Result") -> dict:
-    """The gate's fields of /predict, /explain and the MCP tools (null verdict and score without a gate)."""
-    t = getattr(r, "trust", None)
-    if t is None:
-        return {"in_distribution": None, "ood_score": None, "ood_threshold": None, "prediction_set": [],
-                "temperature": 1.0}
-    return {"in_distribution": t.in_distribution,
-            "ood_score": None if t.ood_score is None else round(t.ood_score, 4),
-            "ood_threshold": None if t.ood_threshold is None else round(t.ood_threshold, 4),
-            "prediction_set": list(t.prediction_set), "temperature": round(t.temperature, 4)}
-
-
-def predict_record(model_id: str, p: "Predictor", r: "Result") -> dict:
-    """What /predict returns beside the label (whose confidences are the calibrated probabilities)."""
-    return {"model": model_id, "latency_ms": round(r.latency_ms, 2), "device": device_text(),
-            "size_mb": round(p.ckpt.size_mb, 2), "num_params": p.meta.get("num_params"), **trust_record(r)}
-
-
 def device_text() -> str:
     return f"CPU, {torch.get_num_threads()} threads" if not torch.cuda.is_available() else torch.cuda.get_device_name()
 
@@ -205,77 +187,41 @@ def method_choices(methods: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def render_overlay(r: "Result", opacity: float = 0.5) -> Image.Image:
     """The result's map over the pixels the model saw, enlarged for the screen."""
-
     shown, _ = _display(r.view)
     return explain.colour_bar(explain.overlay(shown, r.heat, opacity))
 
 
-def faithfulness_record(r: "Result") -> dict:
-    """The map's deletion / insertion AUCs and the random bar's (None where not scored)."""
-    f = r.faithfulness
-    keys = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
-    return {k: (round(float(getattr(f, k)), 4) if f is not None else None) for k in keys}
-
-
 def faithfulness_text(r: "Result", title: str = "") -> str:
     """Markdown: how faithful the map is, against random orders of the same cells."""
-    f = faithfulness_record(r)
-    if f["deletion_auc"] is None:
+    f = r.faithfulness
+    if f is None:
         return ""
     return (f"**Is the map faithful?** ({registry.title(r.method)}{', ' + title if title else ''})  \n"
-            f"Blurring the hottest cells first: deletion AUC **{f['deletion_auc']:.3f}** vs "
-            f"{f['random_deletion_auc']:.3f} at random (lower is better).  \n"
-            f"Revealing them first: insertion AUC **{f['insertion_auc']:.3f}** vs "
-            f"{f['random_insertion_auc']:.3f} at random (higher is better).")
+            f"Blurring the hottest cells first: deletion AUC **{f.deletion_auc:.3f}** vs "
+            f"{f.random_deletion_auc:.3f} at random (lower is better).  \n"
+            f"Revealing them first: insertion AUC **{f.insertion_auc:.3f}** vs "
+            f"{f.random_insertion_auc:.3f} at random (higher is better).")
 
 
 def curves_image(r: "Result", title: str = "") -> Image.Image | None:
     """The deletion / insertion curves against random orders (None where not scored)."""
-
     return None if r.faithfulness is None else explain.curves_plot(r.faithfulness, title)
 
 
-def explain_record(model_id: str, r: "Result") -> dict:
-    """What /explain returns beside the overlay."""
-    scored = {"steps": r.faithfulness.steps, "random_seeds": list(r.faithfulness.random_seeds)} \
-        if r.faithfulness is not None else {}
-    return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
-            **scored, "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2),
-            "map_ms": round(r.map_ms, 2), "score_ms": round(r.score_ms, 2), "grid": list(r.grid),
-            **trust_record(r)}
-
-
 def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:
-    """Every layer's class-token attention at once (models with attention only)."""
-
+    """Every layer's class-token attention at once (models with attention only); `head` as the page's
+    menu says it (RequestError for a head the model lacks)."""
     if not r.maps:
         return None
+    head = parse_head(head, r.maps[0].shape[0])
     heats = [explain.cls_attention(m, r.grid, r.prefix, head) for m in r.maps]
     return explain.colour_bar(explain.layer_mosaic(r.view, heats, opacity))
 
 
 def render_patches(r: "Result") -> Image.Image:
     """The model's view cut into its patches (ViTs) or its map's cells (CNNs)."""
-
     shown, scale = _display(r.view)
     return explain.patch_grid(shown, max(1, round(r.cell_px * scale)))
-
-
-def parse_head(head: str | int | None, num_heads: int) -> int | str:
-    """'mean' / 'max' / 'head 2' / 2 -> what explain.head_select takes (heads count from 1 on screen)."""
-    if head is None or head in HEAD_REDUCTIONS:
-        return head or "mean"
-    try:
-        index = int(str(head).split()[-1])
-    except ValueError:
-        raise ValueError(f"unknown head {head!r}: use 'mean', 'max' or 'head 1' .. 'head {num_heads}'") from None
-    if not 1 <= index <= num_heads:
-        raise ValueError(f"head {index} does not exist: this model has heads 1 .. {num_heads}")
-    return index - 1
-
-
-def head_choices(num_heads: int) -> list[str]:
-    return list(HEAD_REDUCTIONS) + [f"head {i + 1}" for i in range(num_heads)]
 
 
 def comparison_rows(models: ModelSet, latency_p50: dict[str, float] | None = None) -> list[list]:
@@ -304,7 +250,6 @@ def comparison_rows(models: ModelSet, latency_p50: dict[str, float] | None = Non
 def reliability(models: ModelSet) -> tuple[Image.Image | None, str]:
     """The Compare models tab's reliability diagram (before / after temperature scaling, per model) and
     its caption, which names each model that has none and why (vit.trust.reliability)."""
-
     found, missing, runs = [], [], {}
     for i in models.ids:
         if i not in models.meta:

@@ -87,7 +87,6 @@ def bench_interaction(p: Predictor, runs: int = RUNS, image: Image.Image | None 
 def main(argv: list[str] | None = None) -> None:
     """python -m vit.bench.explanations CKPT... [--runs N]: bench_interaction per checkpoint, as a markdown
     table (and JSON with --json PATH); the machine's load average is printed: timings on a busy machine lie."""
-
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("checkpoints", nargs="+", type=Path)
     ap.add_argument("--runs", type=int, default=RUNS)

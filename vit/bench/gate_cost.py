@@ -1,6 +1,6 @@
 """The out-of-distribution gate's cost per request (issue 20): what `/predict` spends on the verdict.
 
-A served request is `Predictor.classify`: decode and prepare the photo, the model's timed forward
+A served request is `Predictor.answer`: decode and prepare the photo, the model's timed forward
 pass, then the gate (the shared ImageNet Lite0 backbone's pass, the kNN distance, the tempered
 softmax and the conformal set: `Result.trust_ms`). Per checkpoint, on the engine the app serves it
 with: the median of the whole call and of the gate's part, and the gate's share of the call.
@@ -26,8 +26,7 @@ def photo(side: int = 512, seed: int = 0) -> Image.Image:
 
 def bench_gate(path: str | Path, runs: int = 30, warmup: int = 5, engine: str | None = None) -> dict:
     """{engine, request_ms, forward_ms, gate_ms (medians), gate_share (median of per-call shares)} of
-    `Predictor.classify` on one checkpoint; {"gate": None} when the checkpoint has none."""
-
+    `Predictor.answer` on one checkpoint; {"gate": None} when the checkpoint has none."""
     if "trust" not in read_meta(path):
         return {"gate": None, "note": "this checkpoint has no out-of-distribution gate"}
     p = Predictor.from_checkpoint(path, engine=engine)
@@ -36,11 +35,11 @@ def bench_gate(path: str | Path, runs: int = 30, warmup: int = 5, engine: str | 
         return {"gate": None, "note": p.gate_note}
     image = photo()
     for _ in range(warmup):
-        p.classify(image)
+        p.answer(image)
     total, forward, gate = [], [], []
     for _ in range(runs):
         start = time.perf_counter()
-        r = p.classify(image)
+        r = p.answer(image)
         total.append((time.perf_counter() - start) * 1e3)
         forward.append(r.latency_ms)
         gate.append(r.trust_ms)

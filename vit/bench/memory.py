@@ -45,6 +45,6 @@ def rss_probe(path: str) -> dict:
     before = own_peak_rss_mb()
     predictor = Predictor.from_checkpoint(path)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8))
-    predictor.classify(image)
+    predictor.answer(image)
     predictor.explain(image)
     return {"import_mb": before, "serve_mb": own_peak_rss_mb()}

@@ -18,7 +18,6 @@ TIMM_BAR, ATTENTION_BAR = 1.05, 1.5
 def timm_reference(model: nn.Module) -> nn.Module:
     """timm's VisionTransformer (VisionTransformerDistilled for a DeiT config) with our model's config
     and weights: our parameter names are timm's, so the state dict loads strictly."""
-
     c = model.cfg
     cls = VisionTransformerDistilled if c.distilled else TimmViT
     ref = cls(img_size=c.image_size, patch_size=c.patch_size, in_chans=c.in_chans, num_classes=c.num_classes,

@@ -195,7 +195,7 @@ def _sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]]
             ("Full explanations (`/explain`: map, deletion and insertion curves, random bar; "
              "p50 of {runs} after one untimed)".format(runs=result["settings"].get("explain_runs", 0)),
              explanation_rows(result)),
-            ("Out-of-distribution gate (`/predict`: Predictor.classify, the shared Lite0 pass and the kNN verdict "
+            ("Out-of-distribution gate (`/predict`: Predictor.answer, the shared Lite0 pass and the kNN verdict "
              "after the model's own; bar: 10 % of the request)", gate_rows(result))]
 
 

@@ -172,7 +172,6 @@ def _load_rgb(path: Path, short_side: int | None) -> Image.Image:
 
 def download(variant: str, dest: str | Path) -> Path:
     """Fetch and unzip the course's `<variant>.zip` into `dest/<variant>` (needs internet)."""
-
     if variant not in VARIANTS:
         raise ValueError(f"unknown data set {variant!r}; choose one of {VARIANTS}")
     target = Path(dest) / variant
@@ -236,7 +235,6 @@ def _write_imagefolder(folder: Path, parts) -> None:
 
 def _require_host(url: str, name: str) -> None:
     """Fail in seconds when the data set's server is out of reach."""
-
     u = urlparse(url)
     try:
         socket.create_connection((u.hostname, u.port or (443 if u.scheme == "https" else 80)), timeout=3).close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
@@ -23,6 +24,14 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 class ImageError(ValueError):
     """An upload that is not a usable image; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A photo already opened by `open_image` (upright RGB, within MAX_SIDE), named as its sender named it:
+    what one request passes along, so that nothing decodes it twice."""
+    image: Image.Image
+    name: str = "the image"
 
 
 def describe_error(exc: BaseException, name: str = "the file") -> str:
@@ -40,8 +49,11 @@ def describe_error(exc: BaseException, name: str = "the file") -> str:
     return f"{name} could not be read as an image ({type(exc).__name__}: {exc})."
 
 
-def open_image(source: str | os.PathLike | bytes | Image.Image) -> Image.Image:
-    """Return an upright RGB image no larger than MAX_SIDE; raise ImageError with a clear message."""
+def open_image(source: str | os.PathLike | bytes | Image.Image | Decoded) -> Image.Image:
+    """Return an upright RGB image no larger than MAX_SIDE; raise ImageError with a clear message. A
+    `Decoded` photo is returned as it is."""
+    if isinstance(source, Decoded):
+        return source.image
     if source is None:
         raise ImageError("No image given: upload a photo, take one with the webcam, or click an example.")
     name = os.path.basename(str(source)) if isinstance(source, (str, os.PathLike)) else "the image"

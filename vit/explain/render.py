@@ -79,7 +79,6 @@ def layer_mosaic(image: Image.Image, heats: list[np.ndarray], alpha: float = 0.5
 def curves_plot(f: Faithfulness, title: str = "") -> Image.Image:
     """A small figure of the deletion and insertion curves against random orders, AUCs in the legend
     (matplotlib's Agg backend; the figure is closed before returning)."""
-
     fig = Figure(figsize=(4.8, 2.6), dpi=100)
     FigureCanvasAgg(fig)
     xs = np.linspace(0, 1, f.steps + 1)

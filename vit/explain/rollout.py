@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from vit.explain.errors import RequestError
+
 HEAD_REDUCTIONS = ("mean", "max")
 
 
@@ -53,3 +55,26 @@ def rollout_map(maps: list[torch.Tensor], grid: tuple[int, int], prefix: int, di
                 head: int | str = "mean") -> np.ndarray:
     """Rolled-out attention from the class token to the patches, as a (rows, cols) array."""
     return rollout(maps, discard_ratio, head)[0, prefix:].reshape(grid).numpy()
+
+
+def parse_head(head: str | int | None, num_heads: int) -> int | str:
+    """The page's and the API's head: 'mean' / 'max' / 'head 2' (heads count from 1 on screen), or an
+    index already parsed -> what `head_select` takes; RequestError for a head the model lacks."""
+    if isinstance(head, int) and not isinstance(head, bool):
+        if not 0 <= head < num_heads:
+            raise RequestError(f"head {head + 1} does not exist: this model has heads 1 .. {num_heads}")
+        return head
+    if head is None or head in HEAD_REDUCTIONS:
+        return head or "mean"
+    try:
+        index = int(str(head).split()[-1])
+    except ValueError:
+        raise RequestError(f"unknown head {head!r}: use 'mean', 'max' or 'head 1' .. 'head {num_heads}'") from None
+    if not 1 <= index <= num_heads:
+        raise RequestError(f"head {index} does not exist: this model has heads 1 .. {num_heads}")
+    return index - 1
+
+
+def head_choices(num_heads: int) -> list[str]:
+    """The head menu: the reductions, then every head counted from 1."""
+    return list(HEAD_REDUCTIONS) + [f"head {i + 1}" for i in range(num_heads)]

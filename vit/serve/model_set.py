@@ -4,7 +4,7 @@
 methods, the comparison table: no timm, no weights), then builds the models in a background thread
 (`start`), so the page is served while they load; `get(id)` waits for a model still loading. What a
 model offers (its methods, its attention geometry) is answered from its family before it loads.
-The folder comes from `--checkpoints`, $FOODVISION_CHECKPOINTS or ./checkpoints (`from_command_line`).
+The folder comes from `--checkpoints`, $FOODVISION_CHECKPOINTS or ./checkpoints (`parse_args`, `from_args`).
 """
 from __future__ import annotations
 
@@ -178,10 +178,10 @@ def parse_args(argv: list[str], doc: str | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def from_command_line(argv: list[str], doc: str | None = None) -> ModelSet:
-    """The model set of `--checkpoints DIR` in `argv` (else $FOODVISION_CHECKPOINTS, else ./checkpoints), with
-    the CPU speed-ups of $FOODVISION_OPTIMISE; read, not started. `doc`: the command's --help text."""
-    paths = checkpoint_paths(parse_args(argv, doc).checkpoints)
+def from_args(args: argparse.Namespace) -> ModelSet:
+    """The model set of the app's `--checkpoints DIR` (else $FOODVISION_CHECKPOINTS, else ./checkpoints), with
+    the CPU speed-ups of $FOODVISION_OPTIMISE; read, not started."""
+    paths = checkpoint_paths(args.checkpoints)
     return ModelSet(paths, optimisations(ids=list(paths)))
 
 
@@ -222,6 +222,10 @@ def geometry(models: ModelSet, i: str) -> tuple[int, int]:
         return models.models[i].num_layers, models.models[i].num_heads
     a = models.meta.get(i, {}).get("arch", {})
     return int(a.get("depth", 0)), int(a.get("num_heads", 0))
+
+
+def max_layers(models: ModelSet) -> int:
+    return max((geometry(models, i)[0] for i in models.ids if models.has_attention(i)), default=0)
 
 
 def max_heads(models: ModelSet) -> int:

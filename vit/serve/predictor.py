@@ -31,6 +31,8 @@ from vit import explain
 from vit.data.images import open_image
 from vit.data.preprocess import split_eval_transform
 from vit.explain import methods as registry
+from vit.explain.errors import RequestError
+from vit.explain.rollout import parse_head
 from vit.models import attention, families
 from vit.models.checkpoint import Checkpoint
 from vit.models.factory import load
@@ -280,11 +282,12 @@ class Predictor:
         return self._probs(probs), self._probs(raw), trust
 
     def predict(self, image) -> dict[str, float]:
-        return self.classify(image).probs
+        return self.answer(image).probs
 
-    def classify(self, image) -> Result:
-        """Calibrated probabilities and the gate's verdict (`Result.trust`) from one plain (fast-path)
-        forward pass (plus, for a shared gate, the backbone's), and its latency."""
+    def answer(self, image) -> Result:
+        """The answer without a map (what /predict returns): calibrated probabilities and the gate's verdict
+        (`Result.trust`) from one plain (fast-path) forward pass (plus, for a shared gate, the backbone's),
+        and its latency."""
         photo, view, x = self._prepare(image)
         engine = self.engine  # one engine for the whole request, even if it is upgraded meanwhile
         start = time.perf_counter()
@@ -313,13 +316,15 @@ class Predictor:
         Nothing is run twice for one photo (keyed by its content hash, vit.serve.cache; bounded LRUs beside the
         model, never on it): the timed pass is reused by every later method, layer, head and discard; a map
         and its score are kept per (photo, method, the parameters it uses), so going back to a view costs
-        no model run, and the score's random bar is shared by every method of the photo."""
-        method = method or self.methods[0]
-        if method not in self.methods:
-            raise ValueError(f"unknown method {method!r} for {self.id}; choose one of {list(self.methods)}")
+        no model run, and the score's random bar is shared by every method of the photo.
+
+        The request is checked here, once, before any model runs: an unknown method, a layer or head the
+        model lacks raise RequestError; an unreadable image ImageError. `head`: "mean", "max", "head N" (from
+        1, as on the page) or an index from 0; `layer`: an index from 0, negative from the last."""
+        method, layer, head = self.check(method, layer, head)
         photo, view, x = self._prepare(image)
         key, engine = content_key(photo), self.engine  # one engine for the whole request, even if upgraded meanwhile
-        result, logits = self._answer(key, engine, photo, view, x, gate_features)
+        result, logits = self._timed_pass(key, engine, photo, view, x, gate_features)
         result.method = method
         target = self.class_names.index(result.top)
         m = registry.get(method)
@@ -341,7 +346,18 @@ class Predictor:
         result.explain_ms = result.map_ms + result.score_ms
         return result
 
-    def _answer(self, key: str, engine: engines.Engine, photo: Image.Image, view: Image.Image, x: torch.Tensor,
+    def check(self, method: str | None, layer: int, head: int | str) -> tuple[str, int, int | str]:
+        """(method, layer, head) as the maps take them, or RequestError naming what the model has."""
+        method = method or self.methods[0]
+        if method not in self.methods:
+            raise RequestError(f"unknown method {method!r} for {self.id}; choose one of {list(self.methods)}")
+        if not self.spec.attention:
+            return method, layer, "mean"
+        if not -self.num_layers <= int(layer) < self.num_layers:
+            raise RequestError(f"layer {int(layer) + 1} does not exist: this model has layers 1 .. {self.num_layers}")
+        return method, int(layer), parse_head(head, self.num_heads)
+
+    def _timed_pass(self, key: str, engine: engines.Engine, photo: Image.Image, view: Image.Image, x: torch.Tensor,
                 gate_features: torch.Tensor | None) -> tuple[Result, torch.Tensor]:
         """Probabilities and verdict from the timed pass (for a ViT with every layer's attention), made once
         per photo and engine: a new method, layer, head or discard on the same photo reuses it."""

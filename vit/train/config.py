@@ -121,7 +121,6 @@ def build_parser(doc: str | None = None) -> argparse.ArgumentParser:
 
 def _comment(name: str) -> str:
     """The field's comment in TrainConfig's source, as --help text (one place to document a field)."""
-
     for line in inspect.getsource(TrainConfig).splitlines():
         if line.strip().startswith(name + ":") and "#" in line:
             return line.split("#", 1)[1].strip().replace("%", "%%")

@@ -141,7 +141,6 @@ class WithTokens(nn.Module):
 
 def make_imitation(student: nn.Module, teacher: Teacher) -> FeatureImitation:
     """The imitation head for our ViT `student` and a teacher with timm's `forward_intermediates`."""
-
     if not isinstance(student, VisionTransformer) or not hasattr(teacher.model, "forward_intermediates"):
         raise ValueError("--feature-distill needs a scratch ViT student and a teacher with feature maps "
                          "(timm's forward_intermediates), e.g. the EfficientNet")

@@ -40,7 +40,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, is_pretrained: Callable[[
     """AdamW over timm's weight-decay groups (none on biases, norms, tokens, position embedding), each
     split once more so pretrained weights train at backbone_lr_scale times the LR ("lr_scale",
     which timm's schedulers honour)."""
-
     skip = set(getattr(model, "no_weight_decay", lambda: ())()) | {"cls_token", "dist_token", "pos_embed"}
     name_of = {id(p): n for n, p in model.named_parameters()}
     groups = []
@@ -55,7 +54,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, is_pretrained: Callable[[
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, updates_per_epoch: int):
     """Linear warm-up from min_lr over warmup_epochs, then a cosine to min_lr at the last update."""
-
     warmup = round(cfg.warmup_epochs * updates_per_epoch)
     total = cfg.epochs * updates_per_epoch
     return CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=cfg.min_lr, warmup_t=warmup,

@@ -65,7 +65,6 @@ _BACKBONE_CACHE: dict[str, torch.Tensor] = {}  # photo path -> its features: one
 
 def backbone_features(images: list, batch_size: int = 32) -> torch.Tensor:
     """(N, 1280) ImageNet Lite0 features of photo paths or PIL images, prepared as a request is."""
-
     net = backbone.get("torch")
     todo = [im for im in images if not isinstance(im, (str, Path)) or str(im) not in _BACKBONE_CACHE]
     done = [net.images([open_image(im) for im in todo[i:i + batch_size]]) for i in range(0, len(todo), batch_size)]
@@ -86,7 +85,6 @@ def samples(ckpt: Checkpoint, data_dirs: list[str | os.PathLike] | None = None,
             val_fraction: float | None = None) -> tuple[list, list, dict]:
     """The checkpoint's training and validation photos (vit.data.datasets.Sample): its recipe's data dirs and
     split unless told; and where they came from."""
-
     recipe = ckpt.meta.get("recipe", {})
     dirs = [Path(d) for d in (data_dirs or recipe.get("data_dirs") or [])]
     if not dirs:

@@ -87,7 +87,6 @@ NAMES: list[str] = []  # the non-food image names of the current run (for `misse
 def evaluate(path: str, data_dirs: list[str] | None, test_dir: Path, nonfood: list,
              nonfood_lite0: torch.Tensor) -> dict:
     """One checkpoint: detectors on its own and on the shared ImageNet features, and its stored gate."""
-
     ckpt = factory.load(path)
     gate = load_gate(ckpt)
     train_s, val_s, where = samples(ckpt, data_dirs)
