@@ -65,3 +65,13 @@ def test_the_readme_is_short_and_links_every_doc():
 
 def test_the_readme_tells_how_to_run_the_fast_tests():
     assert 'pytest -m "not slow"' in README
+
+
+def test_the_package_table_is_generated_from_the_modules_docstrings(tmp_path):
+    """docs/package.md lists every module of vit, with its docstring's first sentence; a module added or
+    described anew makes the committed table stale."""
+    from vit.bench.readme import package_block
+    block = DOCS["package.md"].split("<!-- package:start -->\n")[1].split("\n<!-- package:end -->")[0]
+    assert block == package_block()
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "vit").rglob("*.py") if p.name != "__main__.py"}
+    assert {row.split("`")[1] for row in block.splitlines()[2:]} == modules

@@ -4,7 +4,8 @@
     python -m vit.bench.readme --performance    # ... and docs/performance.md (runs vit.bench, minutes)
     python -m vit.bench.readme --faithfulness   # ... and docs/explanations.md's table, from checkpoints/faithfulness.json
     python -m vit.bench.readme --print          # prints instead of rewriting
-    (always: docs/trust.md's tables, from checkpoints/ood.json, the saved `python -m vit.trust.ood` run)
+    (always: docs/trust.md's tables, from checkpoints/ood.json, the saved `python -m vit.trust.ood` run, and
+    docs/package.md's module table, from the modules' own docstrings)
 
 Each block lies between `<!-- name:start -->` and `<!-- name:end -->` in the file `BLOCK_FILES` names.
 
@@ -15,6 +16,7 @@ The Performance block is `python -m vit.bench --markdown` plus `scripts/cold_sta
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import logging
 import re
@@ -25,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vit import bench
+import vit
+from vit.bench.cli import Settings, run
+from vit.bench.machine import machine_info
 from vit.bench.report import performance_markdown
 from vit.explain.cli import markdown
 from vit.models import families
@@ -37,18 +41,18 @@ from vit.serve.predictor import time_forward
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
-               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md"}
+               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md"}
 
 
 def machine() -> str:
     """CPU model, cores, torch threads and version: where a timing was taken."""
-    m = bench.machine_info()
+    m = machine_info()
     return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads"
 
 
 def performance_block(runs: int = 30) -> str:
     """The benchmark's Markdown, then the app's cold start measured by scripts/cold_start.py."""
-    text = performance_markdown(bench.run(checkpoint_paths(), bench.Settings(runs=runs)))
+    text = performance_markdown(run(checkpoint_paths(), Settings(runs=runs)))
     runs_ = {}
     for name, extra in (("exports", []), ("fresh", ["--without-exports"])):
         done = subprocess.run([sys.executable, str(ROOT / "scripts" / "cold_start.py"), "--json", *extra],
@@ -143,7 +147,6 @@ FAITHFULNESS = ROOT / "checkpoints" / "faithfulness.json"
 def faithfulness_block(path: Path = FAITHFULNESS) -> str:
     """`python -m vit.explain --json`'s saved output (checkpoints/faithfulness.json) as its Markdown
     table, with the run's size and commands under it."""
-
     run = json.loads(path.read_text())
     commands = "; ".join(f"`{c}`" for c in run.get("commands", []))
     text = (markdown(run["results"]) + f"\n\n{run['images']} photos of `{run['data_dir']}/{run['split']}`, "
@@ -212,6 +215,32 @@ def _detector(run: dict, features: str, detector: str, params: dict) -> dict:
     return found["report"] if found else {"auroc": float("nan"), "fpr95": float("nan")}
 
 
+def summary(path: Path) -> str:
+    """A module's docstring, first sentence ("et al.", "e.g.", "Sec.", "Fig.", "Eq." do not end one), on one line."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    paragraph = " ".join(doc.split("\n\n")[0].split())
+    return re.split(r"(?<!et al)(?<!e\.g)(?<!Sec)(?<!Fig)(?<!Eq)\.(?:\s|$)", paragraph, maxsplit=1)[0].rstrip(".") + ("." if paragraph else "")
+
+
+def package_block(root: Path = ROOT) -> str:
+    """docs/package.md's table: every module of `vit`, layer by layer (vit.LAYERS), each with the first sentence
+    of its docstring and, for a command-line tool, its command."""
+    lines = ["| layer | module | what it holds |", "|---|---|---|",
+             f"| | `vit/__init__.py` | {summary(root / 'vit' / '__init__.py')} |"]
+    for n, layer in enumerate(vit.LAYERS, start=1):
+        for name in layer:
+            folder = root / "vit" / name
+            paths = sorted(folder.glob("*.py")) if folder.is_dir() else sorted(root.glob(f"vit/{name}.py"))
+            for path in paths:
+                if path.name == "__main__.py":
+                    continue
+                module = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+                command = (f" `python -m {module.removesuffix('.cli')}`" if path.stem == "cli"
+                           else f" `python -m {module}`" if '__name__ == "__main__"' in path.read_text() else "")
+                lines.append(f"| {n} | `{path.relative_to(root)}` | {summary(path)}{command} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vit.bench.readme", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -223,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     results = results_block(args.runs)
-    blocks = {"models": models_block(results), "results": results, "trust": trust_block()}
+    blocks = {"models": models_block(results), "results": results, "trust": trust_block(), "package": package_block()}
     if args.performance:
         blocks["performance"] = performance_block(args.runs)
     if args.faithfulness:
