@@ -119,6 +119,22 @@ def test_regenerating_every_block_from_the_records_changes_nothing(tmp_path):
     assert {p.name: p.read_text() for p in sorted((tmp_path / "docs").glob("*.md"))} == DOCS
 
 
+def test_the_api_examples_figures_are_the_committed_checkpoints():
+    """The README's /predict example shows what the app returns for its model today (ui.predict_record):
+    the file's size, its parameters, its gate's threshold and temperature, at the example's precision."""
+    from vit.models.checkpoint import read_meta
+    example = README.split("### API", 1)[1].split("```", 2)[1]
+    model = re.search(r'"model": "(\w+)"', example).group(1)
+    path = ROOT / "checkpoints" / f"{model}.safetensors"
+    meta = read_meta(path)
+    actual = {"size_mb": path.stat().st_size / 1e6, "num_params": meta["num_params"],
+              "ood_threshold": meta["trust"]["threshold"], "temperature": meta["trust"]["temperature"]}
+    for key, value in actual.items():
+        shown = re.search(rf'"{key}": ([0-9.]+)', example).group(1)
+        places = len(shown.split(".")[1]) if "." in shown else 0
+        assert float(shown) == round(value, places), (key, shown, value)
+
+
 def test_the_limits_are_the_codes():
     """docs/limits.md is written by hand: each figure in it is the constant the code enforces."""
     import ast
