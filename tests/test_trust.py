@@ -54,6 +54,8 @@ def test_the_ece_a_calibrated_model_shows_by_chance_shrinks_with_more_photos():
     large, _ = synthetic(7500)
     few, many = calibration.ece_by_chance(small.softmax(-1), draws=400), calibration.ece_by_chance(large.softmax(-1), draws=50)
     assert few["p95"] > few["median"] > 4 * many["median"] > 0  # ~1/sqrt(N): 75 photos cannot show an ECE near 0
+    draws = calibration.chance_draws(small.softmax(-1), draws=400)  # the same draws (scripts/calibration_on_test.py)
+    assert draws.shape == (400,) and float(draws.quantile(0.95)) == pytest.approx(few["p95"])
     assert calibration.ece_by_chance(torch.tensor([[1.0, 0.0]] * 20)) == {"median": 0.0, "p95": 0.0, "draws": 2000}
     logits, labels = synthetic(75)  # labels drawn from the probabilities: calibrated, yet ECE > 0 on 75 photos
     assert 0 < calibration.ece(logits.softmax(-1), labels) < few["p95"]
