@@ -45,7 +45,7 @@ def run(url: str, work):
 
 def test_tools_are_listed_with_typed_docstrings(mcp_url):
     tools = {t.name: t for t in run(mcp_url, lambda s: s.list_tools()).tools}
-    assert {"predict", "attention", "methods"} <= set(tools)
+    assert {"predict", "explain", "attention", "methods"} <= set(tools)
     predict = tools["predict"]
     assert predict.description.startswith("Classify a food photo")
     props = predict.inputSchema["properties"]
@@ -65,7 +65,30 @@ def test_classify_tool_gives_the_label(mcp_url):
     assert info["model"] == "effnet" and info["latency_ms"] > 0
 
 
-def test_explain_tool_gives_an_overlay_image(mcp_url):
+def test_explain_tool_gives_the_overlay_and_the_maps_own_score(mcp_url, app_checkpoints):
+    """The README's `explain` tool, end to end: the model's default map as a PNG the app serves, and the
+    record /explain gives, whose label and deletion / insertion scores are this photo's (the same
+    Predictor run here, from scratch, agrees)."""
+    from vit.data.images import open_image
+    from vit.serve.predictor import Predictor
+
+    async def work(session):
+        return await session.call_tool("explain", {"image": photo_data_url(), "model": "scratch_vit", "method": ""})
+    result = run(mcp_url, work)
+    assert not result.isError, result.content
+    overlay, record = ast.literal_eval(next(c.text for c in result.content if c.type == "text"))
+    png = httpx.get(overlay["url"], timeout=30)
+    assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+    p = Predictor.from_checkpoint(app_checkpoints / "scratch_vit.safetensors", engine="torch")
+    local = p.explain(open_image(base64.b64decode(photo_data_url().split(",", 1)[1])), score=True)
+    assert record["model"] == "scratch_vit" and record["method"] == p.methods[0] and record["label"] == local.top
+    assert (record["steps"], record["random_seeds"]) == (local.faithfulness.steps, list(local.faithfulness.random_seeds))
+    for key in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc"):
+        assert record[key] == pytest.approx(getattr(local.faithfulness, key), abs=1e-3), key
+    assert set(record["probs"]) == set(CLASSES) and "in_distribution" in record
+
+
+def test_attention_tool_gives_an_overlay_image(mcp_url):
     """Gradio 6.31's MCP server returns a tool with several outputs as one text (gradio/mcp.py,
     `_execute_tool_without_progress` returns `[result]`), so the overlay comes as a URL the app serves."""
     async def work(session):

@@ -69,6 +69,7 @@ def test_controls_and_needs_come_from_the_registry():
     assert methods.uses("attention", methods.LAYER) and not methods.uses("rise", methods.LAYER)
     assert methods.uses("rollout", methods.DISCARD) and methods.first_using(methods.LAYER) == "attention"
     assert methods.get("attention").redraws and not methods.get("chefer").redraws
+    assert [m for m in methods.ids() if not methods.get(m).targeted] == ["attention", "rollout"]  # no class
     with pytest.raises(ValueError, match="unknown explanation method 'nope'"):
         methods.get("nope")
 

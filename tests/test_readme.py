@@ -1,4 +1,5 @@
 import json
+import math
 import re
 from pathlib import Path
 
@@ -9,6 +10,12 @@ from vit.bench.readme import BLOCK_FILES, replace_block
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 DOCS = {p.name: p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}
+HAND_WRITTEN = {"limits"}  # docs/limits.md: marked, written by hand, checked against the code below
+
+
+def block(text: str, name: str) -> str:
+    """What lies between `<!-- name:start -->` and `<!-- name:end -->`."""
+    return text.split(f"<!-- {name}:start -->\n")[1].split(f"\n<!-- {name}:end -->")[0]
 
 
 def test_replace_block_swaps_only_the_marked_text():
@@ -65,6 +72,86 @@ def test_the_readme_is_short_and_links_every_doc():
 
 def test_the_readme_tells_how_to_run_the_fast_tests():
     assert 'pytest -m "not slow"' in README
+
+
+def test_every_marked_block_is_generated_and_checked_here():
+    """Every `<!-- name:start -->` block of the README and docs/ is one that vit.bench.readme writes (each
+    regenerated from its record and compared by a test below), or the hand-written limits."""
+    marked = {name: path for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+              for name in re.findall(r"^<!-- (\w+):start -->$", path.read_text(), re.M)}
+    assert set(marked) == set(BLOCK_FILES) | HAND_WRITTEN
+    assert all(marked[name] == path for name, path in BLOCK_FILES.items())
+
+
+def test_the_models_and_results_tables_are_generated_from_the_checkpoints_and_the_saved_latency():
+    """docs/results.md's block: the committed checkpoints' metadata and checkpoints/latency.json (the latency
+    column, as `python -m vit.bench.readme` last measured it); the README's models table is its first table."""
+    from vit.bench.readme import LATENCY, models_block, results_block
+    latency = json.loads(LATENCY.read_text())
+    results = block(DOCS["results.md"], "results")
+    assert results == results_block(latency)
+    assert block(README, "models") == models_block(results)
+    assert f"measured by `python -m vit.bench.readme` on {latency['machine']}." in results
+
+
+def test_the_performance_block_is_generated_from_the_saved_benchmark():
+    """docs/performance.md's block: checkpoints/bench.json, the benchmark and cold start that `python -m
+    vit.bench.readme --performance` last ran, figure for figure."""
+    from vit.bench.readme import BENCH, performance_block
+    record = json.loads(BENCH.read_text())
+    text = block(DOCS["performance.md"], "performance")
+    assert text == performance_block(record)
+    g = record["bench"]["gate"]["effnet"]
+    assert f"| {g['request_ms']:.1f} | {g['forward_ms']:.1f} | {g['gate_ms']:.1f} | {g['gate_share']:.0%} |" in text
+    assert f"a warm `/predict` request then takes {record['cold_start']['exports']['warm_request_s'] * 1e3:.0f} ms" in text
+
+
+def test_regenerating_every_block_from_the_records_changes_nothing(tmp_path):
+    """`python -m vit.bench.readme --from-records` (measuring nothing) on a copy of the README and docs/ gives
+    them back byte for byte: every committed block is what its record makes."""
+    import shutil
+
+    from vit.bench import readme
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    assert readme.main(["--from-records", "--root", str(tmp_path)]) == 0
+    assert (tmp_path / "README.md").read_text() == README
+    assert {p.name: p.read_text() for p in sorted((tmp_path / "docs").glob("*.md"))} == DOCS
+
+
+def test_the_api_examples_figures_are_the_committed_checkpoints():
+    """The README's /predict example shows what the app returns for its model today (api.predict_record):
+    the file's size, its parameters, its gate's threshold and temperature, at the example's precision."""
+    from vit.models.checkpoint import read_meta
+    example = README.split("### API", 1)[1].split("```", 2)[1]
+    model = re.search(r'"model": "(\w+)"', example).group(1)
+    path = ROOT / "checkpoints" / f"{model}.safetensors"
+    meta = read_meta(path)
+    actual = {"size_mb": path.stat().st_size / 1e6, "num_params": meta["num_params"],
+              "ood_threshold": meta["trust"]["threshold"], "temperature": meta["trust"]["temperature"]}
+    for key, value in actual.items():
+        shown = re.search(rf'"{key}": ([0-9.]+)', example).group(1)
+        places = len(shown.split(".")[1]) if "." in shown else 0
+        assert float(shown) == round(value, places), (key, shown, value)
+
+
+def test_the_limits_are_the_codes():
+    """docs/limits.md is written by hand: each figure in it is the constant the code enforces."""
+    import ast
+
+    from vit.app.gradio_io import RESULT_TTL_S
+    from vit.data.images import MAX_PIXELS, MAX_SIDE, MIN_SIDE
+    app = {t.id: ast.literal_eval(node.value) for node in ast.parse((ROOT / "app.py").read_text()).body
+           if isinstance(node, ast.Assign) for t in node.targets
+           if isinstance(t, ast.Name) and t.id in ("QUEUE", "MAX_FILE_SIZE")}  # read, not imported: no models load
+    text = " ".join(block(DOCS["limits.md"], "limits").split())  # one line: the Markdown wraps anywhere
+    side = f"{math.isqrt(MAX_PIXELS):,}".replace(",", " ")
+    assert f"up to {MAX_PIXELS // 10**6} megapixels ({side} × {side})" in text
+    assert f"shrunk to fit {MAX_SIDE} px" in text and f"Images under {MIN_SIDE} px" in text
+    assert f"**Upload size:** {app['MAX_FILE_SIZE'][:-2]} MB (`max_file_size=\"{app['MAX_FILE_SIZE']}\"`)" in text
+    assert f"computes {app['QUEUE']['default_concurrency_limit']} requests at a time" in text
+    assert f"with up to {app['QUEUE']['max_size']} waiting" in text
+    assert RESULT_TTL_S == 3600 and "kept in Gradio's cache for an hour" in text
 
 
 def test_the_package_table_is_generated_from_the_modules_docstrings(tmp_path):

@@ -3,14 +3,21 @@ and the gate's record in a checkpoint (a corrupt one is a clear message, never a
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
+from conftest import CLASSES, tiny_checkpoint
+from PIL import Image
+from probes import probe_vit
 
+from vit.data.datasets import split_train_val, train_samples
 from vit.models import checkpoint, factory
-from vit.trust import GateError, calibration, conformal, load_gate
+from vit.models.features import extract
+from vit.trust import GateError, calibration, conformal, fit, load_gate
 from vit.trust.detectors import KNN, Energy, Mahalanobis, auroc, fpr_at_tpr, threshold_at_tpr
-from vit.trust.gate import Gate
+from vit.trust.gate import OWN, Gate
 
 
 def synthetic(n: int, classes: int = 3, temperature: float = 1.0, seed: int = 0):
@@ -47,6 +54,8 @@ def test_the_ece_a_calibrated_model_shows_by_chance_shrinks_with_more_photos():
     large, _ = synthetic(7500)
     few, many = calibration.ece_by_chance(small.softmax(-1), draws=400), calibration.ece_by_chance(large.softmax(-1), draws=50)
     assert few["p95"] > few["median"] > 4 * many["median"] > 0  # ~1/sqrt(N): 75 photos cannot show an ECE near 0
+    draws = calibration.chance_draws(small.softmax(-1), draws=400)  # the same draws (scripts/calibration_on_test.py)
+    assert draws.shape == (400,) and float(draws.quantile(0.95)) == pytest.approx(few["p95"])
     assert calibration.ece_by_chance(torch.tensor([[1.0, 0.0]] * 20)) == {"median": 0.0, "p95": 0.0, "draws": 2000}
     logits, labels = synthetic(75)  # labels drawn from the probabilities: calibrated, yet ECE > 0 on 75 photos
     assert 0 < calibration.ece(logits.softmax(-1), labels) < few["p95"]
@@ -201,3 +210,65 @@ def test_a_missing_or_poisoned_bank_is_named(tmp_path, tiny_checkpoints):
     with pytest.raises(GateError, match="NaN or infinite"):
         load_gate(factory.load(path, lazy=True))
     assert json.loads(json.dumps(meta["trust"]))["conformal"]["qhat"] == 0.6
+
+
+# ---------------------------------------------------------------- fitting a gate on the split it claims
+
+@pytest.fixture(scope="module")
+def probe_data(tmp_path_factory):
+    """A checkpoint whose logits read one patch's colour (probes.probe_vit's weights in the tiny ViT's
+    first block, its second block zero: an identity), and a train/ folder of 90 photos showing their
+    class's colour there, one in five filed under another class: a model that is right 70-80 % of
+    the time and sure of itself, so its temperature is far from 1."""
+    root = tmp_path_factory.mktemp("gatefit")
+    tiny = factory.load(tiny_checkpoint(root / "tiny.safetensors", "scratch_vit"))
+    probe = probe_vit(gain=20.0).state_dict()
+    tiny.model.load_state_dict({k: probe.get(k, torch.zeros_like(v)) for k, v in tiny.model.state_dict().items()})
+    path = checkpoint.save(root / "probe.safetensors", tiny.model, tiny.meta)
+    rng = np.random.default_rng(0)
+    for i in range(90):
+        shown = i % 3
+        a = rng.integers(0, 120, (36, 36, 3), dtype=np.uint8)
+        a[8:20, 16:28, shown] = rng.integers(130, 255)  # the patch the probe reads, after resize and crop
+        label = shown if i % 5 else (shown + 1) % 3
+        (root / "data" / "train" / CLASSES[label]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(root / "data" / "train" / CLASSES[label] / f"p{i}.png")
+    return path, root / "data"
+
+
+def validation_pass(ckpt, data_dir, fraction: float):
+    """The trainer's validation photos of `data_dir` (its hash split, recomputed here) through the model:
+    logits, the model's own penultimate features, labels."""
+    _, val = split_train_val(train_samples([data_dir])[0], fraction)
+    return extract(ckpt.model, val, ckpt.meta["preprocessing"])
+
+
+@pytest.mark.parametrize("tpr", [0.8, fit.TPR])
+def test_the_gate_is_fitted_on_the_validation_photos(probe_data, tpr):
+    """vit.trust.fit's contract, checked on the photos themselves: the threshold is the smallest that
+    accepts `tpr` of the VALIDATION photos (one fitted on the training photos, or scaled, is not), T
+    minimises their NLL, and q-hat is the ceil((n + 1)(1 - alpha))-th smallest of their scores under the
+    CALIBRATED probabilities softmax(logits / T) (not the raw ones)."""
+    path, data_dir = probe_data
+    ckpt = factory.load(path)
+    gate = fit.fit_gate(ckpt, [data_dir], features=OWN, k=3, tpr=tpr, val_fraction=0.3)
+    logits, features, labels = validation_pass(ckpt, data_dir, 0.3)
+    n = len(labels)
+    assert gate.fitted_on == {"train": 90 - n, "val": n, "val_fraction": 0.3, "data_dirs": [str(data_dir)]}
+
+    scores = gate.detector.score(features, logits)
+    accepted = float((scores <= gate.threshold).float().mean())
+    assert accepted == pytest.approx(math.ceil(tpr * n) / n) and accepted == pytest.approx(gate.measured["val_accepted"])
+    assert float((scores < gate.threshold).float().mean()) < tpr  # no smaller threshold accepts as many
+
+    t = gate.temperature
+    assert abs(math.log(t)) > 0.5, t  # far from 1: raw and calibrated probabilities differ
+    at = [calibration.nll(logits, labels, t * f) for f in (1 / 1.05, 1.0, 1.05)]
+    assert at[1] < min(at[0], at[2])
+
+    cal = 1 - (logits.double() / t).softmax(-1)[torch.arange(n), labels]  # LAC scores of the true classes
+    rank = math.ceil((n + 1) * (1 - gate.conformal.alpha))
+    assert gate.conformal.n_calibration == n and rank <= n
+    assert gate.conformal.qhat == pytest.approx(float(cal.sort().values[rank - 1]), abs=1e-6)
+    covered = gate.conformal.sets((logits / t).softmax(-1))[torch.arange(n), labels].float().mean()
+    assert covered >= 1 - gate.conformal.alpha

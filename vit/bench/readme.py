@@ -1,17 +1,19 @@
 """Regenerate the measured sections of the README and docs/ from the project's own files, never by hand.
 
-    python -m vit.bench.readme                  # rewrites the models table (README.md) and docs/results.md in place
-    python -m vit.bench.readme --performance    # ... and docs/performance.md (runs vit.bench, minutes)
+    python -m vit.bench.readme                  # measures the latency column, saves it, rewrites the blocks
+    python -m vit.bench.readme --performance    # ... and first runs vit.bench and the cold start (minutes), saved
     python -m vit.bench.readme --faithfulness   # ... and docs/explanations.md's table, from checkpoints/faithfulness.json
-    python -m vit.bench.readme --print          # prints instead of rewriting
-    (always: docs/trust.md's tables, from checkpoints/ood.json, the saved `python -m vit.trust.ood` run, and
-    docs/package.md's module table, from the modules' own docstrings)
+    python -m vit.bench.readme --from-records   # measures nothing: every block from its saved record
+    python -m vit.bench.readme --print          # prints instead of rewriting (and saves nothing)
 
-Each block lies between `<!-- name:start -->` and `<!-- name:end -->` in the file `BLOCK_FILES` names.
-
-The Results block comes from the committed checkpoints' metadata (accuracy, data, recipe) plus a
-latency measured here and now (median of warm batch-size-1 forward passes), naming this machine.
-The Performance block is `python -m vit.bench --markdown` plus `scripts/cold_start.py`.
+Each block lies between `<!-- name:start -->` and `<!-- name:end -->` in the file `BLOCK_FILES` names,
+and is written from a committed record alone, so that tests/test_readme.py regenerates every block and
+compares: the models table (README.md) and docs/results.md from the checkpoints' metadata (accuracy,
+data, recipe) and `LATENCY` (the median of warm batch-size-1 forward passes, naming the machine);
+docs/performance.md from `BENCH` (`python -m vit.bench`'s result plus `scripts/cold_start.py`'s);
+docs/trust.md from checkpoints/ood.json (`python -m vit.trust.ood`); docs/explanations.md's table from
+checkpoints/faithfulness.json (`python -m vit.explain`); docs/package.md's module table from the modules'
+own docstrings.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import logging
 import re
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -50,17 +53,41 @@ def machine() -> str:
     return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} with {m['torch_threads']} threads"
 
 
-def performance_block(runs: int = 30) -> str:
-    """The benchmark's Markdown, then the app's cold start measured by scripts/cold_start.py."""
-    text = performance_markdown(run(checkpoint_paths(), Settings(runs=runs)))
-    runs_ = {}
+LATENCY = ROOT / "checkpoints" / "latency.json"  # the results block's latency column, as last measured
+BENCH = ROOT / "checkpoints" / "bench.json"  # the performance block's benchmark and cold start, as last measured
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def save_record(path: Path, record: dict) -> Path:
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return path
+
+
+def measure_performance(runs: int = 30) -> dict:
+    """The performance block's record: `vit.bench.run` on the served checkpoints, then the app's cold start
+    measured by scripts/cold_start.py, with and without the ONNX exports on disk."""
+    record = {"command": f"python -m vit.bench.readme --performance --runs {runs}", "created": now(),
+              "bench": run(checkpoint_paths(), Settings(runs=runs)), "cold_start": {}}
     for name, extra in (("exports", []), ("fresh", ["--without-exports"])):
         done = subprocess.run([sys.executable, str(ROOT / "scripts" / "cold_start.py"), "--json", *extra],
                               capture_output=True, text=True, cwd=ROOT, timeout=900)
         if done.returncode:
-            return text + f"\n\nCold start: `scripts/cold_start.py {' '.join(extra)}` failed ({done.stderr.strip()[-300:]})."
-        runs_[name] = json.loads(done.stdout.strip().splitlines()[-1])
-    c, f = runs_["exports"], runs_["fresh"]
+            record["cold_start"] = {"error": f"`scripts/cold_start.py {' '.join(extra)}` failed "
+                                             f"({done.stderr.strip()[-300:]})"}
+            break
+        record["cold_start"][name] = json.loads(done.stdout.strip().splitlines()[-1])
+    return record
+
+
+def performance_block(record: dict) -> str:
+    """The benchmark's Markdown, then the app's cold start, from `measure_performance`'s record."""
+    text = performance_markdown(record["bench"])
+    if "error" in record["cold_start"]:
+        return text + f"\n\nCold start: {record['cold_start']['error']}."
+    c, f = record["cold_start"]["exports"], record["cold_start"]["fresh"]
     return text + (f"\n\n**Cold start** (`python scripts/cold_start.py`, same machine, {c['model']} asked for): "
                    f"the server answers {c['server_up_s']:.1f} s after `python app.py` starts ({c['server_up_ratio']:.2f} x "
                    f"the floor, `python -c \"import gradio, torch\"`: {c['floor_s']:.1f} s in the same run) and serves its "
@@ -75,18 +102,33 @@ def performance_block(runs: int = 30) -> str:
                    f"exports that every later launch starts from.")
 
 
-def results_block(runs: int = 30) -> str:
-    rows, classes_rows, curves = [], [], []
+def measure_latency(runs: int = 30) -> dict:
+    """The results block's latency record: each served checkpoint's median of `runs` warm forward passes at
+    batch size 1, here and now, and the machine."""
+    p50 = {}
     for family, path in checkpoint_paths().items():
         try:
             ckpt = load(path)
+        except CheckpointError:
+            continue
+        size = ckpt.preprocessing.image_size
+        p50[family] = float(np.median(time_forward(ckpt.model, torch.zeros(1, 3, size, size), runs=runs, warmup=5)))
+    return {"command": f"python -m vit.bench.readme --runs {runs}", "created": now(), "machine": machine(),
+            "runs": runs, "p50_ms": p50}
+
+
+def results_block(latency: dict) -> str:
+    """The models and their figures: the checkpoints' own metadata, and `latency` (`measure_latency`'s record)."""
+    rows, classes_rows, curves = [], [], []
+    for family, path in checkpoint_paths().items():
+        try:
+            ckpt = load(path, lazy=True)
         except CheckpointError as e:
             rows.append(f"| {family} | missing: {e} | | | | | | |")
             continue
         m, r, title = ckpt.meta, ckpt.meta["recipe"], families.get(ckpt.family).title
         test, val = m["metrics"]["test"], m["metrics"].get("val", {})
-        size = ckpt.preprocessing.image_size
-        p50 = float(np.median(time_forward(ckpt.model, torch.zeros(1, 3, size, size), runs=runs, warmup=5)))
+        p50 = f"{latency['p50_ms'][family]:.1f}" if family in latency["p50_ms"] else "not measured"
         init = describe_init(m["init"]) if m["init"].get("weights") == "checkpoint" else \
             m["init"]["weights"] + (f" ({m['init']['source'].split(':')[0]})" if m["init"].get("source") else "")
         data = f"{r['n_train']} train + {r['n_val']} val photos"
@@ -94,7 +136,7 @@ def results_block(runs: int = 30) -> str:
             data += f"; distilled from {families.get(r['distillation']['teacher_family']).title}"
         rows.append(f"| {title} | {init} | {data} | {describe_epochs(r, short=True)} (best: {r['selected_epoch']}) "
                     f"| **{test['accuracy']:.1%}** ({round(test['accuracy'] * test['n_images'])}/{test['n_images']}) "
-                    f"| {m['num_params'] / 1e6:.2f} M | {ckpt.size_mb:.1f} | {p50:.1f} |")
+                    f"| {m['num_params'] / 1e6:.2f} M | {ckpt.size_mb:.1f} | {p50} |")
         per_class = " / ".join(f"{v:.0%}" for v in test["per_class_accuracy"].values())
         classes_rows.append(f"| {title} | {per_class} | {val.get('accuracy', float('nan')):.1%} "
                             f"| {test['loss']:.3f} | `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` |")
@@ -110,8 +152,8 @@ def results_block(runs: int = 30) -> str:
         *classes_rows,
         "",
         f"Test split: `pizza_steak_sushi/test` (75 photos), never used for training or model selection. "
-        f"CPU p50: median of {runs} warm forward passes at batch size 1, measured by `python -m vit.bench.readme` on "
-        f"{machine()}.",
+        f"CPU p50: median of {latency['runs']} warm forward passes at batch size 1, measured by "
+        f"`python -m vit.bench.readme` on {latency['machine']}.",
         "",
         *curves,
     ])
@@ -147,6 +189,7 @@ FAITHFULNESS = ROOT / "checkpoints" / "faithfulness.json"
 def faithfulness_block(path: Path = FAITHFULNESS) -> str:
     """`python -m vit.explain --json`'s saved output (checkpoints/faithfulness.json) as its Markdown
     table, with the run's size and commands under it."""
+
     run = json.loads(path.read_text())
     commands = "; ".join(f"`{c}`" for c in run.get("commands", []))
     text = (markdown(run["results"]) + f"\n\n{run['images']} photos of `{run['data_dir']}/{run['split']}`, "
@@ -246,16 +289,26 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default=str(ROOT), help="the folder holding README.md and docs/ (default: this clone)")
     p.add_argument("--runs", type=int, default=30, help="timed forward passes per model")
-    p.add_argument("--performance", action="store_true", help="also run the benchmark for the Performance block")
+    p.add_argument("--performance", action="store_true",
+                   help=f"first run the benchmark and the cold start, saved in {BENCH.name} (minutes)")
     p.add_argument("--faithfulness", action="store_true", help=f"also the explanations table, from {FAITHFULNESS.name}")
+    p.add_argument("--from-records", action="store_true",
+                   help=f"measure nothing: every block from its saved record ({LATENCY.name}, {BENCH.name}, ...)")
     p.add_argument("--print", action="store_true", help="print the blocks instead of rewriting the README")
     args = p.parse_args(argv)
+    if args.from_records and args.performance:
+        p.error("--from-records measures nothing: drop --performance")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    results = results_block(args.runs)
-    blocks = {"models": models_block(results), "results": results, "trust": trust_block(), "package": package_block()}
-    if args.performance:
-        blocks["performance"] = performance_block(args.runs)
-    if args.faithfulness:
+    latency = json.loads(LATENCY.read_text()) if args.from_records else measure_latency(args.runs)
+    performance = measure_performance(args.runs) if args.performance else json.loads(BENCH.read_text())
+    if not args.print:  # a new measurement is kept beside the blocks written from it
+        for path, record, measured in ((LATENCY, latency, not args.from_records), (BENCH, performance, args.performance)):
+            if measured:
+                print(f"saved {save_record(path, record)}")
+    results = results_block(latency)
+    blocks = {"models": models_block(results), "results": results, "trust": trust_block(),
+              "performance": performance_block(performance), "package": package_block()}
+    if args.faithfulness or args.from_records:
         blocks["faithfulness"] = faithfulness_block()
     if args.print:
         print("\n\n".join(blocks.values()))

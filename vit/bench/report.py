@@ -28,7 +28,7 @@ def machine_line(result: dict) -> str:
             f"{', onnxruntime ' + m['onnxruntime'] if m.get('onnxruntime') else ''}, "
             f"Python {m['python']}. Matmul floor: {result['floor']['matmul_gflops_per_s']:.0f} GFLOP/s "
             f"({result['floor']['how']}).")
-    if m["load_avg_start"] > max(0.5, 0.1 * m["cores"]):
+    if m.get("load_avg_start", 0.0) > max(0.5, 0.1 * m["cores"]):  # absent from a record read back from its table
         line += (f" **Other work was running** (load average {m['load_avg_start']:.1f} at the start, "
                  f"{m.get('load_avg_end', float('nan')):.1f} at the end): the figures are noisy; the best-run "
                  "ratios are the least disturbed.")

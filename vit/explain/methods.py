@@ -2,9 +2,10 @@
 
 Each `Method` says its id (the API's), its title (the page's menu), what it needs (attention maps,
 a ViT's token grid, a backward pass, batched perturbed passes), which of the page's controls apply
-(layer, head, discard) and its function. Which models a method applies to follows from what it needs
-and what a model family can give (`vit.models.families.Family.attention` / `.gradients`); no module outside
-this one compares or lists method ids. A new method is one `register(Method(...))` call:
+(layer, head, discard), whether its map is of the class it is asked for (`targeted`) and its
+function. Which models a method applies to follows from what it needs and what a model family can
+give (`vit.models.families.Family.attention` / `.gradients`); no module outside this one compares or
+lists method ids. A new method is one `register(Method(...))` call:
 
     register(Method("saliency", "Saliency", my_fn, needs=frozenset({BACKWARD})))
 
@@ -46,6 +47,7 @@ class Method:
     needs: frozenset[str] = field(default_factory=frozenset)  # of ATTENTION, TOKENS, BACKWARD, PERTURBED
     controls: tuple[str, ...] = ()  # of CONTROLS: the page shows these for this method
     cite: str = ""  # the paper
+    targeted: bool = True  # the map is of the class `compute` is given (False: one map whatever the class)
 
     def applies_to(self, family: "Family") -> bool:
         """Can a model of `family` give what this method needs?"""
@@ -133,9 +135,9 @@ def _register_builtin() -> None:
     """The methods we ship, in the menu's order after a model's default."""
     for method in (
         Method("attention", "Attention: one layer", maps.attention_heat, frozenset({ATTENTION}), (LAYER, HEAD),
-               "Dosovitskiy et al. 2021, Fig. 6"),
+               "Dosovitskiy et al. 2021, Fig. 6", targeted=False),
         Method("rollout", "Attention rollout", maps.rollout_heat, frozenset({ATTENTION}), (HEAD, DISCARD),
-               "Abnar & Zuidema 2020"),
+               "Abnar & Zuidema 2020", targeted=False),
         Method("chefer", "Chefer relevance", lambda i: maps.chefer(i.model, i.x, i.target),
                frozenset({ATTENTION, BACKWARD}), cite="Chefer, Gur & Wolf 2021"),
         Method("lrp", "LRP (conservative relevance)", lambda i: maps.lrp(i.model, i.x, i.target),

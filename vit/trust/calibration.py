@@ -75,14 +75,19 @@ def ece_by_chance(probs: torch.Tensor, bins: int = ECE_BINS, draws: int = 2000, 
     is drawn correct with its own confidence, and the ECE of every draw is taken. On a few dozen
     photos that is far from 0, so an observed ECE below the 95th percentile is no evidence of
     miscalibration. {"median", "p95"} of the draws."""
+    q = chance_draws(probs, bins, draws, seed).quantile(torch.tensor([0.5, 0.95], dtype=torch.float64))
+    return {"median": float(q[0]), "p95": float(q[1]), "draws": draws}
+
+
+def chance_draws(probs: torch.Tensor, bins: int = ECE_BINS, draws: int = 2000, seed: int = 0) -> torch.Tensor:
+    """`ece_by_chance`'s draws, (draws,) float64: the ECE of each resampling (say, the share under a bar)."""
     conf = probs.double().max(1).values
     g = torch.Generator().manual_seed(seed)
     values = []
     for _ in range(draws):
         correct = torch.rand(conf.shape, generator=g, dtype=torch.float64) < conf
         values.append(_ece_of(conf, correct.double(), bins))
-    q = torch.tensor(values, dtype=torch.float64).quantile(torch.tensor([0.5, 0.95], dtype=torch.float64))
-    return {"median": float(q[0]), "p95": float(q[1]), "draws": draws}
+    return torch.tensor(values, dtype=torch.float64)
 
 
 def ece_interval(probs: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS, draws: int = 2000,
