@@ -131,7 +131,7 @@ def running_app(app_checkpoints):
 
     os.environ["FOODVISION_CHECKPOINTS"] = str(app_checkpoints)
     app = importlib.import_module("app")
-    app.demo.launch(prevent_thread_lock=True, quiet=True, server_port=None, max_file_size=app.MAX_FILE_SIZE)
+    app.demo.launch(prevent_thread_lock=True, quiet=True, server_port=None, **app.LAUNCH)  # the page's words and style
     yield app, app.demo.local_url
     app.demo.close()
 

@@ -1,5 +1,6 @@
 """The app launched in-process and driven through its named API endpoints with gradio_client; and
 `python app.py --checkpoints DIR` on a folder holding one two-class model trained here."""
+import json
 import os
 import re
 import subprocess
@@ -239,7 +240,8 @@ def test_any_checkpoint_folder_is_served(two_class_dir, photo):
                 time.sleep(0.5)
         else:
             pytest.fail("app.py did not start:\n" + log.read_text())
-        header = next(c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "header")
+        marker = next(c["props"]["value"] for c in config["components"] if c["props"].get("elem_id") == "header")
+        header = config["i18n_translations"]["en"][json.loads(marker.removeprefix("__i18n__"))["key"]]  # as shown
         assert "**apple_pie or waffles** with 1 model " in header
         radio = next(c for c in config["components"] if c["props"].get("elem_id") == "model-radio")
         assert [choice[1] for choice in radio["props"]["choices"]] == ["desserts"]

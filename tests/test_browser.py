@@ -17,7 +17,11 @@ import pytest
 from conftest import CLASSES, FAMILIES
 from PIL import Image, ImageDraw
 
-from vit.explain.methods import title as method_title  # the menu's titles: the registry's
+from vit.app import i18n
+from vit.explain.methods import ids
+from vit.explain.methods import (
+    title as method_title,  # the menu's titles: the registry's
+)
 
 pytestmark = pytest.mark.slow  # Chromium on the running app
 
@@ -333,8 +337,9 @@ BOX = """sel => { const el = document.querySelector(sel); if (!el) return null;
 
 @pytest.mark.parametrize("width", [1400, 390])
 def test_the_page_reads_top_to_bottom(browser, running_app, food_photo, shots, width):
-    """Photo and model, then the answer and its explanation, then Compare all, all above the examples;
-    every picture whole at a desktop and at a phone width. Saves page-1400.png and page-390.png."""
+    """Photo, then its examples, then the model and the buttons; the answer and its explanation, then Compare
+    all; every picture whole at a desktop and at a phone width. Saves page-1400.png and page-390.png.
+    (Issue 32 moved the examples from the page's end to right under the photo.)"""
     app, url = running_app
     context = browser.new_context(viewport={"width": width, "height": 900})
     page = context.new_page()
@@ -351,12 +356,149 @@ def test_the_page_reads_top_to_bottom(browser, running_app, food_photo, shots, w
             return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }""", arg=len(FAMILIES))
         page.evaluate("() => window.scrollTo(0, 0)")
         box = {name: page.evaluate(BOX, sel) for name, sel in [
-            ("photo", "#image-input"), ("answer", "#prediction"), ("overlay", "#overlay"),
+            ("photo", "#image-input"), ("answer", "#prediction"), ("overlay", "#overlay"), ("radio", "#model-radio"),
             ("compare", "#compare-row"), ("layers", "#layers"), ("patches", "#patches"), ("examples", "#examples")]}
+        assert box["photo"]["bottom"] <= box["examples"]["top"] < box["radio"]["top"], box  # the examples follow it
         assert box["photo"]["top"] <= box["answer"]["top"] <= box["overlay"]["top"] < box["compare"]["top"], box
-        assert box["compare"]["bottom"] < box["examples"]["top"], box  # no scrolling past the examples
         assert not [name for name, b in box.items() if b and not b["whole"] and name != "examples"], box  # thumbnails crop
         assert_no_error(page, f"at {width} px")
         save_shot(page, shots, f"page-{width}", full_page=True)
     finally:
         context.close()
+
+
+# Issue 32: the first minute of a visitor.
+
+# JavaScript: {name: [top, bottom] in the viewport (null: not shown)}, the scroll, and whether the page is wider
+# than the window (a horizontal scroll bar)
+VIEWPORT = """sels => ({boxes: Object.fromEntries(Object.entries(sels).map(([name, sel]) => {
+        const e = document.querySelector(sel); const r = e?.getBoundingClientRect();
+        return [name, r && r.width > 0 ? [Math.round(r.top), Math.round(r.bottom)] : null]; })),
+    scrollY: window.scrollY, wider: document.documentElement.scrollWidth > window.innerWidth})"""
+FIRST_SCREEN = {"gallery": "#examples .gallery", "classify": "#classify-btn", "photo": "#image-input",
+                "radio": "#model-radio", "prediction": "#prediction", "overlay": "#overlay img", "curves": "#curves",
+                "layers": "#layers", "patches": "#patches"}
+
+
+def open_page(browser, url: str, width: int, height: int, locale: str = "en-US"):
+    context = browser.new_context(viewport={"width": width, "height": height}, locale=locale)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.locator("#classify-btn").wait_for()
+    page.wait_for_function("() => document.documentElement.lang !== ''")  # Gradio has chosen the language
+    return context, page
+
+
+def click_example(page, index: int) -> None:
+    """Click an example of the gallery shown (#examples in English, #examples-ja in Japanese) and wait for its
+    answer: the prediction, the map and the faithfulness line."""
+    page.locator("[id^=examples] img >> visible=true").nth(index).click()
+    expect(page.locator("#prediction [data-testid=label-output-value]")).to_have_count(1)
+    page.wait_for_function(OVERLAY_LOADED, arg="")
+    expect(page.locator("#faithfulness")).to_contain_text("AUC")  # its figures (in a <details>)
+
+
+def test_the_examples_and_the_button_are_in_sight_at_1400_by_900(browser, running_app, shots, js_errors):
+    """On first load the example gallery and the Classify button are inside the window, and no empty answer box
+    is drawn; a click on an example shows its answer and map without scrolling, and moves nothing the visitor
+    was looking at."""
+    _, url = running_app
+    context, page = open_page(browser, url, 1400, 900)
+    try:
+        before = page.evaluate(VIEWPORT, FIRST_SCREEN)
+        b = before["boxes"]
+        assert b["gallery"] and b["gallery"][1] <= 900 and b["classify"][1] <= 900, before
+        assert [n for n in ("prediction", "overlay", "curves", "layers", "patches") if b[n]] == [], before  # no empty box
+        print(f"\nat 1400 x 900: gallery {b['gallery']}, Classify {b['classify']} (top, bottom px)")
+        click_example(page, 3)
+        after = page.evaluate(VIEWPORT, FIRST_SCREEN)
+        a = after["boxes"]
+        assert after["scrollY"] == 0 and a["prediction"][1] <= 900 and a["overlay"][1] <= 900, after
+        assert all(a[n] == b[n] for n in ("gallery", "classify", "photo", "radio")), (before, after)  # nothing moved
+        print(f"after an example: prediction {a['prediction']}, map {a['overlay']}")
+        assert_clean(page, js_errors, "after an example at 1400 x 900")
+        save_shot(page, shots, "first-screen-1400")
+    finally:
+        context.close()
+
+
+def test_a_phone_gets_the_examples_after_the_photo_and_no_sideways_scroll(browser, running_app, food_photo, shots):
+    """At 390 x 844 the examples follow the photo, and the page never scrolls sideways: on load, after an
+    example, after Classify."""
+    app, url = running_app
+    context, page = open_page(browser, url, 390, 844)
+    try:
+        boxes = {n: page.evaluate(BOX, s) for n, s in (("photo", "#image-input"), ("examples", "#examples"),
+                                                        ("radio", "#model-radio"))}
+        assert boxes["photo"]["bottom"] <= boxes["examples"]["top"] < boxes["radio"]["top"], boxes
+        assert not page.evaluate(VIEWPORT, FIRST_SCREEN)["wider"], "a horizontal scroll bar on load"
+        click_example(page, 0)
+        assert not page.evaluate(VIEWPORT, FIRST_SCREEN)["wider"], "a horizontal scroll bar after an example"
+        upload(page, food_photo)
+        classify(page, app, app.DEFAULT)
+        assert not page.evaluate(VIEWPORT, FIRST_SCREEN)["wider"], "a horizontal scroll bar after Classify"
+        save_shot(page, shots, "phone-390", full_page=True)
+    finally:
+        context.close()
+
+
+# JavaScript: the page's own text as a visitor reads it, every <details> opened (Gradio's footer left out; its
+# toasts in); and Latin words that are names or units (not counted as English on a Japanese page)
+PAGE_TEXT = """() => { document.querySelectorAll('details').forEach(d => d.open = true);
+    const root = document.querySelector('.gradio-container'), footer = root.querySelector('footer');
+    const toasts = [...document.querySelectorAll('[data-testid=toast-body]')].map(t => t.innerText).join('\\n');
+    return root.innerText.replace(footer ? footer.innerText : '', '') + '\\n' + toasts; }"""
+UNITS = {"ms", "MB", "px", "M", "AUC", "CPU", "JPEG", "PNG", "WebP", "PyPI", "ImageNet", "ViT", "FoodVision", "DeiT",
+         "CNN", "Vision", "Transformer", "VisionTransformer", "timm", "Dosovitskiy", "English"}
+JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]")
+
+
+def letters(text: str, names: set[str]) -> tuple[int, int, int]:
+    """(Japanese characters, Latin letters of words that are not names, Latin letters of names and ids)."""
+    latin = re.findall(r"[A-Za-z][A-Za-z0-9_\-]*", text)
+    named = [w for w in latin if w in names or re.search(r"[\d_]", w)]
+    return len(JAPANESE.findall(text)), sum(len(w) for w in latin if w not in named), sum(len(w) for w in named)
+
+
+def page_words(page, app) -> tuple[str, set[str]]:
+    names = UNITS | {w for t in app.MODELS.titles.values() for w in re.findall(r"[A-Za-z][\w\-]*", t)}
+    names |= {w for m in ids() for w in re.findall(r"[A-Za-z][\w\-]*", i18n.method_title(m, "ja"))} | set(ids())
+    return page.evaluate(PAGE_TEXT), names
+
+
+def visit(browser, url: str, app, locale: str, tmp_path: Path) -> str:
+    """A visitor in `locale`: an example's answer, the model card open, then a corrupt upload; the page's text."""
+    context, page = open_page(browser, url, 1400, 900, locale)
+    try:
+        click_example(page, 1)
+        expect(page.locator("#model-card")).to_be_visible()
+        (tmp_path / "notes.jpg").write_text("shopping list: flour, tomatoes, mozzarella\n")
+        upload(page, tmp_path / "notes.jpg")
+        page.locator("#classify-btn").click()
+        expect(page.locator(ERROR_TOAST).first).to_be_visible()
+        expect(page.locator(ERROR_TOAST).first).to_contain_text("notes.jpg")
+        return page_words(page, app)
+    finally:
+        context.close()
+
+
+def test_a_japanese_browser_gets_a_japanese_page(browser, running_app, shots, tmp_path):
+    """ja-JP: at least 70 % of the letters of the page's own text (headings, labels, buttons, model card,
+    verdict, answer and faithfulness lines, the error for a corrupt upload) are Japanese, names and units aside;
+    an en-US browser gets none (the 🌐 link's "日本語" aside). Each language's example answers come from its own
+    cache: the English visitor, after the Japanese one, gets English."""
+    app, url = running_app
+    text, names = visit(browser, url, app, "ja-JP", tmp_path)
+    ja, english, named = letters(text, names)
+    share = ja / (ja + english)
+    other = sorted({w for w in re.findall(r"[A-Za-z][A-Za-z0-9_\-]*", text) if w not in names and not re.search(r"[\d_]", w)})
+    print(f"\nja-JP: {ja} Japanese characters, {english} Latin letters of other words {other}, {named} of names and "
+          f"ids: {share:.1%} Japanese ({ja / (ja + english + named):.1%} counting names)")
+    assert share >= 0.7, text
+    for must in ("分類する", "ピザ", "モデルカード", "のようです", "このマップは忠実？", "notes.jpg は"):
+        assert must in text, (must, text)
+    text, _ = visit(browser, url, app, "en-US", tmp_path)
+    assert not JAPANESE.search(text.replace("日本語", "")), [line for line in text.splitlines() if JAPANESE.search(line)]
+    for must in ("Classify", "Looks like", "Is the map faithful?", "notes.jpg is not an image"):
+        assert must in text, (must, text)

@@ -350,3 +350,15 @@ def test_every_family_offers_registered_methods_its_default_first():
         offered = methods.of(families.get(n))
         assert set(offered) <= set(methods.ids()) and offered[0] == families.get(n).default_method, n
     assert methods.of(families.get("effnet")) == ("rise", "occlusion", "grad-cam")  # no attention: no token methods
+
+
+def test_the_colour_bar_is_marked_without_words(monkeypatch):
+    """+ over the bar's top, − under its bottom, drawn as lines: the overlay reads the same in any language."""
+    from PIL import ImageDraw
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", lambda *a, **k: pytest.fail("text drawn on the overlay"))
+    out = np.asarray(explain.colour_bar(Image.new("RGB", (200, 200), (0, 0, 0))))
+    top, bottom = 200 - 6 - 80, 200 - 6  # the bar's 40 % of the height, 6 px from the edge
+    x = 200 - 10 - 6 - 9  # the marks' centre, left of the bar
+    assert (out[top + 5, x - 3:x + 4] == 255).all() and (out[top + 2:top + 9, x] == 255).all()  # +
+    assert (out[bottom - 6, x - 3:x + 4] == 255).all() and (out[bottom - 9, x] == 0).all()  # −

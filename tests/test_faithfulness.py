@@ -1,5 +1,7 @@
 import json
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,24 @@ def test_curves_plot_is_a_small_picture():
     img = explain.curves_plot(explain.score(counting_forward(model, []), x, true_map(), 1, steps=4), "probe")
     assert isinstance(img, Image.Image) and img.mode == "RGB" and max(img.size) <= 600
     assert len(np.unique(np.asarray(img).reshape(-1, 3), axis=0)) > 10  # something was drawn
+
+
+def test_curves_plot_without_words_draws_numbers_and_arrows_only(monkeypatch):
+    """The page's figure reads the same in any language: every text drawn is a number or an arrow (↓ deletion,
+    ↑ insertion); its label on the page says the rest. With words (the default), the words are there."""
+    from matplotlib.text import Text
+
+    drawn, draw = [], Text.draw
+    monkeypatch.setattr(Text, "draw", lambda self, renderer: (drawn.append(self.get_text()), draw(self, renderer))[1])
+    model, x = probe_vit(), probe_image(0, 1)
+    f = explain.score(counting_forward(model, []), x, true_map(), 1, steps=4)
+    explain.curves_plot(f, words=False)
+    shown = [t for t in drawn if t.strip()]
+    assert shown and all(re.fullmatch(r"[\d.\s↓↑−-]*", t) for t in shown), shown
+    assert {"↓", "↑"} <= set(shown)
+    drawn.clear()
+    explain.curves_plot(f)
+    assert {"deletion", "insertion", "p(target)"} <= set(drawn)
 
 
 def test_spearman_handles_ties_and_matches_pearson_on_ranks():

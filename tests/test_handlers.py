@@ -152,7 +152,9 @@ def test_an_out_of_distribution_photo_is_said_first_and_its_guess_marked(h, tmp_
 def test_an_unsure_photo_gets_its_prediction_set(h, tmp_path, monkeypatch):
     _trust(monkeypatch, h.models.get("effnet"), True, CLASSES[:2])
     verdict = h.view(photo_value(tmp_path), "effnet", None, 1, "mean", 0.5, 0.9).verdict
-    assert verdict.startswith("✅") and f"**{CLASSES[0]} or {CLASSES[1]}** (90 % set" in verdict
+    plain, figures = verdict.split("<details>")  # words first; the set's coverage behind them
+    assert plain.startswith("✅") and f"not sure: **{CLASSES[0]} or {CLASSES[1]}**" in plain and "%" not in plain
+    assert f"90 % prediction set: {CLASSES[0]} or {CLASSES[1]}" in figures
 
 
 def test_the_api_records_carry_the_verdict(h, tmp_path, monkeypatch):

@@ -31,6 +31,18 @@ def test_text_renamed_jpg_and_empty_file(tmp_path):
         open_image(empty)
 
 
+def test_each_message_carries_its_code_and_values(tmp_path):
+    """What the app needs to say it in another language (vit.messages.Said): the kind, and what fills it."""
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("this is not a photo")
+    with pytest.raises(ImageError) as e:
+        open_image(fake)
+    assert e.value.code == "image.not_image" and e.value.values == {"name": "notes.jpg"}
+    with pytest.raises(ImageError) as e:
+        open_image(None)
+    assert e.value.code == "image.none" and e.value.values == {}
+
+
 def test_truncated_jpeg(tmp_path):
     data = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300, 3), dtype=np.uint8)).save(data, "JPEG")

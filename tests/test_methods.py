@@ -98,6 +98,7 @@ def test_switching_method_reuses_the_pass_and_going_back_is_not_rescored(vit):
     vit.engine.refuse = True  # back to a scored view: neither map nor score runs the model
     back = vit.explain(image, "attention", layer=0, score=True)
     assert back.faithfulness is a.faithfulness and np.array_equal(back.heat, a.heat)
+    assert back.map_reused and not a.map_reused  # the page says "reused", not "0.0 ms"
 
 
 def test_two_images_never_share_an_entry(vit):

@@ -162,3 +162,11 @@ def test_the_package_table_is_generated_from_the_modules_docstrings(tmp_path):
     assert block == package_block()
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "vit").rglob("*.py") if p.name != "__main__.py"}
     assert {row.split("`")[1] for row in block.splitlines()[2:]} == modules
+
+
+def test_the_japanese_quick_start_gives_the_same_two_commands():
+    """README.ja.md (linked from the README) runs the app and the tests with the README's own commands."""
+    ja = (ROOT / "README.ja.md").read_text()
+    assert "](README.ja.md)" in README
+    commands = [line for line in README.splitlines() if line.startswith("python3 -m venv .venv")]
+    assert len(commands) == 2 and all(c in ja.splitlines() for c in commands), commands

@@ -1,5 +1,6 @@
 """What the app shows, computed without Gradio (vit/app/ui.py)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -179,3 +180,17 @@ def test_reliability_bars_come_from_the_checkpoint_first_then_the_saved_ood_run(
     assert from_run.source == "75 test photos (from ood.json)" and from_run.before == [bar]
     assert "vit.trust.ood" in rel.bars_for("M", {"trust": {"x": 1}}, tmp_path / "other.safetensors", runs)
     assert rel.diagram([from_run]).size[0] > 200
+    assert (from_run.split, from_run.n) == ("test", 75)  # for a caption in any language
+
+
+def test_the_reliability_diagram_can_be_drawn_without_words(monkeypatch):
+    """Its page version: the models' names and numbers only (the caption says the rest, in the page's language)."""
+    from matplotlib.text import Text
+
+    from vit.trust import reliability as rel
+
+    drawn, draw = [], Text.draw
+    monkeypatch.setattr(Text, "draw", lambda self, renderer: (drawn.append(self.get_text()), draw(self, renderer))[1])
+    bar = {"lo": 0.8, "hi": 0.87, "count": 5, "accuracy": 0.8, "confidence": 0.84}
+    rel.diagram([rel.Bars("Scratch ViT", "71 validation photos", [bar], [bar])], words=False)
+    assert {t for t in drawn if t.strip() and not re.fullmatch(r"[\d.−-]+", t)} == {"Scratch ViT"}, drawn

@@ -1,3 +1,4 @@
-"""The Gradio app's logic, testable without a browser: what each event and endpoint does (`handlers`),
-what the page shows (`ui`), files in and out of Gradio (`gradio_io`) and the example photos
-(`examples`, `python -m vit.app.examples`). app.py only wires widgets to these."""
+"""The Gradio app's logic, testable without a browser: what each event and endpoint does (`handlers`, `api`),
+the page's layout (`page`) and what it shows (`ui`), its words in English and Japanese (`i18n`), files in and
+out of Gradio (`gradio_io`) and the example photos (`examples`, `python -m vit.app.examples`). app.py only
+wires widgets to these."""

@@ -8,23 +8,27 @@ field left `KEEP` is not touched on the page.
 A request is checked once: the image is decoded once here (`decode`), the method, head and layer once
 by the Predictor; whatever cannot be answered (an unknown or unavailable model, an unreadable image, a
 method or head the model lacks) raises a typed error on the way (ModelError, ImageError, RequestError)
-that `answers` turns into a `gr.Error` for the person or API client that sent it, in one place. The
-API's endpoints are vit.app.api.
+that `answers` turns into a `gr.Error` for the person or API client that sent it, in one place, in the
+page's language. The API's endpoints are vit.app.api.
+
+Every handler that says something takes the page's language last (`lang`, "en" or "ja": app.py's
+state, set from the page's language probe, see vit.app.i18n); its default, English, is the API's.
 """
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 from PIL import Image
 
-from vit.app import ui
+from vit.app import i18n, ui
 from vit.app.gradio_io import image_name, image_source, result_file
-from vit.data.images import MIN_SIDE, Decoded, ImageError, describe_error, open_image
+from vit.app.i18n import DEFAULT, say
+from vit.data.images import MIN_SIDE, Decoded, ImageError, open_image, unreadable
 from vit.explain import methods as registry
-from vit.explain.rollout import head_choices
 from vit.serve.model_set import ModelError, ModelSet, geometry, methods_of
 
 if TYPE_CHECKING:  # the predictor imports in seconds: the page is served before the models load
@@ -52,13 +56,20 @@ def layer_index(layer: int | float, num_layers: int) -> int:
 
 
 def answers(handler: Callable) -> Callable:
-    """The one place where a request's typed errors become the `gr.Error` its sender reads."""
+    """The one place where a request's typed errors become the `gr.Error` its sender reads, in the language
+    of the handler's `lang` argument (English without one: the API)."""
+    signature = inspect.signature(handler)
+
     @functools.wraps(handler)
     def answered(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except (ModelError, ImageError, RequestError) as e:
-            raise gr.Error(str(e)) from e
+            try:
+                lang = signature.bind(*args, **kwargs).arguments.get("lang", DEFAULT)
+            except TypeError:
+                lang = DEFAULT
+            raise gr.Error(i18n.said(e, i18n.lang_of(lang))) from e
     return answered
 
 
@@ -163,19 +174,19 @@ class Columns:
         return bound
 
 
-def decode(value) -> Decoded:
+def decode(value, lang: str = DEFAULT) -> Decoded:
     """An event's or endpoint's raw image value (see vit.app.gradio_io) -> the photo, decoded once for the
     whole request (an already decoded one passes through); a warning when it is tiny."""
     if isinstance(value, Decoded):
         return value
     photo = Decoded(open_image(image_source(value)), image_name(value))
-    warn_if_tiny(*photo.image.size)
+    warn_if_tiny(*photo.image.size, lang=lang)
     return photo
 
 
-def warn_if_tiny(width: int, height: int) -> None:
+def warn_if_tiny(width: int, height: int, lang: str = DEFAULT) -> None:
     if min(width, height) < MIN_SIDE:
-        gr.Warning(f"The image is only {width} x {height} pixels; the prediction means little.")
+        gr.Warning(say(lang, "fv.warn.tiny", width=width, height=height))
 
 
 class Handlers:
@@ -187,43 +198,47 @@ class Handlers:
     # ------------------------------------------------------------ one request
 
     def explain(self, model: str, image, method: str | None, layer: int | float = -1, head: str = "mean",
-                discard: float = ROLLOUT_DISCARD, score: bool = True, gate_features=None):
+                discard: float = ROLLOUT_DISCARD, score: bool = True, gate_features=None, lang: str = DEFAULT):
         """(predictor, result): one request's probabilities, verdict, map and (by default) its faithfulness;
         `gate_features`: another model's Result.gate_features for this photo (see Predictor.explain)."""
         p = self.models.get(model)
-        photo = decode(image)
+        photo = decode(image, lang)
         return p, p.explain(photo, method or None, layer=layer_index(layer, p.num_layers), head=head,
                             discard=float(discard), score=score, gate_features=gate_features)
 
     def pictures(self, p, r: Result, opacity: float, head: str) -> View:
-        """The pictures of a result: overlay, faithfulness text and curves, every layer, patches."""
-        return View(overlay=result_file(ui.render_overlay(r, opacity)), faithfulness=ui.faithfulness_text(r),
-                    curves=result_file(ui.curves_image(r)), layers=result_file(ui.render_layers(r, head, opacity)),
-                    patches=result_file(ui.render_patches(r)))
+        """The pictures of a result: overlay, curves, every layer, patches (no words: the same in any language)."""
+        return View(overlay=result_file(ui.render_overlay(r, opacity)), curves=result_file(ui.curves_image(r)),
+                    layers=result_file(ui.render_layers(r, head, opacity)), patches=result_file(ui.render_patches(r)))
 
-    def view(self, image, model, method, layer, head, opacity, discard, score: bool = True) -> View:
+    def words(self, p, r: Result, lang: str = DEFAULT) -> View:
+        """The texts of a result in `lang`: the label's classes, the answer line, the faithfulness, the verdict."""
+        return View(label={i18n.class_name(c, lang): v for c, v in r.probs.items()}, timing=ui.answer_text(p, r, lang),
+                    faithfulness=ui.faithfulness_text(r, lang=lang), verdict=ui.verdict_text(p, r, lang))
+
+    def view(self, image, model, method, layer, head, opacity, discard, score: bool = True, lang: str = DEFAULT) -> View:
         """What the page shows for a photo, one model and its explanation (the parameters as /classify's):
         probabilities, timing text, the pictures (curves and score empty when not `score`d), verdict, and
         the request on screen, which `redraw` and `score_view` read."""
-        photo = decode(image)
+        photo = decode(image, lang)
         p, r = self.explain(model, photo, method, layer, head, discard, score)
         shown = Shown(model, r, photo, r.method, layer, head, discard)
-        pictures = self.pictures(p, r, opacity, head)
-        return View(r.probs, ui.answer_text(p, r), pictures.overlay, pictures.faithfulness, pictures.curves,
-                    pictures.layers, pictures.patches, ui.verdict_text(p, r), shown)
+        pictures, words = self.pictures(p, r, opacity, head), self.words(p, r, lang)
+        return View(words.label, words.timing, pictures.overlay, words.faithfulness, pictures.curves,
+                    pictures.layers, pictures.patches, words.verdict, shown)
 
     # ------------------------------------------------------------ the page's events
 
     @answers
-    def show_example(self, image, model) -> View:
-        """A clicked example, with the model's default method (cached after its first click)."""
-        v = self.view(image, model, None, ui.LAYER_DEFAULT, "mean", OPACITY, ROLLOUT_DISCARD)
+    def show_example(self, image, model, lang: str = DEFAULT) -> View:
+        """A clicked example, with the model's default method (cached after its first click, once per language)."""
+        v = self.view(image, model, None, ui.LAYER_DEFAULT, "mean", OPACITY, ROLLOUT_DISCARD, lang=lang)
         return View(v.label, v.timing, v.overlay, v.faithfulness, v.curves, v.layers, v.patches, v.verdict)
 
     @answers
-    def show_default_example(self, image) -> View:
+    def show_default_example(self, image, lang: str = DEFAULT) -> View:
         """A clicked example thumbnail: the default model's answer, and that model selected on the page."""
-        v = self.show_example(image, self.default)
+        v = self.show_example(image, self.default, lang)
         return View(v.label, v.timing, v.overlay, v.faithfulness, v.curves, v.layers, v.patches, v.verdict,
                     model=self.default)
 
@@ -235,8 +250,14 @@ class Handlers:
         return View(overlay=result_file(ui.render_overlay(shown.result, opacity)),
                     layers=result_file(ui.render_layers(shown.result, head, opacity)))
 
+    def retell(self, shown: Shown | None, lang: str = DEFAULT) -> View:
+        """The language changed (Gradio's Settings): the texts of the answer on screen, in the new one."""
+        if not shown or shown.model not in self.models.models:
+            return View()
+        return self.words(self.models.models[shown.model], shown.result, lang)
+
     @answers
-    def show(self, image, model, method, layer, head, opacity, discard) -> View:
+    def show(self, image, model, method, layer, head, opacity, discard, lang: str = DEFAULT) -> View:
         """The Classify button and a switch of method: the prediction, the verdict and the map at once,
         unscored; `score_view` scores that map next, so the overlay does not wait for the ~60 passes of
         its deletion / insertion score (/classify and /explain still give both in one call). Without a
@@ -245,76 +266,85 @@ class Handlers:
             return CLEARED
         if method not in methods_of(self.models, model):  # the menu still shows the last model's method
             method = None
-        return self.view(image, model, method, layer, head, opacity, discard, score=False)
+        return self.view(image, model, method, layer, head, opacity, discard, score=False, lang=lang)
 
     @answers
-    def show_default(self, image, model, opacity) -> View:
+    def show_default(self, image, model, opacity, lang: str = DEFAULT) -> View:
         """A switch of model: the photo shown, explained by the new model's default method (the menu and the
         controls are reset to it at the same time), unscored as by `show`."""
-        return self.show(image, model, None, 0, "mean", opacity, ROLLOUT_DISCARD)
+        return self.show(image, model, None, 0, "mean", opacity, ROLLOUT_DISCARD, lang)
 
     @answers
-    def redraw_map(self, image, model, method, layer, head, opacity, discard) -> View:
+    def redraw_map(self, image, model, method, layer, head, opacity, discard, lang: str = DEFAULT) -> View:
         """After a new layer, head or discard ratio: the map from the photo's pass already made (no model
         run; Predictor.explain keeps it), unscored; `score_view` scores it next."""
-        return self.show(image, model, method, layer, head, opacity, discard)
+        return self.show(image, model, method, layer, head, opacity, discard, lang)
 
     @answers
-    def score_view(self, shown: Shown | None) -> View:
+    def score_view(self, shown: Shown | None, lang: str = DEFAULT) -> View:
         """The faithfulness text and curves of the map shown: the request on screen (the same photo, already
         decoded, model, method and controls, whatever the menus show by now), scored once per photo, model,
         method and parameters (a view seen before is not scored again)."""
         if not shown:  # a new photo replaced the one shown
             return View()
         _, r = self.explain(shown.model, shown.photo, shown.method, shown.layer, shown.head, shown.discard)
-        return View(faithfulness=ui.faithfulness_text(r), curves=result_file(ui.curves_image(r)))
+        return View(faithfulness=ui.faithfulness_text(r, lang=lang), curves=result_file(ui.curves_image(r)))
 
     @answers
-    def compare(self, image, method, discard) -> list[ModelAnswer]:
+    def compare(self, image, method, discard, lang: str = DEFAULT) -> list[ModelAnswer]:
         """Every model on the same image with the same explanation method (a model without it: its default),
         with the map's faithfulness and each model's verdict (the shared gate's backbone runs once per photo)."""
-        photo = decode(image)  # decoded once for every model (and the message once, not once per model)
+        photo = decode(image, lang)  # decoded once for every model (and the message once, not once per model)
         out, features = [], None
         for i in self.models.ids:
             try:
                 self.models.get(i)
             except ModelError as e:
-                out.append(ModelAnswer(None, str(e).replace(f"{self.models.titles[i]} is ", ""), None))
+                why = say(lang, "fv.compare.loading") if e.code == "model.loading" else \
+                    say(lang, "fv.compare.unavailable", why=e.values.get("detail", str(e)))
+                out.append(ModelAnswer(None, why, None))
                 continue
             own = method if method in methods_of(self.models, i) else None
             p, r = self.explain(i, photo, own, discard=discard, gate_features=features)
             features = r.gate_features if r.gate_features is not None else features
-            out.append(ModelAnswer(r.probs, ui.compare_text(p, r, method, own is not None),
+            out.append(ModelAnswer(self.words(p, r, lang).label, ui.compare_text(p, r, method, own is not None, lang),
                                    result_file(ui.render_overlay(r))))
         return out
 
     @answers
-    def check_upload(self, image) -> None:
+    def check_upload(self, image, lang: str = DEFAULT) -> None:
         """On upload: refuse a file that is not an image at once (its header only); warn about a tiny one."""
         if image is None:
             return
         try:
             with Image.open(image_source(image)) as im:
-                warn_if_tiny(*im.size)
+                warn_if_tiny(*im.size, lang=lang)
         except ImageError:
             raise
         except Exception as e:  # noqa: BLE001 - every unreadable upload gets the same treatment
-            raise ImageError(describe_error(e, image_name(image))) from e
+            raise unreadable(e, image_name(image)) from e
 
-    def measure_latency(self) -> list[list]:
+    def measure_latency(self, lang: str = DEFAULT):  # no docstring: it would become /measure_latency's description
+        # the Compare models table, with each model's latency measured on this server
         from vit.bench.timing import measure_p50  # lazy: imports the predictor (seconds); a click, not start-up
 
-        return ui.comparison_rows(self.models, measure_p50(self.models))
+        return ui.comparison_table(self.models, measure_p50(self.models), lang)
+
+    def tables(self, lang: str = DEFAULT) -> tuple:
+        """The Compare models tab in `lang`: the table and the loss and accuracy curves (their headers and
+        legends are data, which the browser does not translate)."""
+        return (ui.comparison_table(self.models, lang=lang), ui.history_frame(self.models, "loss", lang),
+                ui.history_frame(self.models, "acc", lang))
 
     # ------------------------------------------------------------ controls that follow the model and method
 
-    def on_model_change(self, model) -> Controls:
+    def on_model_change(self, model, lang: str = DEFAULT) -> Controls:
         """The chosen model's card and its methods; the controls that apply shown, the others hidden."""
         if model not in self.models.meta:
-            return Controls(card=ui.unavailable_card(self.models, model), method=gr.update(choices=[], value=None),
-                            layers=gr.update(visible=False))
+            return Controls(card=ui.unavailable_card(self.models, model, lang),
+                            method=gr.update(choices=[], value=None), layers=gr.update(visible=False))
         methods = methods_of(self.models, model)
-        return Controls(card=ui.status_card(self.models, model), **self.controls(model, methods[0], reset=True),
+        return Controls(card=ui.status_card(self.models, model, lang), **self.controls(model, methods[0], reset=True),
                         method=gr.update(choices=ui.method_choices(methods), value=methods[0]),
                         layers=gr.update(visible=self.models.has_attention(model)))
 
@@ -329,7 +359,7 @@ class Handlers:
                     "discard": gr.update(visible=uses[registry.DISCARD])}
         layer = (gr.update(minimum=1, maximum=layers, value=layers, visible=uses[registry.LAYER])
                  if layers > 1 else gr.update(value=1, visible=False))  # a Slider needs minimum < maximum
-        return {"layer": layer, "head": gr.update(choices=head_choices(heads), value="mean",
+        return {"layer": layer, "head": gr.update(choices=ui.head_menu(heads), value="mean",
                                                   visible=uses[registry.HEAD] and heads > 0),
                 "discard": gr.update(visible=uses[registry.DISCARD])}
 
@@ -337,14 +367,14 @@ class Handlers:
         """Fit the controls to the method: those its registry entry uses (layer, head, discard) shown."""
         return Controls(**self.controls(model, method))
 
-    def status_text(self) -> str:
-        """The header's line about models still loading or unavailable (re-read on every page load)."""
-        return ui.status_text(self.models)
+    def status_text(self, lang: str = DEFAULT) -> str:
+        """The line about models still loading or unavailable (re-read on every page load)."""
+        return ui.status_text(self.models, lang)
 
-    def tick(self, model, settled) -> Tick:
+    def tick(self, model, settled, lang: str = DEFAULT) -> Tick:
         """While models load: refresh the status line and, as models become ready, the chosen one's card."""
         now = frozenset(i for i in self.models.ids if self.models.status(i) != "loading")
         timer = gr.Timer(active=len(now) < len(self.models.ids))
         if now == settled:
             return Tick(timer=timer)
-        return Tick(self.status_text(), now, self.on_model_change(model).card, timer)
+        return Tick(self.status_text(lang), now, self.on_model_change(model, lang).card, timer)

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from vit.messages import Said
+
 MAX_PIXELS = 100_000_000  # 10 000 x 10 000; Pillow's decompression-bomb guard is set to the same
 MAX_SIDE = 1024  # images are shrunk to fit this before anything else touches them
 MIN_SIDE = 16  # smaller than this still works, with a warning that the prediction means little
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
-class ImageError(ValueError):
-    """An upload that is not a usable image; the message is meant for the user."""
+class ImageError(Said, ValueError):
+    """An upload that is not a usable image; the message is meant for the user (its code: "image.*")."""
 
 
 @dataclass(frozen=True)
@@ -36,17 +38,25 @@ class Decoded:
 
 def describe_error(exc: BaseException, name: str = "the file") -> str:
     """A sentence for the user about why `name` could not be read as an image."""
+    return str(unreadable(exc, name))
+
+
+def unreadable(exc: BaseException, name: str = "the file") -> ImageError:
+    """The ImageError that says why `name` could not be read as an image (with its code and values)."""
     if isinstance(exc, ImageError):
-        return str(exc)
+        return exc
+    limit = round(MAX_PIXELS / 1e6)
     if isinstance(exc, Image.DecompressionBombError):
-        return (f"{name} is too large to open safely ({exc}). The limit is {MAX_PIXELS / 1e6:.0f} megapixels; "
-                "please upload a smaller image.")
+        return ImageError(f"{name} is too large to open safely ({exc}). The limit is {limit} megapixels; "
+                          "please upload a smaller image.", "image.too_large", name=name, detail=str(exc), limit=limit)
     if isinstance(exc, UnidentifiedImageError):
-        return (f"{name} is not an image this app can read (empty, damaged, or another kind of file). "
-                "Please upload a JPEG, PNG or WebP photo.")
+        return ImageError(f"{name} is not an image this app can read (empty, damaged, or another kind of file). "
+                          "Please upload a JPEG, PNG or WebP photo.", "image.not_image", name=name)
     if isinstance(exc, (OSError, SyntaxError, ValueError)):
-        return f"{name} could not be decoded: it looks truncated or damaged ({exc})."
-    return f"{name} could not be read as an image ({type(exc).__name__}: {exc})."
+        return ImageError(f"{name} could not be decoded: it looks truncated or damaged ({exc}).", "image.damaged",
+                          name=name, detail=str(exc))
+    return ImageError(f"{name} could not be read as an image ({type(exc).__name__}: {exc}).", "image.unreadable",
+                      name=name, detail=f"{type(exc).__name__}: {exc}")
 
 
 def open_image(source: str | os.PathLike | bytes | Image.Image | Decoded) -> Image.Image:
@@ -55,13 +65,14 @@ def open_image(source: str | os.PathLike | bytes | Image.Image | Decoded) -> Ima
     if isinstance(source, Decoded):
         return source.image
     if source is None:
-        raise ImageError("No image given: upload a photo, take one with the webcam, or click an example.")
+        raise ImageError("No image given: upload a photo, take one with the webcam, or click an example.",
+                         "image.none")
     name = os.path.basename(str(source)) if isinstance(source, (str, os.PathLike)) else "the image"
     try:
         if isinstance(source, Image.Image):
             return _normalise(source)
         if isinstance(source, (str, os.PathLike)) and os.path.getsize(source) == 0:
-            raise ImageError(f"{name} is empty (0 bytes).")
+            raise ImageError(f"{name} is empty (0 bytes).", "image.empty", name=name)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
@@ -69,18 +80,19 @@ def open_image(source: str | os.PathLike | bytes | Image.Image | Decoded) -> Ima
     except ImageError:
         raise
     except Image.DecompressionBombWarning as e:
-        raise ImageError(describe_error(Image.DecompressionBombError(str(e)), name)) from e
+        raise unreadable(Image.DecompressionBombError(str(e)), name) from e
     except Exception as e:  # Pillow raises many kinds; every one becomes a message for the user
-        raise ImageError(describe_error(e, name)) from e
+        raise unreadable(e, name) from e
 
 
 def _normalise(im: Image.Image) -> Image.Image:
     w, h = im.size
     if w * h > MAX_PIXELS:
         raise ImageError(f"The image is {w} x {h} = {w * h / 1e6:.0f} megapixels; the limit is "
-                         f"{MAX_PIXELS / 1e6:.0f} megapixels. Please upload a smaller image.")
+                         f"{MAX_PIXELS / 1e6:.0f} megapixels. Please upload a smaller image.", "image.megapixels",
+                         width=w, height=h, megapixels=round(w * h / 1e6), limit=round(MAX_PIXELS / 1e6))
     if w < 1 or h < 1:
-        raise ImageError(f"The image has no pixels ({w} x {h}).")
+        raise ImageError(f"The image has no pixels ({w} x {h}).", "image.no_pixels", width=w, height=h)
     if getattr(im, "n_frames", 1) > 1:
         im.seek(0)  # animated GIF/WebP/APNG: the first frame
     im.draft("RGB", (MAX_SIDE, MAX_SIDE))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that suffices

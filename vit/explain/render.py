@@ -32,7 +32,8 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str 
 
 def colour_bar(image: Image.Image, cmap: str = CMAP, width: int = 10) -> Image.Image:
     """The image with the map's colour scale drawn inside its right edge, low to high from bottom to
-    top over its lower 40 %, labelled "more" and "less" (the image keeps its size)."""
+    top over its lower 40 %, marked + at the top and − at the bottom, drawn as lines: no words, so the
+    picture reads the same in any language (the image keeps its size)."""
     out = image.convert("RGB").copy()
     height = max(8, int(out.height * 0.4))
     x0, y0 = out.width - width - 6, out.height - height - 6
@@ -41,11 +42,12 @@ def colour_bar(image: Image.Image, cmap: str = CMAP, width: int = 10) -> Image.I
     out.paste(Image.fromarray(strip), (x0, y0))
     draw = ImageDraw.Draw(out)
     draw.rectangle([x0 - 1, y0 - 1, x0 + width, y0 + height], outline=(255, 255, 255))
-    for text, y in (("more", y0 - 13), ("less", y0 + height - 11)):
-        box = draw.textbbox((0, 0), text)
-        tx = x0 - (box[2] - box[0]) - 4
-        draw.rectangle([tx - 2, y - 1, tx + box[2] - box[0] + 1, y + box[3] - box[1] + 2], fill=(0, 0, 0))
-        draw.text((tx, y), text, fill=(255, 255, 255))
+    for plus, y in ((True, y0 + 5), (False, y0 + height - 6)):  # a 9 x 9 black square left of the bar's end
+        cx = x0 - 9
+        draw.rectangle([cx - 5, y - 5, cx + 5, y + 5], fill=(0, 0, 0))
+        draw.line([cx - 3, y, cx + 3, y], fill=(255, 255, 255), width=2)
+        if plus:
+            draw.line([cx, y - 3, cx, y + 3], fill=(255, 255, 255), width=2)
     return out
 
 
@@ -76,9 +78,10 @@ def layer_mosaic(image: Image.Image, heats: list[np.ndarray], alpha: float = 0.5
     return mosaic
 
 
-def curves_plot(f: Faithfulness, title: str = "") -> Image.Image:
+def curves_plot(f: Faithfulness, title: str = "", words: bool = True) -> Image.Image:
     """A small figure of the deletion and insertion curves against random orders, AUCs in the legend
-    (matplotlib's Agg backend; the figure is closed before returning)."""
+    (matplotlib's Agg backend; the figure is closed before returning). `words=False`: numbers and symbols
+    only (↓ over deletion, lower is better; ↑ over insertion), for a caption in any language."""
     fig = Figure(figsize=(4.8, 2.6), dpi=100)
     FigureCanvasAgg(fig)
     xs = np.linspace(0, 1, f.steps + 1)
@@ -87,15 +90,18 @@ def curves_plot(f: Faithfulness, title: str = "") -> Image.Image:
              f.deletion_auc, f.random_deletion_auc),
             (fig.add_subplot(1, 2, 2), "insertion", f.insertion_curve, f.random_insertion_curve,
              f.insertion_auc, f.random_insertion_auc)):
-        ax.plot(xs, curve, color="tab:red" if name == "deletion" else "tab:green", label=f"map {a:.3f}")
+        ax.plot(xs, curve, color="tab:red" if name == "deletion" else "tab:green",
+                label=f"map {a:.3f}" if words else f"{a:.3f}")
         if rnd:
-            ax.plot(xs, rnd, color="grey", linestyle="--", label=f"random {ra:.3f}")
+            ax.plot(xs, rnd, color="grey", linestyle="--", label=f"random {ra:.3f}" if words else f"{ra:.3f}")
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel(f"fraction {'blurred' if name == 'deletion' else 'revealed'}", fontsize=8)
-        ax.set_title(name, fontsize=9)
+        if words:
+            ax.set_xlabel(f"fraction {'blurred' if name == 'deletion' else 'revealed'}", fontsize=8)
+        ax.set_title(name if words else ("↓" if name == "deletion" else "↑"), fontsize=9)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, title="AUC", title_fontsize=7)
-    fig.axes[0].set_ylabel("p(target)", fontsize=8)
+        ax.legend(fontsize=7, title="AUC" if words else None, title_fontsize=7)
+    if words:
+        fig.axes[0].set_ylabel("p(target)", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(left=0.11, right=0.98, bottom=0.18, top=0.8 if title else 0.88, wspace=0.25)

@@ -62,16 +62,19 @@ def parse_head(head: str | int | None, num_heads: int) -> int | str:
     index already parsed -> what `head_select` takes; RequestError for a head the model lacks."""
     if isinstance(head, int) and not isinstance(head, bool):
         if not 0 <= head < num_heads:
-            raise RequestError(f"head {head + 1} does not exist: this model has heads 1 .. {num_heads}")
+            raise RequestError(f"head {head + 1} does not exist: this model has heads 1 .. {num_heads}",
+                               "request.no_head", head=head + 1, heads=num_heads)
         return head
     if head is None or head in HEAD_REDUCTIONS:
         return head or "mean"
     try:
         index = int(str(head).split()[-1])
     except ValueError:
-        raise RequestError(f"unknown head {head!r}: use 'mean', 'max' or 'head 1' .. 'head {num_heads}'") from None
+        raise RequestError(f"unknown head {head!r}: use 'mean', 'max' or 'head 1' .. 'head {num_heads}'",
+                           "request.unknown_head", head=head, heads=num_heads) from None
     if not 1 <= index <= num_heads:
-        raise RequestError(f"head {index} does not exist: this model has heads 1 .. {num_heads}")
+        raise RequestError(f"head {index} does not exist: this model has heads 1 .. {num_heads}", "request.no_head",
+                           head=index, heads=num_heads)
     return index - 1
 
 

@@ -158,7 +158,7 @@ def describe_init(init: dict, short: bool = False) -> str:
     if init.get("weights") == "checkpoint":
         source = str(init.get("source", "a checkpoint"))
         name, _, digest = source.partition(" (")
-        trained = describe_epochs({"epochs": init["checkpoint_epochs"], "repeats": _repeats(init)}) \
+        trained = describe_epochs({"epochs": init["checkpoint_epochs"], "repeats": passes_per_epoch(init)}) \
             if init.get("checkpoint_epochs") else ""
         return (describe_init(init.get("checkpoint_init") or {}, short) + (f", trained {trained}" if trained else "")
                 + ", then continued" + ("" if short else f" from {Path(name).name}" + (f" ({digest}" if digest else "")))
@@ -176,7 +176,7 @@ def describe_epochs(recipe: dict, short: bool = False) -> str:
     return f"{epochs} epochs" + (f" of {repeats} passes" if repeats > 1 else "")
 
 
-def _repeats(init: dict) -> int:
+def passes_per_epoch(init: dict) -> int:
     """Passes per epoch of the run an --init chain continued: recorded, or read off its command (files
     written before the record had it)."""
     if "checkpoint_repeats" in init:

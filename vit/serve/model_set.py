@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vit.explain import methods as registry
+from vit.messages import Said
 from vit.models import families
 from vit.models.checkpoint import CheckpointError
 from vit.models.factory import (
@@ -34,8 +35,9 @@ CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 LOAD_WAIT_S = 120.0  # a request for a model still loading waits this long, then gets a message
 
 
-class ModelError(LookupError):
-    """A model that is unknown, still loading or unavailable; the message is meant for the user."""
+class ModelError(Said, LookupError):
+    """A model that is unknown, still loading or unavailable; the message is meant for the user (its code:
+    "model.*")."""
 
 
 def checkpoint_paths(directory: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -128,13 +130,16 @@ class ModelSet:
     def get(self, i: str, timeout: float = LOAD_WAIT_S) -> "Predictor":
         """The model with id `i`, waiting up to `timeout` s for one still loading; ModelError otherwise."""
         if i not in self._ready:
-            raise ModelError(f"unknown model {i!r}; choose one of {self.ids}")
+            raise ModelError(f"unknown model {i!r}; choose one of {self.ids}", "model.unknown", model=i,
+                             models=self.ids)
         if not self._ready[i].is_set():
             self._want(i)  # the loading thread builds it next
         if not self._ready[i].wait(timeout):
-            raise ModelError(f"{self.titles[i]} is still loading; please try again in a few seconds.")
+            raise ModelError(f"{self.titles[i]} is still loading; please try again in a few seconds.", "model.loading",
+                             model=self.titles[i])
         if i in self.errors:
-            raise ModelError(f"{self.titles[i]} is unavailable: {self.errors[i]}")
+            raise ModelError(f"{self.titles[i]} is unavailable: {self.errors[i]}", "model.unavailable",
+                             model=self.titles[i], detail=self.errors[i])
         return self.models[i]
 
     def has_attention(self, i: str) -> bool:

@@ -39,7 +39,7 @@ from vit.models.factory import load
 from vit.runtime import choice, engines
 from vit.serve.cache import LRU, content_key
 from vit.trust import Gate, GateError, Trust, backbone, load_gate, no_gate
-from vit.trust.gate import OWN
+from vit.trust.gate import DAMAGED, NO_GATE, OWN
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class Result:
     faithfulness: object | None = None  # vit.explain's deletion / insertion scores of `heat`
     explain_ms: float = 0.0  # the map and its score, after the timed pass
     map_ms: float = 0.0  # the map alone (0 when it came from the cache)
+    map_reused: bool = False  # the map was made earlier for this photo, method and parameters (map_ms ~ 0)
     score_ms: float = 0.0  # its deletion / insertion score (0 when cached or not scored)
     reused: bool = False  # the timed pass was this photo's earlier one (latency_ms is that pass's)
     raw_probs: dict[str, float] = field(default_factory=dict)  # softmax(logits), before temperature scaling
@@ -331,6 +332,7 @@ class Predictor:
         params = (key, engine.name, method, target, *(v for c, v in zip(registry.CONTROLS, (layer, head, discard))
                                                       if c in m.controls))
         heat = self._maps.get(params)
+        result.map_reused = heat is not None
         model = self.ckpt.model if heat is None else None  # built on first use (lazy): start-up, not the map's time
         start = time.perf_counter()
         if heat is None:
@@ -350,11 +352,13 @@ class Predictor:
         """(method, layer, head) as the maps take them, or RequestError naming what the model has."""
         method = method or self.methods[0]
         if method not in self.methods:
-            raise RequestError(f"unknown method {method!r} for {self.id}; choose one of {list(self.methods)}")
+            raise RequestError(f"unknown method {method!r} for {self.id}; choose one of {list(self.methods)}",
+                               "request.unknown_method", method=method, model=self.id, methods=list(self.methods))
         if not self.spec.attention:
             return method, layer, "mean"
         if not -self.num_layers <= int(layer) < self.num_layers:
-            raise RequestError(f"layer {int(layer) + 1} does not exist: this model has layers 1 .. {self.num_layers}")
+            raise RequestError(f"layer {int(layer) + 1} does not exist: this model has layers 1 .. {self.num_layers}",
+                               "request.no_layer", layer=int(layer) + 1, layers=self.num_layers)
         return method, int(layer), parse_head(head, self.num_heads)
 
     def _timed_pass(self, key: str, engine: engines.Engine, photo: Image.Image, view: Image.Image, x: torch.Tensor,
@@ -406,7 +410,7 @@ def _gate(ckpt: Checkpoint) -> tuple[Gate | None, str | None]:
         gate = load_gate(ckpt)
     except GateError as e:
         log.warning("%s", e)
-        return None, f"this model's gate is damaged and not used ({e})"
+        return None, f"{DAMAGED} ({e})"
     if gate is None:
-        return None, "this model has no out-of-distribution gate (python -m vit.trust.fit adds one)"
+        return None, NO_GATE
     return gate, None

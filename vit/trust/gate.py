@@ -141,6 +141,10 @@ def load_gate(ckpt: Checkpoint) -> Gate | None:
         raise GateError(f"{ckpt.path}: bad gate (the `{RECORD}` record or its trust.* tensors): {e}") from e
 
 
+NO_GATE = "this model has no out-of-distribution gate (python -m vit.trust.fit adds one)"  # Trust.note without one
+DAMAGED = "this model's gate is damaged and not used"  # Trust.note's start for a gate that would not load
+
+
 def no_gate(note: str) -> Trust:
     """A request's Trust when the model has no usable gate: no verdict, no calibrated set, T = 1."""
     return Trust(None, None, None, [], 1.0, None, note)

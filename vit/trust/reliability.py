@@ -30,6 +30,8 @@ class Bars:
     source: str  # e.g. "71 validation photos (the checkpoint's gate)"
     before: list[dict]
     after: list[dict]
+    split: str = "val"  # the photos the bars were measured on: "val" (the checkpoint's gate) or "test" (ood.json)
+    n: int | str = "the"  # how many
 
 
 def ood_runs(folder: Path) -> dict[str, dict]:
@@ -50,20 +52,21 @@ def bars_for(title: str, meta: dict, path: Path, runs: dict[str, dict]) -> Bars 
     if measured.get("val_reliability_before") and measured.get("val_reliability_after"):
         n = (meta.get("trust") or {}).get("fitted_on", {}).get("val", "the")
         return Bars(title, f"{n} validation photos (from the checkpoint's gate)",
-                    measured["val_reliability_before"], measured["val_reliability_after"])
+                    measured["val_reliability_before"], measured["val_reliability_after"], "val", n)
     gate = (runs.get(path.name) or {}).get("gate") or {}
     if gate.get("test_reliability_after"):
         n = runs[path.name].get("n_test", "the")
         return Bars(title, f"{n} test photos (from {OOD_RUN})", gate.get("test_reliability_before") or [],
-                    gate["test_reliability_after"])
+                    gate["test_reliability_after"], "test", n)
     if not meta.get("trust"):
         return f"{title}: no gate, no temperature (`python -m vit.trust.fit` adds them)"
     return f"{title}: no reliability bars in its checkpoint nor in {OOD_RUN} (`python -m vit.trust.ood` measures them)"
 
 
-def diagram(models: list[Bars]) -> Image.Image | None:
+def diagram(models: list[Bars], words: bool = True) -> Image.Image | None:
     """One panel per model: the bars' accuracy against their mean confidence, before (grey) and after
-    (blue) temperature scaling, the diagonal being perfect calibration; marker area ~ photos in the bin."""
+    (blue) temperature scaling, the diagonal being perfect calibration; marker area ~ photos in the bin.
+    `words=False`: no legend nor axis titles (the models' names stay), for a caption in any language."""
     if not models:
         return None
 
@@ -81,10 +84,12 @@ def diagram(models: list[Bars]) -> Image.Image | None:
                 ax.scatter(conf, acc, s=[10 + 250 * b["count"] / total for b in bars], color=colour, alpha=0.7, label=name)
         ax.set(xlim=(0, 1.02), ylim=(0, 1.02))
         ax.set_title(m.title, fontsize=9)
-        ax.set_xlabel(f"confidence · {m.source}", fontsize=7)
         ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7, loc="upper left")
-    fig.axes[0].set_ylabel("accuracy", fontsize=8)
+        if words:
+            ax.set_xlabel(f"confidence · {m.source}", fontsize=7)
+            ax.legend(fontsize=7, loc="upper left")
+    if words:
+        fig.axes[0].set_ylabel("accuracy", fontsize=8)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.17, top=0.9, wspace=0.25)
     fig.canvas.draw()
     image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
