@@ -7,11 +7,13 @@ import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
 from conftest import CLASSES, FAMILIES, ROOT, TINY_ARCH, label_probs
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from vit.explain import methods
 from vit.models import checkpoint
 from vit.models.factory import build, preprocessing
 
@@ -103,6 +105,16 @@ def test_explain_endpoint_gives_the_overlay_and_its_scores(client, app, photo, f
     if method == app.MODELS.models[family].methods[0]:  # the same numbers as the Python API
         expected = app.MODELS.models[family].explain(str(photo), method, score=True).faithfulness
         assert record["deletion_auc"] == pytest.approx(expected.deletion_auc, abs=1e-3)
+    if methods.weights(method):  # attention weights: the drawn row's peak and entropy, on the fixed scale
+        heat = app.MODELS.models[family].explain(str(photo), method).heat
+        row = heat.ravel() / heat.sum()
+        assert record["scale"].startswith("x uniform") and record["patch_keys"] == row.size
+        assert record["peak_x_uniform"] == pytest.approx(row.max() * row.size, rel=1e-3)
+        kept = row[row > 0]  # rollout's discard leaves zeros: 0 log 0 = 0
+        assert record["entropy"] == pytest.approx(-(kept * np.log(kept)).sum() / np.log(row.size), abs=1e-3)
+        assert record["nearly_uniform"] == (record["entropy"] >= 0.97)
+    else:
+        assert record["scale"] == "relative" and "peak_x_uniform" not in record
 
 
 def test_explain_with_no_method_uses_the_models_default(client, app, photo):

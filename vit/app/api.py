@@ -7,6 +7,7 @@ objects (`inspect.signature(fn).return_annotation`), and a string would make one
 """
 from typing import TYPE_CHECKING, Callable
 
+from vit import explain
 from vit.app import ui
 from vit.app.gradio_io import ImageFile, file_data, label_value, result_file
 from vit.app.handlers import OPACITY, ROLLOUT_DISCARD, Handlers, answers, decode
@@ -42,6 +43,24 @@ def faithfulness_record(r: "Result") -> dict:
     return {k: (round(float(getattr(f, k)), 4) if f is not None else None) for k in keys}
 
 
+def scale_record(r: "Result") -> dict:
+    """How the overlay's colours read: for attention weights (vit.explain.methods.weights) the fixed scale, the
+    drawn row's peak weight x number of patch keys, its normalised entropy, whether that is nearly uniform,
+    and the controls that chose the row (layer from 1, head, discard); for any other map, "relative"."""
+    if getattr(r, "heat", None) is None:
+        return {}
+    if not registry.weights(r.method):
+        return {"scale": "relative"}
+    s = explain.sharpness(r.heat)
+    controls = dict(r.controls)  # as the page says them: layer from 1, "head N" from 1
+    if registry.LAYER in controls:
+        controls[registry.LAYER] += 1
+    if isinstance(controls.get(registry.HEAD), int):
+        controls[registry.HEAD] = f"head {controls[registry.HEAD] + 1}"
+    return {"scale": f"x uniform, log2 {explain.SCALE[0]:g}-{explain.SCALE[1]:g}", "peak_x_uniform": round(s.peak, 3),
+            "entropy": round(s.entropy, 4), "nearly_uniform": s.nearly_uniform, "patch_keys": s.cells, **controls}
+
+
 def explain_record(model_id: str, r: "Result") -> dict:
     """What /explain returns beside the overlay."""
     scored = {"steps": r.faithfulness.steps, "random_seeds": list(r.faithfulness.random_seeds)} \
@@ -49,7 +68,7 @@ def explain_record(model_id: str, r: "Result") -> dict:
     return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
             **scored, "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2),
             "map_ms": round(r.map_ms, 2), "score_ms": round(r.score_ms, 2), "grid": list(r.grid),
-            **trust_record(r)}
+            **scale_record(r), **trust_record(r)}
 
 
 def api(h: Handlers) -> list[Callable]:
@@ -89,8 +108,11 @@ def api(h: Handlers) -> list[Callable]:
         Returns:
             The overlay image, and a record: model, method, label, probs, deletion_auc, insertion_auc,
             random_deletion_auc, random_insertion_auc (deletion: lower is better; insertion: higher),
-            latency_ms (the forward pass), explain_ms (the map and its score), and the gate's in_distribution,
-            ood_score, ood_threshold, prediction_set and temperature (as /predict).
+            latency_ms (the forward pass), explain_ms (the map and its score), scale ("relative", or for attention
+            and rollout the fixed "x uniform" scale, then peak_x_uniform: the drawn row's largest weight x number
+            of patch keys, 1 = uniform; entropy: its normalised entropy, 1 = uniform; nearly_uniform: entropy
+            >= 0.97; patch_keys; and the layer, head and discard that chose the row), and the gate's
+            in_distribution, ood_score, ood_threshold, prediction_set and temperature (as /predict).
         """
         p, r = h.explain(model, image, method or None)
         return file_data(result_file(ui.render_overlay(r, OPACITY))), explain_record(model, r)

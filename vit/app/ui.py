@@ -186,17 +186,56 @@ def method_choices(methods: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 def render_overlay(r: "Result", opacity: float = 0.5) -> Image.Image:
-    """The result's map over the pixels the model saw, enlarged for the screen."""
+    """The result's map over the pixels the model saw, enlarged for the screen: attention weights on the
+    fixed scale shared by every model and layer (uniform attention leaves the photo as it is), any other
+    map stretched to its own range (vit.explain.render)."""
     shown, _ = _display(r.view)
+    if registry.weights(r.method):
+        return explain.scale_bar(explain.scaled_overlay(shown, r.heat, opacity))
     return explain.colour_bar(explain.overlay(shown, r.heat, opacity))
 
 
-def faithfulness_text(r: "Result", title: str = "") -> str:
-    """Markdown: how faithful the map is, against random orders of the same cells."""
-    f = r.faithfulness
-    if f is None:
+def drawn_row_text(r: "Result") -> str:
+    """Which row of attention weights the overlay draws, in words (the entropy shown is this row's)."""
+    heads = r.maps[0].shape[0] if r.maps else 0
+    head = r.controls.get(registry.HEAD, "mean")
+    which = (f"the mean of its {heads} heads" if head == "mean" else
+             "the largest weight over its heads, renormalised" if head == "max" else f"head {int(head) + 1}")
+    if registry.LAYER in r.controls:
+        return f"the class token's attention in layer {r.controls[registry.LAYER] + 1}, {which}"
+    discard = float(r.controls.get(registry.DISCARD, 0.0))
+    dropped = (f": the weakest {discard:.0%} of each layer's weights are dropped first, which makes much of its "
+               "sharpness") if discard > 0 else ""
+    return f"the class token's row of the rollout over every layer, {which}, discard {discard:.2f}{dropped}"
+
+
+def scale_text(r: "Result") -> str:
+    """Markdown beside the overlay: how to read its colours. For attention weights, the drawn row's peak
+    (x an even share) and normalised entropy, and "nearly uniform" in words from entropy 0.97 on
+    (docs/inside.md says why); for any other map, that its colours are relative."""
+    if getattr(r, "heat", None) is None:
         return ""
-    return (f"**Is the map faithful?** ({registry.title(r.method)}{', ' + title if title else ''})  \n"
+    if not registry.weights(r.method):
+        return ("**Colours: relative scale**, stretched from this map's lowest cell (min) to its highest (max): "
+                "not comparable between maps or models.")
+    s = explain.sharpness(r.heat)
+    text = (f"**Colours: one fixed scale** for every model and layer, 1× = attention spread evenly over the "
+            f"{s.cells} patches. This map is {drawn_row_text(r)}. Its strongest patch gets **{s.peak:.1f}×** an even "
+            f"share; normalised entropy **{s.entropy:.2f}** (1 = even, 0 = one patch).")
+    if s.nearly_uniform:
+        text += (f"  \n⚖️ **Nearly uniform** (entropy ≥ {explain.NEARLY_UNIFORM}): this attention is spread almost "
+                 "evenly over the photo; read little into its pattern.")
+    return text
+
+
+def faithfulness_text(r: "Result", title: str = "") -> str:
+    """Markdown beside the overlay: how to read its colours (`scale_text`), then how faithful the map is,
+    against random orders of the same cells (once scored)."""
+    scale, f = scale_text(r), r.faithfulness
+    if f is None:
+        return scale
+    return (scale + "  \n" if scale else "") + (
+            f"**Is the map faithful?** ({registry.title(r.method)}{', ' + title if title else ''})  \n"
             f"Blurring the hottest cells first: deletion AUC **{f.deletion_auc:.3f}** vs "
             f"{f.random_deletion_auc:.3f} at random (lower is better).  \n"
             f"Revealing them first: insertion AUC **{f.insertion_auc:.3f}** vs "
@@ -209,13 +248,14 @@ def curves_image(r: "Result", title: str = "") -> Image.Image | None:
 
 
 def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:
-    """Every layer's class-token attention at once (models with attention only); `head` as the page's
-    menu says it (RequestError for a head the model lacks)."""
+    """Every layer's class-token attention at once (models with attention only), on the overlay's fixed
+    scale, each tile with its peak (x uniform); `head` as the page's menu says it (RequestError for a head
+    the model lacks)."""
     if not r.maps:
         return None
     head = parse_head(head, r.maps[0].shape[0])
     heats = [explain.cls_attention(m, r.grid, r.prefix, head) for m in r.maps]
-    return explain.colour_bar(explain.layer_mosaic(r.view, heats, opacity))
+    return explain.scale_bar(explain.layer_mosaic(r.view, heats, opacity, scaled=True))
 
 
 def render_patches(r: "Result") -> Image.Image:
