@@ -19,7 +19,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd
 
 from vit.app import examples as example_photos
-from vit.app import api, handlers, ui
+from vit.app import api, handlers, inside_tab, ui
 from vit.explain.rollout import head_choices
 from vit.serve import model_set
 
@@ -108,6 +108,7 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
         reliability, reliability_caption = ui.reliability(MODELS)  # before / after temperature scaling (vit.trust)
         gr.Markdown(reliability_caption, elem_id="reliability-caption")
         gr.Image(reliability, label="Reliability diagram", interactive=False, elem_id="reliability")
+    inside_tab.build(H, api.inside(H), MODEL_RUNS)  # Inside the ViT (Fig. 7 of the ViT paper) and /inside
 
     explain_inputs = [method, layer, head, opacity, discard]
     private = {"api_visibility": "private", "show_progress": "hidden"}

@@ -416,3 +416,22 @@ def test_both_vits_last_layer_attention_share_one_scale(page, running_app, shots
             for f, (img, view, _, _) in drawn.items()}
     print(f"\nstrongest tint (99.9th percentile of |overlay - photo|, RGB summed): {tint}")
     assert tint["scratch_vit"] > 1.5 * tint["timm_vit"], tint
+
+
+def test_the_inside_tab_shows_figure_7_of_both_vits(page, running_app, shots, js_errors):
+    """Opened, the tab draws each ViT's three panels with a sentence under each; the hybrid's filters panel
+    says it reads CNN features instead of drawing them."""
+    app, _ = running_app
+    vits = [f for f in FAMILIES if app.MODELS.has_attention(f)]
+    page.get_by_role("tab", name="Inside the ViT").click()
+    expect(page.locator("#inside-contrast")).to_contain_text("What the first layer of")
+    for family in vits:
+        for panel in ("position", "distance"):
+            expect(page.locator(f"#inside-{panel}-{family} img")).to_be_visible()
+            expect(page.locator(f"#inside-{panel}-{family}-text")).not_to_be_empty()
+    expect(page.locator("#inside-filters-scratch_vit img")).to_be_visible()
+    expect(page.locator("#inside-filters-timm_vit")).to_be_hidden()
+    expect(page.locator("#inside-filters-timm_vit-text")).to_contain_text("not pixels")
+    expect(page.locator("#inside-distance-timm_vit-text")).to_contain_text("almost evenly")
+    assert_clean(page, js_errors, "on the Inside the ViT tab")
+    save_shot(page, shots, "inside", full_page=True)
