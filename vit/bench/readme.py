@@ -4,8 +4,9 @@
     python -m vit.bench.readme --performance    # ... and docs/performance.md (runs vit.bench, minutes)
     python -m vit.bench.readme --faithfulness   # ... and docs/explanations.md's table, from checkpoints/faithfulness.json
     python -m vit.bench.readme --print          # prints instead of rewriting
-    (always: docs/trust.md's tables, from checkpoints/ood.json, the saved `python -m vit.trust.ood` run, and
-    docs/package.md's module table, from the modules' own docstrings)
+    (always: docs/trust.md's tables, from checkpoints/ood.json, the saved `python -m vit.trust.ood` run;
+    docs/inside.md's tables and figures, from checkpoints/inside.json, the saved `python -m vit.explore.inside` run;
+    and docs/package.md's module table, from the modules' own docstrings)
 
 Each block lies between `<!-- name:start -->` and `<!-- name:end -->` in the file `BLOCK_FILES` names.
 
@@ -29,6 +30,7 @@ import torch
 
 import vit
 from vit.bench.cli import Settings, run
+from vit.bench.inside_tables import inside_block, write_figures
 from vit.bench.machine import machine_info
 from vit.bench.report import performance_markdown
 from vit.explain.cli import markdown
@@ -41,7 +43,8 @@ from vit.serve.predictor import time_forward
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
-               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md"}
+               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md",
+               "inside": DOCS / "inside.md"}
 
 
 def machine() -> str:
@@ -252,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     results = results_block(args.runs)
-    blocks = {"models": models_block(results), "results": results, "trust": trust_block(), "package": package_block()}
+    blocks = {"models": models_block(results), "results": results, "trust": trust_block(), "package": package_block(),
+              "inside": inside_block()}
     if args.performance:
         blocks["performance"] = performance_block(args.runs)
     if args.faithfulness:
@@ -264,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.root) / BLOCK_FILES[name].relative_to(ROOT)
         path.write_text(replace_block(path.read_text(), name, block))
         print(f"updated the {name} block of {path}")
+    for path in write_figures(Path(args.root) / DOCS.relative_to(ROOT)):
+        print(f"drew {path}")
     return 0
 
 
