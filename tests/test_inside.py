@@ -159,3 +159,26 @@ def _tiny_vit():
 
     torch.manual_seed(0)
     return VisionTransformer(preset("vit_test_p8_32"))
+
+
+def test_another_language_needs_only_the_same_keys_and_fields():
+    """A table with the same keys whose templates use the same {fields} in another order says everything: the
+    functions format numbers, never words."""
+    from string import Formatter
+
+    fields = {k: [f for _, f, _, _ in Formatter().parse(t) if f] for k, t in inside_words.WORDS.items()}
+    other = {k: "<" + k + ">" + "|".join("{" + f + "}" for f in reversed(fs)) for k, fs in fields.items()}
+    selective, layout = record(), {"position_similarity": {"neighbours": 0.8, "all_pairs": 0.03, "all_pairs_std": 0.4,
+                                                          "centre_vs_border": -0.5, "left_right_mirror": 0.7},
+                                   "embed_dim": 32, "filters_explained_variance": [0.5, 0.2]}
+    even = replace(selective, attention_entropy=[[0.99] * 2] * 2, weights={"filters_explained_variance": None})
+    flat = {**layout, "position_similarity": {**layout["position_similarity"], "neighbours": 0.02},
+            "filters_explained_variance": None, "patch_embedding_channels": 112, "patch_embedding_kernel": 1}
+    said = [inside_words.filters_text(layout, 8, other), inside_words.filters_text(flat, 16, other),
+            inside_words.position_text(layout, other), inside_words.position_text(flat, other),
+            inside_words.distance_text(selective, words=other), inside_words.distance_text(even, words=other),
+            inside_words.distance_text(None, "x", other), inside_words.contrast_text({"A": selective, "B": even}, other),
+            inside_words.distance_text(replace(selective, attention_distance_px=[[5.0, 5.0]] * 2), words=other),
+            inside_words.contrast_text({"A": selective, "B": record(attention_entropy=[[0.9] * 2] * 2)}, other)]
+    assert all(text.startswith("<fv.inside.") and "{" not in text for text in said), said
+    assert all(f"<{key}>" in " ".join(said) for key in inside_words.WORDS), "a template no sentence used"

@@ -24,13 +24,19 @@ from vit.explore.inside import InsideRecord, record_for, sha256
 from vit.models.attention import patch_size_px, token_grid
 from vit.serve.model_set import ModelError, ModelSet
 
-PANELS = (("filters", "Patch filters: the first principal components"),
-          ("position", "Position embeddings: how alike each position is to every other"),
-          ("distance", "Mean attention distance per head, by layer"))
-INTRO = ("## Inside the ViT\nThe three views of the ViT paper's Figure 7 (Dosovitskiy et al. 2021) for each Vision "
-         "Transformer served here, side by side: what its first layer looks for in a patch, what it learned about "
-         "where patches sit, and how far its attention reaches in each layer. The attention figures are means over "
-         "the test photos (`python -m vit.explore.inside`); how each is computed: docs/inside.md.")
+PANELS = ("filters", "position", "distance")  # the rows, top to bottom
+# The tab's words: templates under keys, as vit.explore.inside_words' (a page in another language passes its own).
+TAB_WORDS: dict[str, str] = {
+    "fv.tab.inside": "Inside the ViT",
+    "fv.inside.intro": "## Inside the ViT\nThe three views of the ViT paper's Figure 7 (Dosovitskiy et al. 2021) for "
+                       "each Vision Transformer served here, side by side: what its first layer looks for in a patch, "
+                       "what it learned about where patches sit, and how far its attention reaches in each layer. The "
+                       "attention figures are means over the test photos (`python -m vit.explore.inside`); how each "
+                       "is computed: docs/inside.md.",
+    "fv.inside.panel.filters": "### Patch filters: the first principal components",
+    "fv.inside.panel.position": "### Position embeddings: how alike each position is to every other",
+    "fv.inside.panel.distance": "### Mean attention distance per head, by layer",
+}
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ def panel_texts(v: InsideView) -> dict[str, str]:
     """One sentence under each panel, from the numbers."""
     return {"filters": inside_words.filters_text(v.weights, v.patch_px),
             "position": inside_words.position_text(v.weights),
-            "distance": inside_words.distance_text(v.record, v.note)}
+            "distance": inside_words.distance_text(v.record, v.note)}  # English: inside_words.WORDS
 
 
 def build(h, endpoint: Callable, concurrency_id: str) -> None:
@@ -93,12 +99,12 @@ def build(h, endpoint: Callable, concurrency_id: str) -> None:
     opened; and the /inside endpoint (`endpoint`: vit.app.api's)."""
     models: ModelSet = h.models
     vits = [i for i in models.ids if models.has_attention(i)]
-    with gr.Tab("Inside the ViT", elem_id="inside-tab") as tab:
-        gr.Markdown(INTRO, elem_id="inside-intro")
+    with gr.Tab(TAB_WORDS["fv.tab.inside"], elem_id="inside-tab") as tab:
+        gr.Markdown(TAB_WORDS["fv.inside.intro"], elem_id="inside-intro")
         contrast = gr.Markdown(elem_id="inside-contrast")
         pictures, texts = {}, {}
-        for panel, heading in PANELS:
-            gr.Markdown(f"### {heading}")
+        for panel in PANELS:
+            gr.Markdown(TAB_WORDS[f"fv.inside.panel.{panel}"])
             with gr.Row(equal_height=False):
                 for i in vits:
                     with gr.Column():
@@ -112,13 +118,13 @@ def build(h, endpoint: Callable, concurrency_id: str) -> None:
             try:
                 v = inside_view(models, i)
             except (ModelError, RequestError, ValueError, OSError) as e:  # said in its column; the others shown
-                for panel, _ in PANELS:
+                for panel in PANELS:
                     out[pictures[panel, i]], out[texts[panel, i]] = gr.update(visible=False), f"⚠️ {e}"
                 continue
             if v.record is not None:
                 records[models.titles[i]] = v.record
             files, words = panel_pictures(v), panel_texts(v)
-            for panel, _ in PANELS:
+            for panel in PANELS:
                 out[pictures[panel, i]] = gr.update(value=files[panel], visible=files[panel] is not None)
                 out[texts[panel, i]] = words[panel]
         out[contrast] = inside_words.contrast_text(records)

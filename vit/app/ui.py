@@ -195,36 +195,52 @@ def render_overlay(r: "Result", opacity: float = 0.5) -> Image.Image:
     return explain.colour_bar(explain.overlay(shown, r.heat, opacity))
 
 
-def drawn_row_text(r: "Result") -> str:
+# The words beside an overlay on how to read its colours: templates under keys, so a page in another language
+# passes its own table with the same keys and {fields} (the numbers are formatted here).
+SCALE_WORDS: dict[str, str] = {
+    "fv.scale.relative": "**Colours: relative scale**, stretched from this map's lowest cell to its highest: not "
+                         "comparable between maps or models.",
+    "fv.scale.fixed": "**Colours: one fixed scale** for every model and layer, 1× = attention spread evenly over the "
+                      "{cells} patches. This map is {row}. Its strongest patch gets **{peak}×** an even share; "
+                      "normalised entropy **{entropy}** (1 = even, 0 = one patch).",
+    "fv.scale.nearly_uniform": "⚖️ **Nearly uniform** (entropy ≥ {line}): this attention is spread almost evenly over "
+                               "the photo; read little into its pattern.",
+    "fv.row.mean": "the mean of its {heads} heads",
+    "fv.row.max": "the largest weight over its heads, renormalised",
+    "fv.row.head": "head {head}",
+    "fv.row.attention": "the class token's attention in layer {layer}, {which}",
+    "fv.row.rollout": "the class token's row of the rollout over every layer, {which}, discard {discard}{dropped}",
+    "fv.row.dropped": ": the weakest {share} of each layer's weights are dropped first, which makes much of its "
+                      "sharpness",
+}
+
+
+def drawn_row_text(r: "Result", words: dict[str, str] = SCALE_WORDS) -> str:
     """Which row of attention weights the overlay draws, in words (the entropy shown is this row's)."""
     heads = r.maps[0].shape[0] if r.maps else 0
     head = r.controls.get(registry.HEAD, "mean")
-    which = (f"the mean of its {heads} heads" if head == "mean" else
-             "the largest weight over its heads, renormalised" if head == "max" else f"head {int(head) + 1}")
+    which = (words["fv.row.mean"].format(heads=heads) if head == "mean" else words["fv.row.max"] if head == "max"
+             else words["fv.row.head"].format(head=int(head) + 1))
     if registry.LAYER in r.controls:
-        return f"the class token's attention in layer {r.controls[registry.LAYER] + 1}, {which}"
+        return words["fv.row.attention"].format(layer=r.controls[registry.LAYER] + 1, which=which)
     discard = float(r.controls.get(registry.DISCARD, 0.0))
-    dropped = (f": the weakest {discard:.0%} of each layer's weights are dropped first, which makes much of its "
-               "sharpness") if discard > 0 else ""
-    return f"the class token's row of the rollout over every layer, {which}, discard {discard:.2f}{dropped}"
+    dropped = words["fv.row.dropped"].format(share=f"{discard:.0%}") if discard > 0 else ""
+    return words["fv.row.rollout"].format(which=which, discard=f"{discard:.2f}", dropped=dropped)
 
 
-def scale_text(r: "Result") -> str:
+def scale_text(r: "Result", words: dict[str, str] = SCALE_WORDS) -> str:
     """Markdown beside the overlay: how to read its colours. For attention weights, the drawn row's peak
     (x an even share) and normalised entropy, and "nearly uniform" in words from entropy 0.97 on
     (docs/inside.md says why); for any other map, that its colours are relative."""
     if getattr(r, "heat", None) is None:
         return ""
     if not registry.weights(r.method):
-        return ("**Colours: relative scale**, stretched from this map's lowest cell (min) to its highest (max): "
-                "not comparable between maps or models.")
+        return words["fv.scale.relative"]
     s = explain.sharpness(r.heat)
-    text = (f"**Colours: one fixed scale** for every model and layer, 1× = attention spread evenly over the "
-            f"{s.cells} patches. This map is {drawn_row_text(r)}. Its strongest patch gets **{s.peak:.1f}×** an even "
-            f"share; normalised entropy **{s.entropy:.2f}** (1 = even, 0 = one patch).")
+    text = words["fv.scale.fixed"].format(cells=s.cells, row=drawn_row_text(r, words), peak=f"{s.peak:.1f}",
+                                          entropy=f"{s.entropy:.2f}")
     if s.nearly_uniform:
-        text += (f"  \n⚖️ **Nearly uniform** (entropy ≥ {explain.NEARLY_UNIFORM}): this attention is spread almost "
-                 "evenly over the photo; read little into its pattern.")
+        text += "  \n" + words["fv.scale.nearly_uniform"].format(line=explain.NEARLY_UNIFORM)
     return text
 
 

@@ -5,9 +5,8 @@ Two scales. Attention weights (class-token attention, rollout: a distribution ov
 drawn on one fixed scale shared by every model, layer, head and photo: weight x number of patch keys
 (1 = uniform attention), on log2 from 1x to 32x, the blend growing with it, so uniform attention leaves
 the photo untouched and a 5x peak looks weaker than a 15x one (`times_uniform`, `scaled_overlay`,
-`scale_bar`). Every other map has no such reference and is stretched from its own lowest to its highest
-cell: a relative scale, and its bar says min / max (`overlay`, `colour_bar`). Text drawn in a picture is
-numbers and symbols only; the page says the rest in words.
+`scale_bar`: its labels are numbers). Every other map has no such reference and is stretched from its own
+lowest to its highest cell, a relative scale (`overlay`, `colour_bar`); the page says which in words.
 """
 from __future__ import annotations
 
@@ -131,8 +130,8 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str 
 
 
 def colour_bar(image: Image.Image, cmap: str = CMAP, width: int = 10) -> Image.Image:
-    """The image with a relative map's colour scale drawn inside its right edge, low to high from bottom
-    to top over its lower 40 %, labelled "max" and "min": the map's own range (the image keeps its size)."""
+    """The image with the map's colour scale drawn inside its right edge, low to high from bottom to
+    top over its lower 40 %, labelled "more" and "less" (the image keeps its size)."""
     out = image.convert("RGB").copy()
     height = max(8, int(out.height * 0.4))
     x0, y0 = out.width - width - 6, out.height - height - 6
@@ -141,8 +140,11 @@ def colour_bar(image: Image.Image, cmap: str = CMAP, width: int = 10) -> Image.I
     out.paste(Image.fromarray(strip), (x0, y0))
     draw = ImageDraw.Draw(out)
     draw.rectangle([x0 - 1, y0 - 1, x0 + width, y0 + height], outline=(255, 255, 255))
-    for text, y in (("max", y0 - 13), ("min", y0 + height - 11)):
-        _label(draw, text, x0 - 3, y)
+    for text, y in (("more", y0 - 13), ("less", y0 + height - 11)):
+        box = draw.textbbox((0, 0), text)
+        tx = x0 - (box[2] - box[0]) - 4
+        draw.rectangle([tx - 2, y - 1, tx + box[2] - box[0] + 1, y + box[3] - box[1] + 2], fill=(0, 0, 0))
+        draw.text((tx, y), text, fill=(255, 255, 255))
     return out
 
 
