@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: its i
 import gradio as gr  # noqa: E402
 
 from vit.app import examples as example_photos
-from vit.app import api, handlers, i18n, page, ui
+from vit.app import api, handlers, i18n, inside_tab, page, ui
 from vit.serve import model_set
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -56,6 +56,8 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
         timer = gr.Timer(1.0)
     with gr.Tab(i18n.marker("fv.tab.compare")):
         t = page.compare_tab(MODELS)
+
+    inside_tab.build(H, api.inside(H), MODEL_RUNS)  # Inside the ViT (Fig. 7 of the ViT paper) and /inside
 
     explain_inputs = [c.method, c.layer, c.head, c.opacity, c.discard]
     private = {"api_visibility": "private", "show_progress": "hidden"}

@@ -8,11 +8,14 @@ import sys
 import time
 
 import httpx
+import numpy as np
 import pytest
-from conftest import CLASSES, FAMILIES, ROOT, TINY_ARCH, label_probs
+import torch
+from conftest import CLASSES, FAMILIES, ROOT, SHARED_DATA, TINY_ARCH, label_probs
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from vit.explain import methods
 from vit.models import checkpoint
 from vit.models.factory import build, preprocessing
 
@@ -30,7 +33,8 @@ def test_every_model_loaded(app):
 
 def test_named_endpoints_are_published(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/predict", "/explain", "/attention", "/methods", "/classify", "/compare", "/measure_latency"}
+    assert names == {"/predict", "/explain", "/attention", "/methods", "/classify", "/compare", "/measure_latency",
+                     "/inside"}
 
 
 def test_no_invisible_buttons_carry_the_api(app):
@@ -104,6 +108,80 @@ def test_explain_endpoint_gives_the_overlay_and_its_scores(client, app, photo, f
     if method == app.MODELS.models[family].methods[0]:  # the same numbers as the Python API
         expected = app.MODELS.models[family].explain(str(photo), method, score=True).faithfulness
         assert record["deletion_auc"] == pytest.approx(expected.deletion_auc, abs=1e-3)
+    if methods.weights(method):  # attention weights: the drawn row's peak and entropy, on the fixed scale
+        heat = app.MODELS.models[family].explain(str(photo), method).heat
+        row = heat.ravel() / heat.sum()
+        assert record["scale"].startswith("x uniform") and record["patch_keys"] == row.size
+        assert record["peak_x_uniform"] == pytest.approx(row.max() * row.size, rel=1e-3)
+        kept = row[row > 0]  # rollout's discard leaves zeros: 0 log 0 = 0
+        assert record["entropy"] == pytest.approx(-(kept * np.log(kept)).sum() / np.log(row.size), abs=1e-3)
+        assert record["nearly_uniform"] == (record["entropy"] >= 0.97)
+    else:
+        assert record["scale"] == "relative" and "peak_x_uniform" not in record
+
+
+def test_inside_endpoint_gives_figure_7_of_each_vit_and_refuses_a_cnn(client, app):
+    from gradio_client.exceptions import AppError
+
+    for family in FAMILIES:
+        if not app.MODELS.has_attention(family):
+            with pytest.raises(AppError, match="has no attention maps: Inside the ViT is for the Vision Transformers"):
+                client.predict(family, api_name="/inside")
+            continue
+        r, p = client.predict(family, api_name="/inside"), app.MODELS.models[family]
+        cells = r["grid"][0] * r["grid"][1]
+        assert r["model"] == family and r["input_px"] == p.image_size and r["patch_px"] * r["grid"][1] == p.image_size
+        assert np.asarray(r["position_similarity"]).shape == (cells, cells)
+        assert np.allclose(np.diag(r["position_similarity"]), 1.0, atol=1e-3)
+        if r["note"]:  # tiny stand-ins: no record beside them
+            assert r["attention_distance_px"] is None
+            continue
+        for key in ("attention_distance_px", "attention_entropy", "cls_attention_entropy", "attention_distance_fraction"):
+            assert np.asarray(r[key]).shape == (p.num_layers, p.num_heads), key
+        assert r["uniform_distance_fraction"] == pytest.approx(r["uniform_distance_px"] / r["input_px"], abs=1e-4)
+
+
+def independent_figure_7(maps: list[np.ndarray], grid: tuple[int, int], patch_px: float, prefix: int) -> dict:
+    """The issue's definitions written again in numpy, for one photo's per-layer (heads, N, N) maps: per (layer,
+    head) the mean attention distance, and the normalised entropies of the patch rows and of the class row,
+    every row restricted to the patch keys and renormalised."""
+    rows, cols = grid
+    centres = (np.stack(np.divmod(np.arange(rows * cols), cols), 1) + 0.5) * patch_px  # (P, 2) y, x
+    d = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(-1))  # (P, P)
+    out = {"attention_distance_px": [], "attention_entropy": [], "cls_attention_entropy": []}
+    for m in maps:
+        a = m[:, prefix:, prefix:].astype(np.float64)
+        a /= a.sum(-1, keepdims=True)  # (heads, P, P)
+        c = m[:, 0, prefix:].astype(np.float64)
+        c /= c.sum(-1, keepdims=True)  # (heads, P)
+        ent = lambda p: -(p * np.log(np.maximum(p, 1e-300))).sum(-1) / np.log(p.shape[-1])  # noqa: E731
+        out["attention_distance_px"].append((a * d).sum(-1).mean(-1))
+        out["attention_entropy"].append(ent(a).mean(-1))
+        out["cls_attention_entropy"].append(ent(c))
+    return {k: np.stack(v) for k, v in out.items()}  # each (layers, heads)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_DATA / "pizza_steak_sushi" / "test").is_dir(), reason="needs ../shared/data")
+def test_inside_agrees_with_an_independent_computation_on_the_test_photos(client, app):
+    """The issue's bar: every layer's and head's attention distance and both entropies within 5 % of the
+    definitions recomputed here, from the served models' own attention maps (the engine serving them: ONNX
+    Runtime's attention export) on the 75 test photos."""
+    photos = sorted((SHARED_DATA / "pizza_steak_sushi" / "test").glob("*/*.jpg"))
+    for family in [f for f in FAMILIES if app.MODELS.has_attention(f)]:
+        r, p = client.predict(family, api_name="/inside"), app.MODELS.models[family]
+        assert r["photos"] == len(photos) == 75, r["note"]
+        sums = None
+        for batch in range(0, len(photos), 25):
+            x = torch.cat([p.prepare(str(f))[1] for f in photos[batch:batch + 25]])
+            _, maps = p.engine.forward_attention(x)  # per layer (B, heads, N, N)
+            for b in range(x.shape[0]):
+                one = independent_figure_7([m[b].numpy() for m in maps], tuple(r["grid"]), r["patch_px"], p.prefix)
+                sums = one if sums is None else {k: sums[k] + v for k, v in one.items()}
+        for key, total in sums.items():
+            mean = total / len(photos)
+            assert np.allclose(r[key], mean, rtol=0.05, atol=0), (family, key, r[key], mean.round(4).tolist())
+            print(f"{family} {key}: largest relative gap {np.max(np.abs(np.asarray(r[key]) / mean - 1)):.2e}")
 
 
 def test_explain_with_no_method_uses_the_models_default(client, app, photo):

@@ -8,15 +8,18 @@ Screenshots go to $FOODVISION_SCREENSHOTS, else to a pytest temporary folder; th
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import CLASSES, FAMILIES
+from conftest import CLASSES, FAMILIES, ROOT
 from PIL import Image, ImageDraw
 
+from vit import explain
 from vit.app import i18n
 from vit.explain.methods import ids
 from vit.explain.methods import (
@@ -502,3 +505,75 @@ def test_a_japanese_browser_gets_a_japanese_page(browser, running_app, shots, tm
     assert not JAPANESE.search(text.replace("日本語", "")), [line for line in text.splitlines() if JAPANESE.search(line)]
     for must in ("Classify", "Looks like", "Is the map faithful?", "notes.jpg is not an image"):
         assert must in text, (must, text)
+
+
+def settled_text(page, selector: str, needles: list[str], quiet_s: float = 1.0) -> str:
+    """The element's text once it holds every needle and has not changed for `quiet_s`."""
+    page.wait_for_function("""([sel, needles]) => { const t = document.querySelector(sel)?.innerText ?? '';
+        return needles.every(n => t.includes(n)); }""", arg=[selector, needles])
+    text, since = page.locator(selector).inner_text(), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        page.wait_for_timeout(200)
+        if (now := page.locator(selector).inner_text()) != text:
+            text, since = now, time.monotonic()
+    assert all(n in text for n in needles), text
+    return text
+
+
+def test_both_vits_last_layer_attention_share_one_scale(page, running_app, shots, js_errors):
+    """On one photo, both ViTs' last-layer class-token attention (mean of heads), each picked on the page: the
+    same bar on both overlays (one scale), the hybrid's (peak about 3 x uniform on this photo) visibly less
+    contrast than the scratch ViT's (about 14 x), and beside each its drawn row's normalised entropy and peak,
+    the hybrid's said in words to be nearly uniform (entropy 0.98)."""
+    app, _ = running_app
+    photo = ROOT / "examples" / "sushi_2385731.jpg"
+    expect(page.locator("#model-card")).to_contain_text(TITLES[app.DEFAULT])  # the page's load event has set the controls
+    upload(page, photo)
+    drawn = {}
+    for family in [f for f in FAMILIES if app.MODELS.has_attention(f)]:
+        p = app.MODELS.models[family]
+        pick_model(page, app, family)
+        before = overlay_src(page)
+        pick_method(page, "attention")
+        expect(page.locator("#layer-slider input[type=number]")).to_have_value(str(p.num_layers))  # the last layer
+        page.wait_for_function(OVERLAY_LOADED, arg=before)
+        cells = p.grid[0] * p.grid[1]  # this model's attention, scored (an earlier map's late score may pass first)
+        text = settled_text(page, "#faithfulness", [f"spread evenly over the {cells} patches",
+                                                    f"Is the map faithful? ({method_title('attention')}", "deletion AUC"])
+        shown = np.asarray(Image.open(io.BytesIO(page.request.get(overlay_src(page)).body())).convert("RGB"), float)
+        view = p.prepare(str(photo))[0].resize((shown.shape[1], shown.shape[0]), Image.BICUBIC)
+        drawn[family] = (shown, np.asarray(view, float), text, explain.sharpness(p.explain(str(photo), "attention").heat))
+        save_shot(page.locator("#overlay"), shots, f"scale-{family}")
+        assert_clean(page, js_errors, f"with {TITLES[family]}'s attention")
+    (scratch, _, s_text, s_row), (hybrid, _, h_text, h_row) = drawn["scratch_vit"], drawn["timm_vit"]
+    assert s_row.peak > 10 and h_row.peak < 5, (s_row, h_row)  # the photo's premise
+    for text, row in ((s_text, s_row), (h_text, h_row)):
+        assert f"normalised entropy {row.entropy:.2f}" in text and f"gets {row.peak:.1f}×" in text, text
+        assert ("Nearly uniform" in text) == row.nearly_uniform
+    assert h_row.nearly_uniform and not s_row.nearly_uniform
+    height, width = scratch.shape[:2]  # the bar: 10 px wide, 6 px inside the right edge, over the lower half
+    ramp = (slice(height - 6 - height // 2 + 1, height - 6), width - 11)
+    assert np.array_equal(scratch[ramp], hybrid[ramp]), "the two overlays do not share one scale"
+    tint = {f: np.percentile(np.abs(img - view).sum(-1)[:, :width - 56], 99.9)  # left of the bar and its labels
+            for f, (img, view, _, _) in drawn.items()}
+    print(f"\nstrongest tint (99.9th percentile of |overlay - photo|, RGB summed): {tint}")
+    assert tint["scratch_vit"] > 1.5 * tint["timm_vit"], tint
+
+
+def test_the_inside_tab_shows_figure_7_of_both_vits(page, running_app, shots, js_errors):
+    """Opened, the tab draws each ViT's three panels with a sentence under each; the hybrid's filters panel
+    says it reads CNN features instead of drawing them."""
+    app, _ = running_app
+    vits = [f for f in FAMILIES if app.MODELS.has_attention(f)]
+    page.get_by_role("tab", name="Inside the ViT").click()
+    expect(page.locator("#inside-contrast")).to_contain_text("What the first layer of")
+    for family in vits:
+        for panel in ("position", "distance"):
+            expect(page.locator(f"#inside-{panel}-{family} img")).to_be_visible()
+            expect(page.locator(f"#inside-{panel}-{family}-text")).not_to_be_empty()
+    expect(page.locator("#inside-filters-scratch_vit img")).to_be_visible()
+    expect(page.locator("#inside-filters-timm_vit")).to_be_hidden()
+    expect(page.locator("#inside-filters-timm_vit-text")).to_contain_text("not pixels")
+    expect(page.locator("#inside-distance-timm_vit-text")).to_contain_text("almost evenly")
+    assert_clean(page, js_errors, "on the Inside the ViT tab")
+    save_shot(page, shots, "inside", full_page=True)

@@ -104,6 +104,73 @@ def test_layer_mosaic_tiles_every_layer():
     assert m.size == (4 * 40, 2 * 40)
 
 
+# ---------------------------------------------------------------- the fixed attention scale
+
+
+def peaked(cells: int, peak: float) -> np.ndarray:
+    """A row of attention weights over `cells` patch keys whose largest weight is `peak` x uniform, the rest
+    spread evenly: (rows, cols) = (1, cells)."""
+    row = np.full(cells, (1 - peak / cells) / (cells - 1))
+    row[cells // 2] = peak / cells
+    return row[None] * 0.9  # sums to 0.9: the prefix tokens took the rest; the scale renormalises
+
+
+def test_the_fixed_scale_leaves_the_photo_untouched_under_uniform_attention():
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    uniform = np.full((12, 12), 0.98 / 144)  # any sum: 2 % on the class and distillation tokens
+    assert np.all(explain.on_scale(uniform) == 0)
+    assert np.array_equal(np.asarray(explain.scaled_overlay(photo, uniform, 0.5)), np.asarray(photo))
+    s = explain.sharpness(uniform)
+    assert s.peak == pytest.approx(1.0) and s.entropy == pytest.approx(1.0) and s.nearly_uniform and s.cells == 144
+    # the stretched overlay of today draws the same flat map as a dark veil: not the photo
+    assert np.abs(np.asarray(explain.overlay(photo, uniform), float) - np.asarray(photo, float)).mean() > 20
+
+
+def test_the_fixed_scale_orders_a_5x_peak_below_a_15x_one_where_stretching_does_not():
+    grey = Image.new("RGB", (196, 196), (128, 128, 128))
+    five, fifteen = peaked(196, 5.0), peaked(196, 15.0)
+    assert explain.sharpness(five).peak == pytest.approx(5.0) and explain.sharpness(fifteen).peak == pytest.approx(15.0)
+    assert explain.on_scale(five).max() == pytest.approx(np.log2(5) / 5)  # one octave = 0.2 on 1x-32x
+    assert explain.on_scale(fifteen).max() == pytest.approx(np.log2(15) / 5)
+
+    def contrast(img: Image.Image) -> float:  # how far the drawn peak is from the untouched grey photo
+        return float(np.abs(np.asarray(img, float) - 128).sum(-1).max())
+
+    assert contrast(explain.scaled_overlay(grey, fifteen)) > 1.5 * contrast(explain.scaled_overlay(grey, five))
+    assert contrast(explain.overlay(grey, fifteen)) == pytest.approx(contrast(explain.overlay(grey, five)))  # stretched
+    assert explain.sharpness(five).entropy > explain.sharpness(fifteen).entropy
+
+
+def test_the_scale_is_clipped_at_32x_and_renormalised():
+    one = np.zeros((8, 8))
+    one[2, 3] = 0.4  # all of the row on one of 64 keys: 64x, above the top of the scale
+    assert explain.on_scale(one)[2, 3] == 1.0 and explain.on_scale(one).sum() == 1.0
+    assert explain.sharpness(one).entropy == 0.0 and explain.sharpness(one).peak == pytest.approx(64.0)
+    sixteen = np.zeros((4, 4))
+    sixteen[0, 0] = 3.0  # 16x on 16 keys: four octaves of five
+    assert explain.on_scale(sixteen)[0, 0] == pytest.approx(0.8)
+
+
+def test_the_scale_entropy_is_the_definitions_entropy():
+    """vit.explain.render and vit.explore.figure7 compute the same normalised entropy (written twice: the two
+    subpackages are side by side and may not import each other), and the line is one figure7 records at."""
+    from vit.explore import figure7
+
+    row = np.random.default_rng(1).dirichlet(np.ones(144) * 0.3) * 0.95
+    assert explain.sharpness(row).entropy == pytest.approx(
+        figure7.normalised_entropy(torch.as_tensor(row / row.sum())).item(), abs=1e-9)
+    assert explain.NEARLY_UNIFORM in figure7.LINES
+
+
+def test_scale_bars_are_numbers_inside_the_image():
+    img = Image.new("RGB", (336, 336), (255, 255, 255))
+    bar = np.asarray(explain.scale_bar(img))
+    assert bar.shape == (336, 336, 3) and (bar[:, :300] == 255).mean() < 1  # labels left of the ramp
+    ramp = bar[336 - 6 - 168:336 - 6, 336 - 12]  # the ramp's column, top to bottom
+    assert np.allclose(ramp[-1], 127, atol=1) and ramp[0].sum() > 550  # 1x: the grey behind it untouched; 32x: bright
+    assert (np.asarray(explain.colour_bar(img)) != 255).any()
+
+
 # ---------------------------------------------------------------- compute(): ground truth and hygiene
 
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402

@@ -60,6 +60,18 @@ def test_the_trust_tables_are_generated_from_the_saved_ood_run():
         assert f"| {g['test_coverage']:.1%} | {g['test_mean_set_size']:.2f} |" in block
 
 
+def test_the_inside_tables_are_generated_from_the_saved_record():
+    """docs/inside.md's block is checkpoints/inside.json (`python -m vit.explore.inside`) as tables and sentences,
+    its figures beside it."""
+    from vit.bench.inside_tables import RECORD, inside_block
+    block = DOCS["inside.md"].split("<!-- inside:start -->\n")[1].split("\n<!-- inside:end -->")[0]
+    assert RECORD.is_file() and block == inside_block()
+    run = json.loads(RECORD.read_text())
+    for model, r in run["records"].items():
+        assert (ROOT / "docs" / f"inside_{model}.png").is_file()
+        assert f"| 1 | {' / '.join(f'{v:.1f}' for v in r['attention_distance_px'][0])} |" in block
+
+
 def test_the_readme_is_short_and_links_every_doc():
     """A stranger reads it in five minutes: under 250 lines, the measurements one link away, and
     every image and relative link it or a doc names exists."""

@@ -1,5 +1,5 @@
-"""The app's API: the gr.api endpoints /predict, /explain, /attention, /methods and /classify, and the
-records they return. Their signatures and docstrings are what API and MCP clients read; each endpoint is
+"""The app's API: the gr.api endpoints /predict, /explain, /attention, /methods, /classify and /inside, and
+the records they return. Their signatures and docstrings are what API and MCP clients read; each endpoint is
 one call to a `Handlers` method, so the page and the API answer alike.
 
 No `from __future__ import annotations` here: gr.api reads the endpoints' return annotations as
@@ -7,9 +7,13 @@ objects (`inspect.signature(fn).return_annotation`), and a string would make one
 """
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
+from vit import explain
 from vit.app import ui
 from vit.app.gradio_io import ImageFile, file_data, label_value, result_file
 from vit.app.handlers import OPACITY, ROLLOUT_DISCARD, Handlers, answers, decode
+from vit.app.inside_tab import InsideView, inside_view
 from vit.explain import methods as registry
 from vit.serve.model_set import methods_of
 
@@ -42,6 +46,24 @@ def faithfulness_record(r: "Result") -> dict:
     return {k: (round(float(getattr(f, k)), 4) if f is not None else None) for k in keys}
 
 
+def scale_record(r: "Result") -> dict:
+    """How the overlay's colours read: for attention weights (vit.explain.methods.weights) the fixed scale, the
+    drawn row's peak weight x number of patch keys, its normalised entropy, whether that is nearly uniform,
+    and the controls that chose the row (layer from 1, head, discard); for any other map, "relative"."""
+    if getattr(r, "heat", None) is None:
+        return {}
+    if not registry.weights(r.method):
+        return {"scale": "relative"}
+    s = explain.sharpness(r.heat)
+    controls = dict(r.controls)  # as the page says them: layer from 1, "head N" from 1
+    if registry.LAYER in controls:
+        controls[registry.LAYER] += 1
+    if isinstance(controls.get(registry.HEAD), int):
+        controls[registry.HEAD] = f"head {controls[registry.HEAD] + 1}"
+    return {"scale": f"x uniform, log2 {explain.SCALE[0]:g}-{explain.SCALE[1]:g}", "peak_x_uniform": round(s.peak, 3),
+            "entropy": round(s.entropy, 4), "nearly_uniform": s.nearly_uniform, "patch_keys": s.cells, **controls}
+
+
 def explain_record(model_id: str, r: "Result") -> dict:
     """What /explain returns beside the overlay."""
     scored = {"steps": r.faithfulness.steps, "random_seeds": list(r.faithfulness.random_seeds)} \
@@ -49,7 +71,61 @@ def explain_record(model_id: str, r: "Result") -> dict:
     return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
             **scored, "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2),
             "map_ms": round(r.map_ms, 2), "score_ms": round(r.score_ms, 2), "grid": list(r.grid),
-            **trust_record(r)}
+            **scale_record(r), **trust_record(r)}
+
+
+def _nested(values, digits: int = 4) -> list:
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+INSIDE_MEASURED = ("attention_distance_px", "attention_distance_fraction", "uniform_distance_px", "uniform_distance_fraction",
+                   "attention_entropy", "cls_attention_entropy", "attention_peak_x_uniform", "cls_attention_peak_x_uniform",
+                   "photos", "split")  # from the record on the test photos: null when there is none
+
+
+def inside_record(v: InsideView) -> dict:
+    """What /inside returns for one ViT: Figure 7's numbers (vit.explore.figure7; docs/inside.md)."""
+    r = v.record
+    measured = dict.fromkeys(INSIDE_MEASURED) if r is None else {
+        "attention_distance_px": _nested(r.attention_distance_px, 3),
+        "attention_distance_fraction": _nested(r.attention_distance_fraction),
+        "uniform_distance_px": round(r.uniform_distance_px, 3),
+        "uniform_distance_fraction": round(r.uniform_distance_fraction, 4),
+        "attention_entropy": _nested(r.attention_entropy), "cls_attention_entropy": _nested(r.cls_attention_entropy),
+        "attention_peak_x_uniform": _nested(r.attention_peak, 3),
+        "cls_attention_peak_x_uniform": _nested(r.cls_attention_peak, 3), "photos": r.photos, "split": r.split}
+    return {"model": v.model, **measured, "note": v.note, "position_similarity": _nested(v.similarity),
+            "grid": list(v.grid), "input_px": v.image_px, "patch_px": v.patch_px,
+            "filters_explained_variance": v.weights["filters_explained_variance"]}
+
+
+def inside(h: Handlers) -> Callable:
+    """The /inside endpoint (registered by vit.app.inside_tab with its tab), `model` defaulting to the first ViT."""
+    default = next((i for i in h.models.ids if h.models.has_attention(i)), h.default)
+
+    @answers
+    def inside(model: str = default) -> dict:
+        """Inside a Vision Transformer: Figure 7 of the ViT paper (Dosovitskiy et al. 2021) for one of the app's ViTs.
+
+        Args:
+            model: a ViT's id, its checkpoint's file stem (e.g. "scratch_vit", "timm_vit"); a model without
+                attention is refused.
+        Returns:
+            {"model", "attention_distance_px": [[per head] per layer] (mean attention distance over the test photos, in
+            input pixels: for each patch query, the attention-weighted distance to the patch keys, the rows restricted to
+            the patch tokens and renormalised), "attention_distance_fraction" (the same / the image side),
+            "uniform_distance_px" and "uniform_distance_fraction" (what uniform attention gives), "attention_entropy" and
+            "cls_attention_entropy" ([[per head] per layer]: normalised entropy of the patch queries' rows and of the
+            class token's row over the patch keys, 1 = uniform), "attention_peak_x_uniform" and
+            "cls_attention_peak_x_uniform" (their largest weight x number of patch keys), "photos", "split" (all null,
+            with "note" saying why, when not measured for this checkpoint), "position_similarity" ([[positions] x
+            positions]: cosine similarity of the position embeddings, row-major), "grid" ([rows, cols]), "input_px",
+            "patch_px", "filters_explained_variance" (the patch filters' first principal components' shares; null for a
+            hybrid, whose patch embedding reads CNN features, not pixels)}.
+        """
+        return inside_record(inside_view(h.models, model))
+
+    return inside
 
 
 def api(h: Handlers) -> list[Callable]:
@@ -89,8 +165,11 @@ def api(h: Handlers) -> list[Callable]:
         Returns:
             The overlay image, and a record: model, method, label, probs, deletion_auc, insertion_auc,
             random_deletion_auc, random_insertion_auc (deletion: lower is better; insertion: higher),
-            latency_ms (the forward pass), explain_ms (the map and its score), and the gate's in_distribution,
-            ood_score, ood_threshold, prediction_set and temperature (as /predict).
+            latency_ms (the forward pass), explain_ms (the map and its score), scale ("relative", or for attention
+            and rollout the fixed "x uniform" scale, then peak_x_uniform: the drawn row's largest weight x number
+            of patch keys, 1 = uniform; entropy: its normalised entropy, 1 = uniform; nearly_uniform: entropy
+            >= 0.97; patch_keys; and the layer, head and discard that chose the row), and the gate's
+            in_distribution, ood_score, ood_threshold, prediction_set and temperature (as /predict).
         """
         p, r = h.explain(model, image, method or None)
         return file_data(result_file(ui.render_overlay(r, OPACITY))), explain_record(model, r)

@@ -238,18 +238,73 @@ def head_menu(num_heads: int) -> list[tuple]:
 
 
 def render_overlay(r: "Result", opacity: float = 0.5) -> Image.Image:
-    """The result's map over the pixels the model saw, enlarged for the screen."""
+    """The result's map over the pixels the model saw, enlarged for the screen: attention weights on the
+    fixed scale shared by every model and layer (uniform attention leaves the photo as it is), any other
+    map stretched to its own range (vit.explain.render)."""
     shown, _ = _display(r.view)
+    if registry.weights(r.method):
+        return explain.scale_bar(explain.scaled_overlay(shown, r.heat, opacity))
     return explain.colour_bar(explain.overlay(shown, r.heat, opacity))
 
 
-def faithfulness_text(r: "Result", title: str = "", lang: str = DEFAULT) -> str:
-    """Markdown: how faithful the map is, in words (against the bar of vit.explain.cli: the map beats random
-    orders of the same cells by the bar's ratios on both tests -> yes; on both, by less -> somewhat), then
-    its deletion / insertion AUCs and the random orders' behind them in a <details>."""
-    f = r.faithfulness
-    if f is None:
+# The words beside an overlay on how to read its colours: templates under keys, so a page in another language
+# passes its own table with the same keys and {fields} (the numbers are formatted here).
+SCALE_WORDS: dict[str, str] = {
+    "fv.scale.relative": "**Colours: relative scale**, stretched from this map's lowest cell to its highest: not "
+                         "comparable between maps or models.",
+    "fv.scale.fixed": "**Colours: one fixed scale** for every model and layer, 1× = attention spread evenly over the "
+                      "{cells} patches. This map is {row}. Its strongest patch gets **{peak}×** an even share; "
+                      "normalised entropy **{entropy}** (1 = even, 0 = one patch).",
+    "fv.scale.nearly_uniform": "⚖️ **Nearly uniform** (entropy ≥ {line}): this attention is spread almost evenly over "
+                               "the photo; read little into its pattern.",
+    "fv.row.mean": "the mean of its {heads} heads",
+    "fv.row.max": "the largest weight over its heads, renormalised",
+    "fv.row.head": "head {head}",
+    "fv.row.attention": "the class token's attention in layer {layer}, {which}",
+    "fv.row.rollout": "the class token's row of the rollout over every layer, {which}, discard {discard}{dropped}",
+    "fv.row.dropped": ": the weakest {share} of each layer's weights are dropped first, which makes much of its "
+                      "sharpness",
+}
+
+
+def drawn_row_text(r: "Result", words: dict[str, str] = SCALE_WORDS) -> str:
+    """Which row of attention weights the overlay draws, in words (the entropy shown is this row's)."""
+    heads = r.maps[0].shape[0] if r.maps else 0
+    head = r.controls.get(registry.HEAD, "mean")
+    which = (words["fv.row.mean"].format(heads=heads) if head == "mean" else words["fv.row.max"] if head == "max"
+             else words["fv.row.head"].format(head=int(head) + 1))
+    if registry.LAYER in r.controls:
+        return words["fv.row.attention"].format(layer=r.controls[registry.LAYER] + 1, which=which)
+    discard = float(r.controls.get(registry.DISCARD, 0.0))
+    dropped = words["fv.row.dropped"].format(share=f"{discard:.0%}") if discard > 0 else ""
+    return words["fv.row.rollout"].format(which=which, discard=f"{discard:.2f}", dropped=dropped)
+
+
+def scale_text(r: "Result", words: dict[str, str] = SCALE_WORDS) -> str:
+    """Markdown beside the overlay: how to read its colours. For attention weights, the drawn row's peak
+    (x an even share) and normalised entropy, and "nearly uniform" in words from entropy 0.97 on
+    (docs/inside.md says why); for any other map, that its colours are relative."""
+    if getattr(r, "heat", None) is None:
         return ""
+    if not registry.weights(r.method):
+        return words["fv.scale.relative"]
+    s = explain.sharpness(r.heat)
+    text = words["fv.scale.fixed"].format(cells=s.cells, row=drawn_row_text(r, words), peak=f"{s.peak:.1f}",
+                                          entropy=f"{s.entropy:.2f}")
+    if s.nearly_uniform:
+        text += "  \n" + words["fv.scale.nearly_uniform"].format(line=explain.NEARLY_UNIFORM)
+    return text
+
+
+def faithfulness_text(r: "Result", title: str = "", lang: str = DEFAULT) -> str:
+    """Markdown beside the overlay: how to read its colours (`scale_text`, in view: the row's peak and entropy
+    are what the visitor compares), then how faithful the map is, in words (against the bar of
+    vit.explain.cli: the map beats random orders of the same cells by the bar's ratios on both tests -> yes;
+    on both, by less -> somewhat), its deletion / insertion AUCs and the random orders' behind them in a
+    <details> (once scored)."""
+    scale, f = scale_text(r), r.faithfulness
+    if f is None:
+        return scale
     deletion = f.deletion_auc / max(f.random_deletion_auc, 1e-9)
     insertion = f.insertion_auc / max(f.random_insertion_auc, 1e-9)
     verdict = "fv.faith.yes" if deletion <= BAR_DELETION and insertion >= BAR_INSERTION else \
@@ -257,8 +312,9 @@ def faithfulness_text(r: "Result", title: str = "", lang: str = DEFAULT) -> str:
     figures = (say(lang, "fv.faith.deletion", auc=f"{f.deletion_auc:.3f}", random=f"{f.random_deletion_auc:.3f}")
                + "  \n" + say(lang, "fv.faith.insertion", auc=f"{f.insertion_auc:.3f}",
                                 random=f"{f.random_insertion_auc:.3f}"))
-    return (say(lang, "fv.faith.title", method=i18n.method_title(r.method, lang), title=", " + title if title else "")
-            + "  \n" + say(lang, verdict) + "\n\n" + i18n.details(say(lang, "fv.details"), figures))
+    return (scale + "  \n" if scale else "") + (
+        say(lang, "fv.faith.title", method=i18n.method_title(r.method, lang), title=", " + title if title else "")
+        + "  \n" + say(lang, verdict) + "\n\n" + i18n.details(say(lang, "fv.details"), figures))
 
 
 def curves_image(r: "Result", title: str = "") -> Image.Image | None:
@@ -268,13 +324,14 @@ def curves_image(r: "Result", title: str = "") -> Image.Image | None:
 
 
 def render_layers(r: "Result", head: int | str = "mean", opacity: float = 0.5) -> Image.Image | None:
-    """Every layer's class-token attention at once (models with attention only); `head` as the page's
-    menu says it (RequestError for a head the model lacks)."""
+    """Every layer's class-token attention at once (models with attention only), on the overlay's fixed
+    scale, each tile with its peak (x uniform); `head` as the page's menu says it (RequestError for a head
+    the model lacks)."""
     if not r.maps:
         return None
     head = parse_head(head, r.maps[0].shape[0])
     heats = [explain.cls_attention(m, r.grid, r.prefix, head) for m in r.maps]
-    return explain.colour_bar(explain.layer_mosaic(r.view, heats, opacity))
+    return explain.scale_bar(explain.layer_mosaic(r.view, heats, opacity, scaled=True))
 
 
 def render_patches(r: "Result") -> Image.Image:

@@ -12,7 +12,8 @@ compares: the models table (README.md) and docs/results.md from the checkpoints'
 data, recipe) and `LATENCY` (the median of warm batch-size-1 forward passes, naming the machine);
 docs/performance.md from `BENCH` (`python -m vit.bench`'s result plus `scripts/cold_start.py`'s);
 docs/trust.md from checkpoints/ood.json (`python -m vit.trust.ood`); docs/explanations.md's table from
-checkpoints/faithfulness.json (`python -m vit.explain`); docs/package.md's module table from the modules'
+checkpoints/faithfulness.json (`python -m vit.explain`); docs/inside.md's tables and figures from
+checkpoints/inside.json (`python -m vit.explore.inside`); docs/package.md's module table from the modules'
 own docstrings.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 
 import vit
 from vit.bench.cli import Settings, run
+from vit.bench.inside_tables import inside_block, write_figures
 from vit.bench.machine import machine_info
 from vit.bench.report import performance_markdown
 from vit.explain.cli import markdown
@@ -44,7 +46,8 @@ from vit.serve.predictor import time_forward
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
-               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md"}
+               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md",
+               "inside": DOCS / "inside.md"}
 
 
 def machine() -> str:
@@ -307,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"saved {save_record(path, record)}")
     results = results_block(latency)
     blocks = {"models": models_block(results), "results": results, "trust": trust_block(),
-              "performance": performance_block(performance), "package": package_block()}
+              "performance": performance_block(performance), "package": package_block(),
+              "inside": inside_block()}
     if args.faithfulness or args.from_records:
         blocks["faithfulness"] = faithfulness_block()
     if args.print:
@@ -317,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.root) / BLOCK_FILES[name].relative_to(ROOT)
         path.write_text(replace_block(path.read_text(), name, block))
         print(f"updated the {name} block of {path}")
+    for path in write_figures(Path(args.root) / DOCS.relative_to(ROOT)):
+        print(f"drew {path}")
     return 0
 
 

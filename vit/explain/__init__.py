@@ -5,7 +5,8 @@
     curves_plot(f, "chefer"); overlay(view, h.heat)      # PIL images
 
 Modules: `methods` (the method registry: ids, titles, needs, controls), `rollout` (class-token attention,
-rollout; the maps come from vit.models.attention), `maps` (the methods' maps), `perturb` (blur baseline, batched perturbed passes), `faithfulness` (deletion / insertion), `render` (pictures).
+rollout; the maps come from vit.models.attention), `maps` (the methods' maps), `perturb` (blur baseline, batched perturbed passes), `faithfulness` (deletion / insertion), `render` (pictures:
+attention weights on one fixed scale shared by every model, other maps on their own range).
 """
 from vit.explain.faithfulness import Faithfulness, RandomCurves, auc, random_curves, score
 from vit.explain.maps import (
@@ -21,10 +22,27 @@ from vit.explain.maps import (
 )
 from vit.explain.methods import Method, compute
 from vit.explain.perturb import blur
-from vit.explain.render import CMAP, colour_bar, curves_plot, layer_mosaic, normalise, overlay, patch_grid
+from vit.explain.render import (
+                            CMAP,
+                            NEARLY_UNIFORM,
+                            SCALE,
+                            Sharpness,
+                            colour_bar,
+                            curves_plot,
+                            layer_mosaic,
+                            normalise,
+                            on_scale,
+                            overlay,
+                            patch_grid,
+                            scale_bar,
+                            scaled_overlay,
+                            sharpness,
+                            times_uniform,
+)
 from vit.explain.rollout import HEAD_REDUCTIONS, cls_attention, head_select, rollout, rollout_map
 
-__all__ = ["CMAP", "HEAD_REDUCTIONS", "Faithfulness", "ForwardBatch", "Heat", "Method", "RandomCurves", "auc", "blur",
+__all__ = ["CMAP", "HEAD_REDUCTIONS", "NEARLY_UNIFORM", "SCALE", "Faithfulness", "Sharpness", "ForwardBatch", "Heat", "Method", "RandomCurves", "auc", "blur",
            "cam_from", "chefer", "cls_attention", "colour_bar", "compute", "curves_plot", "grad_cam",
-           "grad_cam_heat", "head_select", "layer_mosaic", "model_grid", "normalise", "occlusion", "overlay",
-           "patch_grid", "random_curves", "rise_masks", "rollout", "rollout_map", "score"]
+           "grad_cam_heat", "head_select", "layer_mosaic", "model_grid", "normalise", "occlusion", "on_scale",
+           "overlay", "patch_grid", "random_curves", "rise_masks", "rollout", "rollout_map", "scale_bar", "scaled_overlay",
+           "score", "sharpness", "times_uniform"]

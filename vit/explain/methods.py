@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from vit.models.families import Family
 
 __all__ = ["ATTENTION", "BACKWARD", "CONTROLS", "DISCARD", "HEAD", "Inputs", "LAYER", "Method", "PERTURBED", "TOKENS",
-           "compute", "first_using", "get", "ids", "of", "register", "title", "unregister", "uses"]
+           "compute", "first_using", "get", "ids", "of", "register", "title", "unregister", "uses", "weights"]
 
 # What a method needs (Method.needs)
 ATTENTION = "attention maps"  # per-layer (heads, N, N) attention: a ViT
@@ -48,6 +48,7 @@ class Method:
     controls: tuple[str, ...] = ()  # of CONTROLS: the page shows these for this method
     cite: str = ""  # the paper
     targeted: bool = True  # the map is of the class `compute` is given (False: one map whatever the class)
+    weights: bool = False  # its map is attention weights over the patch keys: drawn on the fixed x-uniform scale
 
     def applies_to(self, family: "Family") -> bool:
         """Can a model of `family` give what this method needs?"""
@@ -97,6 +98,12 @@ def uses(method_id: str, control: str) -> bool:
     return method_id in _REGISTRY and control in _REGISTRY[method_id].controls
 
 
+def weights(method_id: str) -> bool:
+    """Is the method's map attention weights over the patch keys (class-token attention, rollout), drawn on
+    the fixed scale where uniform attention is flat (vit.explain.render), rather than stretched to its range?"""
+    return method_id in _REGISTRY and _REGISTRY[method_id].weights
+
+
 def first_using(control: str) -> str:
     """The first registered method that uses `control` (the /attention endpoint's default view: LAYER)."""
     return next(m.id for m in _REGISTRY.values() if control in m.controls)
@@ -135,9 +142,9 @@ def _register_builtin() -> None:
     """The methods we ship, in the menu's order after a model's default."""
     for method in (
         Method("attention", "Attention: one layer", maps.attention_heat, frozenset({ATTENTION}), (LAYER, HEAD),
-               "Dosovitskiy et al. 2021, Fig. 6", targeted=False),
+               "Dosovitskiy et al. 2021, Fig. 6", targeted=False, weights=True),
         Method("rollout", "Attention rollout", maps.rollout_heat, frozenset({ATTENTION}), (HEAD, DISCARD),
-               "Abnar & Zuidema 2020", targeted=False),
+               "Abnar & Zuidema 2020", targeted=False, weights=True),
         Method("chefer", "Chefer relevance", lambda i: maps.chefer(i.model, i.x, i.target),
                frozenset({ATTENTION, BACKWARD}), cite="Chefer, Gur & Wolf 2021"),
         Method("lrp", "LRP (conservative relevance)", lambda i: maps.lrp(i.model, i.x, i.target),

@@ -1,8 +1,17 @@
 """Pictures of explanations: heat-map overlays, the patch grid, a mosaic of every layer, and the
-deletion / insertion curves of a faithfulness score."""
+deletion / insertion curves of a faithfulness score.
+
+Two scales. Attention weights (class-token attention, rollout: a distribution over the patch keys) are
+drawn on one fixed scale shared by every model, layer, head and photo: weight x number of patch keys
+(1 = uniform attention), on log2 from 1x to 32x, the blend growing with it, so uniform attention leaves
+the photo untouched and a 5x peak looks weaker than a 15x one (`times_uniform`, `scaled_overlay`,
+`scale_bar`: its labels are numbers). Every other map has no such reference and is stretched from its own
+lowest to its highest cell, a relative scale (`overlay`, `colour_bar`); the page says which in words.
+"""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib import colormaps
@@ -21,6 +30,96 @@ def normalise(heat: np.ndarray) -> np.ndarray:
 
 
 CMAP = "inferno"  # perceptually uniform, readable in grey and by colour-blind eyes (jet invents edges)
+SCALE = (1.0, 32.0)  # the attention scale: weight x patch keys from uniform to 32x, log2 between (docs/inside.md)
+NEARLY_UNIFORM = 0.97  # a drawn row's normalised entropy from which it is called nearly uniform (docs/inside.md)
+BLEND, BLEND_POWER = 1.7, 0.75  # blend = BLEND * opacity * value ** BLEND_POWER: at opacity 0.5, 0 at 1x, 0.25 at 2x, 0.85 at 32x
+COLOUR_FROM = 0.3  # the fixed scale's colours: the colour map from here (magenta) to its top (yellow), not from black
+
+
+@dataclass(frozen=True)
+class Sharpness:
+    """How far a map of attention weights is from uniform, read from the map that is drawn."""
+    peak: float  # its largest weight x number of cells: 1 = uniform
+    entropy: float  # normalised entropy of the map renormalised over its cells: 1 = uniform, 0 = one cell
+    cells: int  # how many cells (patch keys) it spreads over
+
+    @property
+    def nearly_uniform(self) -> bool:
+        return self.entropy >= NEARLY_UNIFORM
+
+
+def times_uniform(heat: np.ndarray) -> np.ndarray:
+    """A map of attention weights (any sum: a class row over the patch keys) -> each cell's weight as a
+    multiple of uniform attention's: renormalised over the cells, times their number (uniform = 1)."""
+    h = np.clip(np.asarray(heat, dtype=np.float64), 0.0, None)
+    total = h.sum()
+    return h / total * h.size if total > 0 else np.ones_like(h)
+
+
+def sharpness(heat: np.ndarray) -> Sharpness:
+    """The drawn map's peak (x uniform) and normalised entropy."""
+    ratio = times_uniform(heat)
+    p = ratio.ravel() / ratio.size
+    entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum() / math.log(p.size)) if p.size > 1 else 0.0
+    return Sharpness(float(ratio.max()), entropy, int(p.size))
+
+
+def on_scale(heat: np.ndarray, lo: float = SCALE[0], hi: float = SCALE[1]) -> np.ndarray:
+    """A map of attention weights -> [0, 1] on the fixed scale: log2 of `times_uniform` between `lo`
+    (0: uniform, and anything weaker) and `hi` (1), clipped; one octave is 0.2 on 1x-32x."""
+    ratio = np.maximum(times_uniform(heat), 1e-12)
+    return np.clip((np.log2(ratio) - math.log2(lo)) / (math.log2(hi) - math.log2(lo)), 0.0, 1.0)
+
+
+def _blend(v: np.ndarray, opacity: float) -> np.ndarray:
+    """Per-pixel blend of the colour at scaled value v in [0, 1]: 0 at uniform, growing with v."""
+    return np.clip(BLEND * float(np.clip(opacity, 0.0, 1.0)) * v ** BLEND_POWER, 0.0, 1.0)
+
+
+def _colour(v: np.ndarray, cmap: str) -> np.ndarray:
+    """(..., 3) colours of scaled values in [0, 1]: the colour map's upper part, so that a weak concentration
+    tints the photo rather than darkening it (inferno's black end would read as a veil)."""
+    return colormaps[cmap](COLOUR_FROM + (1 - COLOUR_FROM) * v)[..., :3]
+
+
+def scaled_overlay(image: Image.Image, heat: np.ndarray, opacity: float = 0.5, cmap: str = CMAP) -> Image.Image:
+    """Attention weights (rows, cols) over the image on the fixed scale (`on_scale`), never stretched:
+    the colour's blend grows with the value (`_blend`), so uniform attention leaves the photo as it is."""
+    v = Image.fromarray(np.uint8(np.round(on_scale(heat) * 255))).resize(image.size, Image.BILINEAR)
+    v = np.asarray(v, dtype=np.float64) / 255.0  # (H, W)
+    colour = _colour(v, cmap)  # (H, W, 3)
+    base = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
+    a = _blend(v, opacity)[..., None]
+    return Image.fromarray(np.uint8(np.round(((1 - a) * base + a * colour) * 255)))
+
+
+def scale_bar(image: Image.Image, cmap: str = CMAP, width: int = 10, lo: float = SCALE[0],
+              hi: float = SCALE[1]) -> Image.Image:
+    """The image with the fixed attention scale drawn inside its right edge over its lower half: the colours
+    as `scaled_overlay` blends them at the default opacity over mid grey, each octave labelled 1x, 2x, ...
+    (the image keeps its size)."""
+    out = image.convert("RGB").copy()
+    height = max(20, int(out.height * 0.5))
+    x0, y0 = out.width - width - 6, out.height - height - 6
+    v = np.linspace(1, 0, height)  # top = high
+    a = _blend(v, 0.5)[:, None]
+    ramp = (1 - a) * 0.5 + a * _colour(v, cmap)  # (height, 3) on grey
+    out.paste(Image.fromarray(np.repeat((ramp * 255).astype(np.uint8)[:, None, :], width, axis=1)), (x0, y0))
+    draw = ImageDraw.Draw(out)
+    draw.rectangle([x0 - 1, y0 - 1, x0 + width, y0 + height], outline=(255, 255, 255))
+    octaves = round(math.log2(hi / lo))
+    for k in range(octaves + 1):
+        y = y0 + (height - 1) * (1 - k / octaves)
+        _label(draw, f"{lo * 2 ** k:g}x", x0 - 3, y - 6)
+    return out
+
+
+def _label(draw: ImageDraw.ImageDraw, text: str, right: float, top: float) -> None:
+    """White text on a black box whose right edge is at `right`."""
+    box = draw.textbbox((0, 0), text)
+    tx = right - (box[2] - box[0]) - 1
+    draw.rectangle([tx - 2, top - 1, tx + box[2] - box[0] + 1, top + box[3] - box[1] + 2], fill=(0, 0, 0))
+    draw.text((tx, top), text, fill=(255, 255, 255))
 
 
 def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str = CMAP) -> Image.Image:
@@ -63,8 +162,10 @@ def patch_grid(image: Image.Image, patch: int, colour: tuple[int, int, int] = (2
 
 
 def layer_mosaic(image: Image.Image, heats: list[np.ndarray], alpha: float = 0.5, cols: int | None = None,
-                 tile: int = 160) -> Image.Image:
-    """Every layer's overlay at once, in reading order, each labelled with its layer number."""
+                 tile: int = 160, scaled: bool = False) -> Image.Image:
+    """Every layer's overlay at once, in reading order, each labelled with its layer number; `scaled`:
+    attention weights on the fixed scale (`scaled_overlay`), each tile also labelled with its peak
+    (x uniform), else each map stretched on its own (`overlay`)."""
     cols = cols or min(len(heats), 4)
     rows = math.ceil(len(heats) / cols)
     small = image.convert("RGB").resize((tile, tile), Image.BICUBIC)
@@ -72,9 +173,11 @@ def layer_mosaic(image: Image.Image, heats: list[np.ndarray], alpha: float = 0.5
     draw = ImageDraw.Draw(mosaic)
     for i, heat in enumerate(heats):
         x, y = (i % cols) * tile, (i // cols) * tile
-        mosaic.paste(overlay(small, heat, alpha), (x, y))
-        draw.rectangle([x, y + tile - 14, x + 26, y + tile], fill=(0, 0, 0))  # bottom-left: clear of labels
-        draw.text((x + 2, y + tile - 13), f"L{i + 1}", fill=(255, 255, 255))
+        mosaic.paste(scaled_overlay(small, heat, alpha) if scaled else overlay(small, heat, alpha), (x, y))
+        label = f"L{i + 1}" + (f" {sharpness(heat).peak:.1f}x" if scaled else "")
+        width = draw.textbbox((0, 0), label)[2] + 5
+        draw.rectangle([x, y + tile - 14, x + width, y + tile], fill=(0, 0, 0))  # bottom-left: clear of the bar
+        draw.text((x + 2, y + tile - 13), label, fill=(255, 255, 255))
     return mosaic
 
 

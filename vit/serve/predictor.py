@@ -112,6 +112,7 @@ class Result:
     engine: str = "torch"  # which engine ran the timed pass
     maps: list[torch.Tensor] = field(default_factory=list)  # ViTs: per layer (heads, N, N)
     method: str | None = None  # the explanation method of `heat`
+    controls: dict = field(default_factory=dict)  # the map's controls that `method` uses: layer (from 0), head, discard
     heat: np.ndarray | None = None  # (rows, cols) map of `method` for the top class
     faithfulness: object | None = None  # vit.explain's deletion / insertion scores of `heat`
     explain_ms: float = 0.0  # the map and its score, after the timed pass
@@ -329,6 +330,8 @@ class Predictor:
         result.method = method
         target = self.class_names.index(result.top)
         m = registry.get(method)
+        result.controls = {c: v for c, v in zip(registry.CONTROLS, (layer % max(1, self.num_layers), head, discard))
+                           if c in m.controls}
         params = (key, engine.name, method, target, *(v for c, v in zip(registry.CONTROLS, (layer, head, discard))
                                                       if c in m.controls))
         heat = self._maps.get(params)
