@@ -57,7 +57,7 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     with gr.Tab(i18n.marker("fv.tab.compare")):
         t = page.compare_tab(MODELS)
 
-    inside_tab.build(H, api.inside(H), MODEL_RUNS)  # Inside the ViT (Fig. 7 of the ViT paper) and /inside
+    inside_tab.build(H, api.inside(H), MODEL_RUNS, lang)  # Inside the ViT (Fig. 7 of the ViT paper), /inside
 
     explain_inputs = [c.method, c.layer, c.head, c.opacity, c.discard]
     private = {"api_visibility": "private", "show_progress": "hidden"}

@@ -470,8 +470,9 @@ def page_words(page, app) -> tuple[str, set[str]]:
     return page.evaluate(PAGE_TEXT), names
 
 
-def visit(browser, url: str, app, locale: str, tmp_path: Path) -> str:
-    """A visitor in `locale`: an example's answer, the model card open, then a corrupt upload; the page's text."""
+def visit(browser, url: str, app, locale: str, tmp_path: Path) -> tuple[str, set[str], str]:
+    """A visitor in `locale`: an example's answer, the model card open, then a corrupt upload; then the Inside the
+    ViT tab, filled. The Classify tab's text, the names, and the Inside tab's text."""
     context, page = open_page(browser, url, 1400, 900, locale)
     try:
         click_example(page, 1)
@@ -481,7 +482,13 @@ def visit(browser, url: str, app, locale: str, tmp_path: Path) -> str:
         page.locator("#classify-btn").click()
         expect(page.locator(ERROR_TOAST).first).to_be_visible()
         expect(page.locator(ERROR_TOAST).first).to_contain_text("notes.jpg")
-        return page_words(page, app)
+        text, names = page_words(page, app)
+        page.locator("#inside-tab-button").click()
+        expect(page.locator("#inside-contrast")).not_to_be_empty()
+        vits = [f for f in FAMILIES if app.MODELS.has_attention(f)]
+        for family in vits:
+            expect(page.locator(f"#inside-distance-{family}-text")).not_to_be_empty()
+        return text, names, page.evaluate(PAGE_TEXT)
     finally:
         context.close()
 
@@ -492,19 +499,25 @@ def test_a_japanese_browser_gets_a_japanese_page(browser, running_app, shots, tm
     an en-US browser gets none (the 🌐 link's "日本語" aside). Each language's example answers come from its own
     cache: the English visitor, after the Japanese one, gets English."""
     app, url = running_app
-    text, names = visit(browser, url, app, "ja-JP", tmp_path)
-    ja, english, named = letters(text, names)
-    share = ja / (ja + english)
-    other = sorted({w for w in re.findall(r"[A-Za-z][A-Za-z0-9_\-]*", text) if w not in names and not re.search(r"[\d_]", w)})
-    print(f"\nja-JP: {ja} Japanese characters, {english} Latin letters of other words {other}, {named} of names and "
-          f"ids: {share:.1%} Japanese ({ja / (ja + english + named):.1%} counting names)")
-    assert share >= 0.7, text
-    for must in ("分類する", "ピザ", "モデルカード", "のようです", "このマップは忠実？", "notes.jpg は"):
-        assert must in text, (must, text)
-    text, _ = visit(browser, url, app, "en-US", tmp_path)
-    assert not JAPANESE.search(text.replace("日本語", "")), [line for line in text.splitlines() if JAPANESE.search(line)]
-    for must in ("Classify", "Looks like", "Is the map faithful?", "notes.jpg is not an image"):
-        assert must in text, (must, text)
+    classify_text, names, inside_text = visit(browser, url, app, "ja-JP", tmp_path)
+    for where, text in (("Classify", classify_text), ("Inside the ViT", inside_text)):  # each tab on its own
+        ja, english, named = letters(text, names)
+        share = ja / (ja + english)
+        other = sorted({w for w in re.findall(r"[A-Za-z][A-Za-z0-9_\-]*", text)
+                        if w not in names and not re.search(r"[\d_]", w)})
+        print(f"\nja-JP, {where}: {ja} Japanese characters, {english} Latin letters of other words {other}, {named} of "
+              f"names and ids: {share:.1%} Japanese ({ja / (ja + english + named):.1%} counting names)")
+        assert share >= 0.7, (where, text)
+    for must in ("分類する", "ピザ", "モデルカード", "のようです", "このマップは忠実？", "notes.jpg は", "ViT の中身"):
+        assert must in classify_text, (must, classify_text)
+    for must in ("最初の層にあって", "正規化エントロピー", "位置埋め込み"):
+        assert must in inside_text, (must, inside_text)
+    classify_text, _, inside_text = visit(browser, url, app, "en-US", tmp_path)
+    for text in (classify_text, inside_text):
+        assert not JAPANESE.search(text.replace("日本語", "")), [line for line in text.splitlines() if JAPANESE.search(line)]
+    for must in ("Classify", "Looks like", "Is the map faithful?", "notes.jpg is not an image", "Inside the ViT"):
+        assert must in classify_text, (must, classify_text)
+    assert "What the first layer of" in inside_text, inside_text
 
 
 def settled_text(page, selector: str, needles: list[str], quiet_s: float = 1.0) -> str:

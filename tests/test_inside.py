@@ -57,15 +57,16 @@ def test_the_record_is_the_definitions_on_every_photo(measured, image_folder):
 
 def test_a_record_of_another_checkpoint_file_is_stale(measured, tmp_path):
     record, why = inside.record_for(measured / "scratch_vit.safetensors")
-    assert record is not None and why == ""
+    assert record is not None and why is None
     other = tmp_path / "scratch_vit.safetensors"
     tiny_checkpoint(other, "scratch_vit")
     other.write_bytes(other.read_bytes()[:-4] + b"\x00\x01\x02\x03")  # the same model id, other weights
     (tmp_path / inside.FILE_NAME).write_text((measured / inside.FILE_NAME).read_text())
     record, why = inside.record_for(other)
-    assert record is None and "measured on another scratch_vit.safetensors" in why and "python -m vit.explore.inside" in why
+    assert record is None and "measured on another scratch_vit.safetensors" in str(why) and \
+        "python -m vit.explore.inside" in str(why) and why.code == "inside.stale"
     record, why = inside.record_for(measured / "effnet.safetensors")
-    assert record is None and "not measured for effnet.safetensors" in why
+    assert record is None and "not measured for effnet.safetensors" in str(why) and why.code == "inside.not_measured"
 
 
 def test_a_record_survives_its_json(measured):
@@ -126,7 +127,7 @@ def test_sentences_follow_the_numbers():
     local = replace(selective, attention_distance_px=[[5.0, 12.0], [14.0, 13.0]])  # under 0.6 x 14.3 px
     assert "some heads are local" in inside_words.distance_text(local)
     assert "almost evenly to all 16 patches" in inside_words.distance_text(even)
-    assert inside_words.distance_text(None, "not measured for x") == "Not measured: not measured for x."
+    assert inside_words.distance_text(None, "not measured for x") == "No attention figures: not measured for x."
     contrast = inside_words.contrast_text({"A": selective, "B": even})
     assert contrast.startswith("**What the first layer of A does that B's does not:**") and "CNN stem" in contrast
     assert inside_words.contrast_text({"A": selective}) == ""

@@ -1,6 +1,6 @@
-"""Errors a person reads: beside its English text, each carries a code and the values that fill it, so
-that the app can say it in the visitor's language (vit.app.i18n) while logs, the API and MCP keep the
-English text."""
+"""Errors a person reads (and notes of why a figure is missing): beside its English text, each carries a code
+and the values that fill it, so that the app can say it in the visitor's language (vit.app.i18n) while
+logs, the API and MCP keep the English text."""
 from __future__ import annotations
 
 

@@ -94,7 +94,7 @@ def inside_record(v: InsideView) -> dict:
         "attention_entropy": _nested(r.attention_entropy), "cls_attention_entropy": _nested(r.cls_attention_entropy),
         "attention_peak_x_uniform": _nested(r.attention_peak, 3),
         "cls_attention_peak_x_uniform": _nested(r.cls_attention_peak, 3), "photos": r.photos, "split": r.split}
-    return {"model": v.model, **measured, "note": v.note, "position_similarity": _nested(v.similarity),
+    return {"model": v.model, **measured, "note": str(v.note or ""), "position_similarity": _nested(v.similarity),
             "grid": list(v.grid), "input_px": v.image_px, "patch_px": v.patch_px,
             "filters_explained_variance": v.weights["filters_explained_variance"]}
 

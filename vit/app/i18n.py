@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 import gradio as gr
 
 from vit.explain import methods as registry
+from vit.explore import inside_words
 from vit.messages import Said
 from vit.models import families
 
@@ -67,6 +68,30 @@ EN: dict[str, str] = {
                  "curves",
     "fv.layers": "Class-token attention, every layer",
     "fv.patches": "How the model cuts the image (patches / map cells)",
+    # --- beside the overlay: how to read its colours (vit.explain.render's two scales)
+    "fv.scale.relative": "**Colours: relative scale**, stretched from this map's lowest cell to its highest: not "
+                         "comparable between maps or models.",
+    "fv.scale.fixed": "**Colours: one fixed scale** for every model and layer, 1× = attention spread evenly over the "
+                      "{cells} patches. This map is {row}. Its strongest patch gets **{peak}×** an even share; "
+                      "normalised entropy **{entropy}** (1 = even, 0 = one patch).",
+    "fv.scale.nearly_uniform": "⚖️ **Nearly uniform** (entropy ≥ {line}): this attention is spread almost evenly over "
+                               "the photo; read little into its pattern.",
+    "fv.row.mean": "the mean of its {heads} heads",
+    "fv.row.max": "the largest weight over its heads, renormalised",
+    "fv.row.attention": "the class token's attention in layer {layer}, {which}",
+    "fv.row.rollout": "the class token's row of the rollout over every layer, {which}, discard {discard}{dropped}",
+    "fv.row.dropped": ": the weakest {share} of each layer's weights are dropped first, which makes much of its "
+                      "sharpness",
+    # --- the Inside the ViT tab (its sentences: vit.explore.inside_words.WORDS, added below)
+    "fv.tab.inside": "Inside the ViT",
+    "fv.inside.intro": "## Inside the ViT\nThe three views of the ViT paper's Figure 7 (Dosovitskiy et al. 2021) for "
+                       "each Vision Transformer served here, side by side: what its first layer looks for in a patch, "
+                       "what it learned about where patches sit, and how far its attention reaches in each layer. The "
+                       "attention figures are means over the test photos (`python -m vit.explore.inside`); how each "
+                       "is computed: `docs/inside.md`.",
+    "fv.inside.panel.filters": "### Patch filters: the first principal components",
+    "fv.inside.panel.position": "### Position embeddings: how alike each position is to every other",
+    "fv.inside.panel.distance": "### Mean attention distance per head, by layer",
     # --- the header and the status line
     "fv.header": "# 🍕🥩🍣 FoodVision ViT\nClassify a food photo as **{classes}** with {models} and see *why*: each "
                  "answer comes with a map of the pixels it rests on ({named} by default) and a score of how "
@@ -209,6 +234,10 @@ EN: dict[str, str] = {
     "fv.err.request.no_layer": "layer {layer} does not exist: this model has layers 1 .. {layers}",
     "fv.err.request.no_head": "head {head} does not exist: this model has heads 1 .. {heads}",
     "fv.err.request.unknown_head": "unknown head {head!r}: use 'mean', 'max' or 'head 1' .. 'head {heads}'",
+    "fv.err.request.no_attention": "{model} has no attention maps: Inside the ViT is for the Vision Transformers "
+                                   "({vits})",
+    "fv.err.inside.not_measured": "not measured for {name} ({how})",
+    "fv.err.inside.stale": "measured on another {name} (sha256 {sha}); rerun {how}",
 }
 
 JA: dict[str, str] = {
@@ -238,6 +267,26 @@ JA: dict[str, str] = {
                  "（高いほど良い）。破線はランダムな順番、数値は曲線の下の面積です",
     "fv.layers": "クラストークンの注意（全層）",
     "fv.patches": "モデルによる画像の区切り方（パッチ／マップのセル）",
+    "fv.scale.relative": "**色：相対的な目盛り**。このマップの最も低いセルから最も高いセルまでに引き伸ばしているので、"
+                         "マップどうしやモデルどうしでは比べられません。",
+    "fv.scale.fixed": "**色：すべてのモデルと層に共通の固定目盛り**。1× は注意が {cells} 個のパッチに均等に広がった状態です。"
+                      "このマップは{row}です。最も強いパッチは均等な取り分の **{peak}×** を受けています。"
+                      "正規化エントロピーは **{entropy}** です（1 = 均等、0 = 1 つのパッチだけ）。",
+    "fv.scale.nearly_uniform": "⚖️ **ほぼ均等**（エントロピー ≥ {line}）：この注意は写真全体にほぼ均等に広がっています。"
+                               "模様から多くを読み取らないでください。",
+    "fv.row.mean": "{heads} 個のヘッドの平均",
+    "fv.row.max": "ヘッドごとの最大の重みを正規化し直したもの",
+    "fv.row.attention": "層 {layer} のクラストークンの注意（{which}）",
+    "fv.row.rollout": "全層にわたるロールアウトのクラストークンの行（{which}、切り捨て {discard}{dropped}）",
+    "fv.row.dropped": "：各層の重みのうち弱い {share} を先に切り捨てるので、鋭さの多くはそのためです",
+    "fv.tab.inside": "ViT の中身",
+    "fv.inside.intro": "## ViT の中身\nViT の論文の図 7（Dosovitskiy ほか 2021）の 3 つの見方を、ここで動く Vision "
+                       "Transformer ごとに並べて示します。最初の層がパッチの中に何を探すか、パッチの位置について何を"
+                       "学んだか、各層で注意がどこまで届くか、です。注意の数値はテスト写真での平均です"
+                       "（`python -m vit.explore.inside`）。それぞれの求め方は `docs/inside.md` にあります。",
+    "fv.inside.panel.filters": "### パッチのフィルタ：最初の主成分",
+    "fv.inside.panel.position": "### 位置埋め込み：各位置がほかの位置とどれだけ似ているか",
+    "fv.inside.panel.distance": "### ヘッドごとの平均注意距離（層ごと）",
     "fv.header": "# 🍕🥩🍣 FoodVision ViT\n料理の写真を {models}で **{classes}** に分類し、その*理由*を示します。"
                  "答えごとに、根拠となった画素のマップ（既定は {named}）と、そのマップがどれだけ忠実かのスコアが付きます。"
                  "ここでゼロから学習した ViT が見た写真は数百枚だけで、ViT の ImageNet 重みはどこにも使っていません"
@@ -366,12 +415,17 @@ JA: dict[str, str] = {
     "fv.err.request.no_head": "ヘッド {head} はありません。このモデルのヘッドは 1〜{heads} です。",
     "fv.err.request.unknown_head": "不明なヘッド {head!r} です。'mean'、'max'、'head 1'〜'head {heads}' のどれかを"
                                    "使ってください。",
+    "fv.err.request.no_attention": "{model} には注意マップがありません。「ViT の中身」は Vision Transformer（{vits}）"
+                                   "のためのものです。",
+    "fv.err.inside.not_measured": "`{name}` ではまだ測っていません（`{how}`）",
+    "fv.err.inside.stale": "別の `{name}` で測ったものです（sha256 {sha}）。`{how}` を実行し直してください",
 }
 
 # Names from the registries: English there, Japanese here (a method or family registered later reads English
 # until it gets an entry; tests/test_i18n.py asks for one).
 EN.update({f"fv.method.{m}": registry.title(m) for m in registry.ids()})
 EN.update({f"fv.family.{f}": families.get(f).description for f in families.names()})
+EN.update(inside_words.WORDS)  # the Inside tab's sentences: English there (docs/inside.md says them too)
 JA.update({
     "fv.method.attention": "注意：1 つの層",
     "fv.method.rollout": "注意のロールアウト",
@@ -383,6 +437,40 @@ JA.update({
     "fv.family.scratch_vit": "私たちの Vision Transformer（Dosovitskiy ほか 2021、式 1〜4）、ランダムな重みから学習",
     "fv.family.timm_vit": "ImageNet の EfficientNet-Lite0 の幹の上に timm の VisionTransformer（3.1 節のハイブリッド）",
     "fv.family.effnet": "CNN のベースライン、ImageNet から微調整",
+})
+JA.update({  # vit.explore.inside_words.WORDS in Japanese
+    "fv.inside.filters": "この ViT の {dim} 個のパッチフィルタが最も大きく変わる {n} 個の方向を、色で示します（灰色 = 0、"
+                         "左上が最初）。{px} × {px} px の各パッチの中に何を探しているかです。最初の {first} 個でフィルタの"
+                         "ばらつきの {share_first}、{n} 個すべてで {share_all} を占めます。",
+    "fv.inside.filters.none": "画素のフィルタはありません。この ViT のパッチ埋め込みが読むのは画素ではなく、CNN の幹の "
+                              "{channels} 個の特徴チャネルで、{px} × {px} px のセルを 1 つずつ読みます（{k} × {k} の射影）。",
+    "fv.inside.position": "この ViT は各パッチの位置を学んでいます。隣り合う位置の埋め込みは似ています（コサイン類似度 "
+                          "{neighbours}、ランダムな 2 つの位置では {random}）{centre}{mirror}。",
+    "fv.inside.position.centre": "。中央と縁は逆向きです（{centre}）",
+    "fv.inside.position.mirror": "。左右の鏡像の位置どうしが似ている（{mirror}）ので、パッチが左右のどちら側にあるかより、"
+                                 "端からどれだけ離れているかをよく表しています",
+    "fv.inside.position.none": "位置埋め込みに配置は見えません。隣り合う位置 {neighbours}、ランダムな 2 つの位置 {random}、"
+                               "ばらつき {spread}（ランダムな {dim} 次元ベクトルなら {random_spread}）。{cnn}",
+    "fv.inside.position.cnn": "おそらく CNN の幹の特徴が、各セルの位置をすでに伝えているのでしょう（推測で、測ってはいません）。",
+    "fv.inside.distance.none": "注意の数値はありません：{note}。",
+    "fv.inside.distance.even": "どの層のどのヘッドでも、各パッチは {patches} 個すべてのパッチにほぼ均等に注意を向けています"
+                               "（正規化エントロピー {entropy}、1 = 均等。最も強いパッチでも均等な取り分の {peak}×）。"
+                               "そのため点はすべて、均等な注意の破線（{uniform} px）の上にあります。パッチを選び出すのは"
+                               "クラストークンだけです（エントロピー {cls_entropy}、最も強いもので {cls_peak}×）。"
+                               "{split} の写真 {photos} 枚での平均です。",
+    "fv.inside.distance": "層 1 では、各パッチは自分で選んだ少数のパッチに注意を向けます（正規化エントロピー {entropy}、"
+                          "最も強いものは均等な取り分の {peak}×）。その距離は平均 {distance} px で、均等な注意なら "
+                          "{uniform} px です。選択的ですが、{local}。{split} の写真 {photos} 枚での平均です。",
+    "fv.inside.local.some": "論文の図で距離が最も短いヘッドのように、局所的なヘッドもあります",
+    "fv.inside.local.none": "論文の図で距離が最も短いヘッドのような、局所的なヘッドはありません",
+    "fv.inside.contrast": "**{sharp} の最初の層にあって、{flat} の最初の層にないもの：** 各パッチが少数のほかのパッチを"
+                          "選び出します（正規化エントロピー {sharp_entropy}、最も強いものは均等な取り分の {sharp_peak}×）。"
+                          "一方 {flat} のパッチは、{patches} 個すべてに注意を均等に広げています（{flat_entropy}、"
+                          "{flat_peak}×）{cnn}。",
+    "fv.inside.contrast.cnn": "。CNN の幹が最初の層より前に各セルを近くのセルと混ぜているためで、論文もハイブリッドでは"
+                              "注意が局所的でなくなることを見いだしています",
+    "fv.inside.contrast.plain": "層 1 では、{sharp} のパッチのほうが {flat} のパッチ（{flat_entropy}）より選択的に注意を"
+                                "向けます（正規化エントロピー {sharp_entropy}、1 = 均等）。",
 })
 TABLES: dict[str, dict[str, str]] = {"en": EN, "ja": JA}
 
@@ -397,6 +485,12 @@ def say(lang: str, key: str, **values: object) -> str:
     """The table's text for `key` in `lang`, its {fields} filled (English where `lang` lacks the key)."""
     template = TABLES.get(lang, EN).get(key, EN[key])
     return template.format(**values) if values else template
+
+
+def words(lang: str) -> dict[str, str]:
+    """The whole table of `lang`, English where it lacks a key: for functions that take their templates as a
+    `words` table (vit.explore.inside_words, below the app, says the Inside tab's sentences for docs/ too)."""
+    return {**EN, **TABLES.get(lang, EN)}
 
 
 def known(key: str) -> bool:

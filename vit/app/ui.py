@@ -247,52 +247,32 @@ def render_overlay(r: "Result", opacity: float = 0.5) -> Image.Image:
     return explain.colour_bar(explain.overlay(shown, r.heat, opacity))
 
 
-# The words beside an overlay on how to read its colours: templates under keys, so a page in another language
-# passes its own table with the same keys and {fields} (the numbers are formatted here).
-SCALE_WORDS: dict[str, str] = {
-    "fv.scale.relative": "**Colours: relative scale**, stretched from this map's lowest cell to its highest: not "
-                         "comparable between maps or models.",
-    "fv.scale.fixed": "**Colours: one fixed scale** for every model and layer, 1× = attention spread evenly over the "
-                      "{cells} patches. This map is {row}. Its strongest patch gets **{peak}×** an even share; "
-                      "normalised entropy **{entropy}** (1 = even, 0 = one patch).",
-    "fv.scale.nearly_uniform": "⚖️ **Nearly uniform** (entropy ≥ {line}): this attention is spread almost evenly over "
-                               "the photo; read little into its pattern.",
-    "fv.row.mean": "the mean of its {heads} heads",
-    "fv.row.max": "the largest weight over its heads, renormalised",
-    "fv.row.head": "head {head}",
-    "fv.row.attention": "the class token's attention in layer {layer}, {which}",
-    "fv.row.rollout": "the class token's row of the rollout over every layer, {which}, discard {discard}{dropped}",
-    "fv.row.dropped": ": the weakest {share} of each layer's weights are dropped first, which makes much of its "
-                      "sharpness",
-}
-
-
-def drawn_row_text(r: "Result", words: dict[str, str] = SCALE_WORDS) -> str:
+def drawn_row_text(r: "Result", lang: str = DEFAULT) -> str:
     """Which row of attention weights the overlay draws, in words (the entropy shown is this row's)."""
     heads = r.maps[0].shape[0] if r.maps else 0
     head = r.controls.get(registry.HEAD, "mean")
-    which = (words["fv.row.mean"].format(heads=heads) if head == "mean" else words["fv.row.max"] if head == "max"
-             else words["fv.row.head"].format(head=int(head) + 1))
+    which = (say(lang, "fv.row.mean", heads=heads) if head == "mean" else say(lang, "fv.row.max") if head == "max"
+             else say(lang, "fv.head.n", n=int(head) + 1))
     if registry.LAYER in r.controls:
-        return words["fv.row.attention"].format(layer=r.controls[registry.LAYER] + 1, which=which)
+        return say(lang, "fv.row.attention", layer=r.controls[registry.LAYER] + 1, which=which)
     discard = float(r.controls.get(registry.DISCARD, 0.0))
-    dropped = words["fv.row.dropped"].format(share=f"{discard:.0%}") if discard > 0 else ""
-    return words["fv.row.rollout"].format(which=which, discard=f"{discard:.2f}", dropped=dropped)
+    dropped = say(lang, "fv.row.dropped", share=f"{discard:.0%}") if discard > 0 else ""
+    return say(lang, "fv.row.rollout", which=which, discard=f"{discard:.2f}", dropped=dropped)
 
 
-def scale_text(r: "Result", words: dict[str, str] = SCALE_WORDS) -> str:
+def scale_text(r: "Result", lang: str = DEFAULT) -> str:
     """Markdown beside the overlay: how to read its colours. For attention weights, the drawn row's peak
     (x an even share) and normalised entropy, and "nearly uniform" in words from entropy 0.97 on
     (docs/inside.md says why); for any other map, that its colours are relative."""
     if getattr(r, "heat", None) is None:
         return ""
     if not registry.weights(r.method):
-        return words["fv.scale.relative"]
+        return say(lang, "fv.scale.relative")
     s = explain.sharpness(r.heat)
-    text = words["fv.scale.fixed"].format(cells=s.cells, row=drawn_row_text(r, words), peak=f"{s.peak:.1f}",
-                                          entropy=f"{s.entropy:.2f}")
+    text = say(lang, "fv.scale.fixed", cells=s.cells, row=drawn_row_text(r, lang), peak=f"{s.peak:.1f}",
+               entropy=f"{s.entropy:.2f}")
     if s.nearly_uniform:
-        text += "  \n" + words["fv.scale.nearly_uniform"].format(line=explain.NEARLY_UNIFORM)
+        text += "  \n" + say(lang, "fv.scale.nearly_uniform", line=explain.NEARLY_UNIFORM)
     return text
 
 
@@ -302,7 +282,7 @@ def faithfulness_text(r: "Result", title: str = "", lang: str = DEFAULT) -> str:
     vit.explain.cli: the map beats random orders of the same cells by the bar's ratios on both tests -> yes;
     on both, by less -> somewhat), its deletion / insertion AUCs and the random orders' behind them in a
     <details> (once scored)."""
-    scale, f = scale_text(r), r.faithfulness
+    scale, f = scale_text(r, lang), r.faithfulness
     if f is None:
         return scale
     deletion = f.deletion_auc / max(f.random_deletion_auc, 1e-9)

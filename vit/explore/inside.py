@@ -28,6 +28,7 @@ from vit.data.images import open_image
 from vit.data.preprocess import split_eval_transform
 from vit.explore.figure7 import Grid, Sums, uniform_distance, weight_facts
 from vit.files import atomic_path
+from vit.messages import Said
 from vit.models import families
 from vit.models.attention import attention_maps, num_prefix_tokens, patch_size_px, token_grid
 from vit.models.checkpoint import Checkpoint
@@ -173,17 +174,21 @@ def write(path: str | Path, records: dict[str, InsideRecord], command: str) -> P
     return Path(path)
 
 
-def record_for(checkpoint: str | Path) -> tuple[InsideRecord | None, str]:
+def record_for(checkpoint: str | Path) -> tuple[InsideRecord | None, Said | None]:
     """The current record of a checkpoint from the inside.json beside it, or None and why not (no file, no
-    record of this model, or one measured on another checkpoint file)."""
+    record of this model, or one measured on another checkpoint file): a Said, English as str(), with a code
+    for the page's other language (vit.app.i18n)."""
     checkpoint = Path(checkpoint)
     found = read(checkpoint.parent / FILE_NAME).get(checkpoint.stem)
     how = f"python -m vit.explore.inside --checkpoints {checkpoint.parent}"
     if found is None:
-        return None, f"not measured for {checkpoint.name} ({how})"
+        return None, Said(f"not measured for {checkpoint.name} ({how})", "inside.not_measured", name=checkpoint.name,
+                          how=how)
     if found.checkpoint_sha256 != sha256(checkpoint):
-        return None, f"measured on another {checkpoint.name} (sha256 {found.checkpoint_sha256[:12]}); rerun {how}"
-    return found, ""
+        sha = found.checkpoint_sha256[:12]
+        return None, Said(f"measured on another {checkpoint.name} (sha256 {sha}); rerun {how}", "inside.stale",
+                          name=checkpoint.name, sha=sha, how=how)
+    return found, None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,8 +4,9 @@ from the paper), for the page and docs/inside.md alike.
 Each function takes the figures (an `InsideRecord`, or the weight facts of vit.explore.figure7) and
 returns Markdown; which sentence is said follows from the numbers (e.g. "nearly uniform" from a
 normalised entropy of 0.97 on), so a checkpoint trained differently reads differently. The words are
-templates under keys (`WORDS`, English); a page in another language passes its own table with the same
-keys and {fields} (`words=`), the numbers formatted here.
+templates under keys (`WORDS`, English: docs/inside.md's, and vit.app.i18n's EN table takes them in; its JA
+table holds the same keys in Japanese); the page passes the visitor's table (`words=`), the numbers
+formatted here.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ WORDS: dict[str, str] = {
                                "random {random}, spread {spread} (random {dim}-d vectors: {random_spread}).{cnn}",
     "fv.inside.position.cnn": " Presumably its CNN stem's features already say where each cell lies (an inference, "
                               "not measured).",
-    "fv.inside.distance.none": "Not measured: {note}.",
+    "fv.inside.distance.none": "No attention figures: {note}.",
     "fv.inside.distance.even": "Every patch attends almost evenly to all {patches} patches, in every layer and head "
                                "(normalised entropy {entropy}, 1 = even; the strongest patch gets {peak}× an even share), "
                                "so every dot sits on the dashed line of even attention ({uniform} px). Only the class "
