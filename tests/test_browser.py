@@ -573,6 +573,44 @@ def test_both_vits_last_layer_attention_share_one_scale(page, running_app, shots
     assert tint["scratch_vit"] > 1.5 * tint["timm_vit"], tint
 
 
+def pick_head(page, head: str) -> None:
+    page.locator("#head-dropdown input").click()
+    page.get_by_role("option", name=head, exact=True).click()
+    expect(page.locator("#head-dropdown input")).to_have_value(head)
+
+
+def test_a_late_score_never_lands_under_a_newer_map(page, running_app, tmp_path, js_errors):
+    """A map's score comes seconds after the map. Pick a head whose score takes that long, then at once a head
+    seen before (its map and score cached: back in a blink): the first head's score, finishing last, must not
+    overwrite the text under the second head's overlay (seen before the fix: a rollout "head 1" overlay under
+    the head-mean text)."""
+    app, _ = running_app
+    family = next(f for f in FAMILIES if "rollout" in app.MODELS.models[f].methods and f != "scratch_vit")
+    photo = tmp_path / "race.png"  # a photo of its own: no map or score of it cached by another test
+    Image.fromarray(np.random.default_rng(30).integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(photo)
+    upload(page, photo)
+    pick_model(page, app, family)
+    pick_method(page, "rollout")
+    settled_text(page, "#faithfulness", ["mean of its", "Is the map faithful?"])
+    start = time.monotonic()
+    pick_head(page, "head 1")
+    settled_text(page, "#faithfulness", ["head 1", "Is the map faithful?"], quiet_s=0.2)  # scored: cached from now
+    score_s = time.monotonic() - start
+    pick_head(page, "max")  # a row not seen yet: its map, then its score (seconds) ...
+    expect(page.locator("#faithfulness")).to_contain_text("largest weight")
+    pick_head(page, "head 1")  # ... while head 1's map and score come back from the caches at once
+    expect(page.locator("#faithfulness")).to_contain_text("Is the map faithful?")
+    deadline = time.monotonic() + 2 * score_s + 3  # long enough for the max score to have finished
+    while time.monotonic() < deadline:
+        text = page.locator("#faithfulness").inner_text()
+        assert "largest weight" not in text, f"the max head's score landed under head 1's map: {text}"
+        page.wait_for_timeout(100)
+    assert "head 1" in text and "Is the map faithful?" in text, text
+    expect(page.locator("#head-dropdown input")).to_have_value("head 1")
+    print(f"\na score took {score_s:.1f} s; head 1's text stayed")
+    assert_clean(page, js_errors, "after two heads in a row")
+
+
 def test_the_inside_tab_shows_figure_7_of_both_vits(page, running_app, shots, js_errors):
     """Opened, the tab draws each ViT's three panels with a sentence under each; the hybrid's filters panel
     says it reads CNN features instead of drawing them."""
