@@ -151,17 +151,6 @@ def test_the_scale_is_clipped_at_32x_and_renormalised():
     assert explain.on_scale(sixteen)[0, 0] == pytest.approx(0.8)
 
 
-def test_the_scale_entropy_is_the_definitions_entropy():
-    """vit.explain.render and vit.explore.figure7 compute the same normalised entropy (written twice: the two
-    subpackages are side by side and may not import each other), and the line is one figure7 records at."""
-    from vit.explore import figure7
-
-    row = np.random.default_rng(1).dirichlet(np.ones(144) * 0.3) * 0.95
-    assert explain.sharpness(row).entropy == pytest.approx(
-        figure7.normalised_entropy(torch.as_tensor(row / row.sum())).item(), abs=1e-9)
-    assert explain.NEARLY_UNIFORM in figure7.LINES
-
-
 def test_scale_bars_are_numbers_inside_the_image():
     img = Image.new("RGB", (336, 336), (255, 255, 255))
     bar = np.asarray(explain.scale_bar(img))

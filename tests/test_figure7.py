@@ -7,6 +7,7 @@ import torch
 from conftest import TINY_ARCH
 
 from vit.explore import figure7 as f7
+from vit.models.attention import normalised_entropy, peak_ratio
 from vit.models.factory import build
 from vit.models.scratch_vit import VisionTransformer, preset
 
@@ -66,17 +67,19 @@ def test_photos_average_equally_and_batches_combine_exactly():
     assert parts.photos == 5 and parts.rows()["count"] == 2 * 5 * 2 * (9 + 1)
 
 
-def test_entropy_is_one_for_uniform_and_zero_for_one_key():
-    assert f7.normalised_entropy(torch.full((7, 196), 1 / 196)).allclose(torch.ones(7, dtype=torch.float64))
+def test_entropy_and_peak_are_one_for_uniform_and_the_extremes_for_one_key():
+    """vit.models.attention defines both once, for these figures and for the overlays' scale line."""
+    assert normalised_entropy(torch.full((7, 196), 1 / 196)).allclose(torch.ones(7, dtype=torch.float64))
+    assert peak_ratio(torch.full((7, 196), 1 / 196)).allclose(torch.ones(7))
     one = torch.zeros(196)
     one[3] = 1
-    assert f7.normalised_entropy(one).item() == 0
+    assert normalised_entropy(one).item() == 0 and peak_ratio(one).item() == 196
     maps = [uniform_attention(2, 3, 1 + 196)]
     for fn in (f7.attention_entropy, f7.cls_attention_entropy, f7.cls_attention_peak):
         assert torch.allclose(fn(maps, 1), torch.ones(1, 3)), fn.__name__
     half = torch.zeros(144)
     half[:72] = 1 / 72  # an even spread over half the keys: 1 - log 2 / log 144
-    assert f7.normalised_entropy(half).item() == pytest.approx(1 - math.log(2) / math.log(144))
+    assert normalised_entropy(half).item() == pytest.approx(1 - math.log(2) / math.log(144))
 
 
 def test_class_rows_are_the_first_tokens_row_over_the_patches():

@@ -23,6 +23,7 @@ from vit.explain import methods as registry
 from vit.explain.cli import BAR_DELETION, BAR_INSERTION
 from vit.explain.rollout import head_choices, parse_head
 from vit.models import families
+from vit.models.attention import NEARLY_UNIFORM
 from vit.models.checkpoint import Preprocessing, passes_per_epoch
 from vit.trust import reliability as rel
 from vit.trust.gate import DAMAGED, NO_GATE
@@ -262,8 +263,8 @@ def drawn_row_text(r: "Result", lang: str = DEFAULT) -> str:
 
 def scale_text(r: "Result", lang: str = DEFAULT) -> str:
     """Markdown beside the overlay: how to read its colours. For attention weights, the drawn row's peak
-    (x an even share) and normalised entropy, and "nearly uniform" in words from entropy 0.97 on
-    (docs/inside.md says why); for any other map, that its colours are relative."""
+    (x an even share) and normalised entropy, and "nearly uniform" in words from entropy NEARLY_UNIFORM (0.97)
+    on (docs/inside.md says why); for any other map, that its colours are relative."""
     if getattr(r, "heat", None) is None:
         return ""
     if not registry.weights(r.method):
@@ -272,7 +273,7 @@ def scale_text(r: "Result", lang: str = DEFAULT) -> str:
     text = say(lang, "fv.scale.fixed", cells=s.cells, row=drawn_row_text(r, lang), peak=f"{s.peak:.1f}",
                entropy=f"{s.entropy:.2f}")
     if s.nearly_uniform:
-        text += "  \n" + say(lang, "fv.scale.nearly_uniform", line=explain.NEARLY_UNIFORM)
+        text += "  \n" + say(lang, "fv.scale.nearly_uniform", line=NEARLY_UNIFORM)
     return text
 
 

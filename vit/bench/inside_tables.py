@@ -64,13 +64,13 @@ def line_table(records: dict[str, inside.InsideRecord], titles: dict[str, str]) 
     for cap in ("1.5", "2.0"):
         lines.append(row(f"lowest entropy of a row peaking at most {cap}×",
                          lambda x, c=cap: f"{x['lowest_entropy_peak_at_most'][c]:.3f}"))
-    for line in ("0.97", "0.98", "0.99"):
+    for line in map(str, figure7.LINES):
         lines.append(row(f"rows with entropy ≥ {line}: peak p99 / max",
                          lambda x, q=line: f"{x['peak_at_entropy_at_least'][q]['p99']:.1f} / "
                                            f"{x['peak_at_entropy_at_least'][q]['max']:.1f}×"))
     lines.append(row("per photo, patch→patch attention_entropy of a (layer, head): min – max",
                      lambda x: f"{x['photo_attention_entropy']['min']:.3f} – {x['photo_attention_entropy']['max']:.3f}"))
-    for line in ("0.97", "0.98"):
+    for line in map(str, figure7.LINES[:2]):
         lines.append(row(f"... share of them ≥ {line}",
                          lambda x, q=line: f"{x['photo_attention_entropy'][f'share_at_least_{q}']:.1%}"))
     return "\n".join(lines)

@@ -24,7 +24,6 @@ from vit.explain.methods import Method, compute
 from vit.explain.perturb import blur
 from vit.explain.render import (
                             CMAP,
-                            NEARLY_UNIFORM,
                             SCALE,
                             Sharpness,
                             colour_bar,
@@ -41,7 +40,7 @@ from vit.explain.render import (
 )
 from vit.explain.rollout import HEAD_REDUCTIONS, cls_attention, head_select, rollout, rollout_map
 
-__all__ = ["CMAP", "HEAD_REDUCTIONS", "NEARLY_UNIFORM", "SCALE", "Faithfulness", "Sharpness", "ForwardBatch", "Heat", "Method", "RandomCurves", "auc", "blur",
+__all__ = ["CMAP", "HEAD_REDUCTIONS", "SCALE", "Faithfulness", "Sharpness", "ForwardBatch", "Heat", "Method", "RandomCurves", "auc", "blur",
            "cam_from", "chefer", "cls_attention", "colour_bar", "compute", "curves_plot", "grad_cam",
            "grad_cam_heat", "head_select", "layer_mosaic", "model_grid", "normalise", "occlusion", "on_scale",
            "overlay", "patch_grid", "random_curves", "rise_masks", "rollout", "rollout_map", "scale_bar", "scaled_overlay",

@@ -14,12 +14,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw
 
 from vit.explain.faithfulness import Faithfulness
+from vit.models.attention import NEARLY_UNIFORM, normalised_entropy, peak_ratio
 
 
 def normalise(heat: np.ndarray) -> np.ndarray:
@@ -31,7 +33,6 @@ def normalise(heat: np.ndarray) -> np.ndarray:
 
 CMAP = "inferno"  # perceptually uniform, readable in grey and by colour-blind eyes (jet invents edges)
 SCALE = (1.0, 32.0)  # the attention scale: weight x patch keys from uniform to 32x, log2 between (docs/inside.md)
-NEARLY_UNIFORM = 0.97  # a drawn row's normalised entropy from which it is called nearly uniform (docs/inside.md)
 BLEND, BLEND_POWER = 1.7, 0.75  # blend = BLEND * opacity * value ** BLEND_POWER: at opacity 0.5, 0 at 1x, 0.25 at 2x, 0.85 at 32x
 COLOUR_FROM = 0.3  # the fixed scale's colours: the colour map from here (magenta) to its top (yellow), not from black
 
@@ -57,11 +58,12 @@ def times_uniform(heat: np.ndarray) -> np.ndarray:
 
 
 def sharpness(heat: np.ndarray) -> Sharpness:
-    """The drawn map's peak (x uniform) and normalised entropy."""
-    ratio = times_uniform(heat)
-    p = ratio.ravel() / ratio.size
-    entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum() / math.log(p.size)) if p.size > 1 else 0.0
-    return Sharpness(float(ratio.max()), entropy, int(p.size))
+    """The drawn map's peak (x uniform) and normalised entropy, renormalised over its cells (as defined by
+    vit.models.attention for Figure 7's rows)."""
+    h = np.clip(np.asarray(heat, dtype=np.float64), 0.0, None).ravel()
+    p = torch.as_tensor(h / h.sum() if h.sum() > 0 else np.full(h.size, 1.0 / h.size))  # (cells,)
+    entropy = normalised_entropy(p).item() if p.numel() > 1 else 0.0
+    return Sharpness(peak_ratio(p).item(), entropy, int(p.numel()))
 
 
 def on_scale(heat: np.ndarray, lo: float = SCALE[0], hi: float = SCALE[1]) -> np.ndarray:

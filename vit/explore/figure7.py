@@ -11,12 +11,12 @@ The definitions (issue 30, so anyone can recompute them): only the patch tokens 
 keys (the class and distillation tokens left out); each attention row is restricted to the patch keys and
 renormalised, a'(q, k) = a(q, k) / sum_k' a(q, k'); distances are between patch centres in input pixels
 (a hybrid's token is one cell of its CNN's stride-16 map, centred on its 16 x 16 px cell, though it sees
-more); entropies are divided by log(number of patch keys): 1 = uniform, 0 = one key. Every figure is a
-mean over photos, so batches combine exactly (`Sums`); vit.explore.inside measures them on the test photos.
+more); entropies are divided by log(number of patch keys): 1 = uniform, 0 = one key (vit.models.attention
+defines them, and the peak, for the overlays too). Every figure is a mean over photos, so batches combine
+exactly (`Sums`); vit.explore.inside measures them on the test photos.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,8 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from vit.models.attention import NEARLY_UNIFORM, normalised_entropy, peak_ratio
+
 Grid = tuple[int, int]  # (rows, cols) of patch tokens
-LINES = (0.97, 0.98, 0.99)  # normalised entropies at which the rows' peaks are recorded (vit.explain.render's line)
+LINES = (NEARLY_UNIFORM, 0.98, 0.99)  # normalised entropies at which the rows' peaks are recorded: the line, then two
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -63,17 +65,6 @@ def cls_rows(layer_map: torch.Tensor, prefix: int) -> torch.Tensor:
     """(..., N, N) softmax weights -> (..., P): the class token's row over the patch keys, renormalised."""
     a = layer_map[..., 0, prefix:].double()  # (..., P)
     return a / a.sum(-1, keepdim=True)
-
-
-def normalised_entropy(rows: torch.Tensor) -> torch.Tensor:
-    """(..., K) distributions -> (...) entropy / log K: 1 for uniform, 0 for one key (0 log 0 = 0)."""
-    p = rows.double()
-    return -(p * torch.log(p.clamp_min(1e-300))).sum(-1) / math.log(rows.shape[-1])
-
-
-def peak_ratio(rows: torch.Tensor) -> torch.Tensor:
-    """(..., K) distributions -> (...) largest weight x K: 1 for uniform, K for one key."""
-    return rows.amax(-1) * rows.shape[-1]
 
 
 def _batched(layer_map: torch.Tensor) -> torch.Tensor:
@@ -167,7 +158,7 @@ class Sums:
 
     def rows(self) -> dict:
         """How entropy and peak go together over every row seen (patch and class rows, every layer, head and
-        photo): where to draw the "nearly uniform" line (vit.explain.render.NEARLY_UNIFORM)."""
+        photo): where to draw the "nearly uniform" line (vit.models.attention.NEARLY_UNIFORM)."""
         e, p = torch.cat(self.row_entropy), torch.cat(self.row_peak)
         flat = torch.cat(self.photo_entropy)  # (photos, layers, heads)
         return {"count": int(e.numel()),

@@ -15,10 +15,9 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from vit.explore.figure7 import LINES
 from vit.explore.inside import InsideRecord
+from vit.models.attention import NEARLY_UNIFORM  # the entropy from which a row is "even", as the overlays say it
 
-NEARLY_UNIFORM = LINES[0]  # = vit.explain.render.NEARLY_UNIFORM (a test checks): entropy from which a row is "even"
 LOCAL = 0.6  # a head is "local" when its mean distance is under this share of uniform attention's
 LAYOUT = 0.3  # position embeddings "know the layout" when neighbours are this much more alike than random pairs
 

@@ -5,15 +5,23 @@ Attention maps come from an explicit softmax computed on request, never from hoo
 that the fused (SDPA) path skips, and nothing is stored on the model: two requests at once get
 their own maps. With autograd on, every returned tensor is in this call's graph (for Chefer
 relevance and ViT Grad-CAM). What the maps mean (class-token attention, rollout) is vit.explain's.
+
+How sharp a row of attention weights is (`normalised_entropy`, `peak_ratio`) and where it counts as nearly
+uniform (`NEARLY_UNIFORM`) are defined here once, for the overlays' scale (vit.explain.render) and Figure 7's
+figures and sentences (vit.explore) alike: two rooms side by side that may not import each other.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vit.models.scratch_vit import VisionTransformer
+
+# A row's normalised entropy from which it is called nearly uniform (docs/inside.md: where the line is, and why)
+NEARLY_UNIFORM = 0.97
 
 
 @dataclass
@@ -105,3 +113,14 @@ def token_grid(model: nn.Module) -> tuple[int, int]:
 def patch_size_px(model: nn.Module, image_size: int) -> int:
     """Pixels per token side in the model's input; for the hybrid, the CNN's stride (16)."""
     return image_size // token_grid(model)[1]
+
+
+def normalised_entropy(rows: torch.Tensor) -> torch.Tensor:
+    """(..., K) distributions -> (...) entropy / log K: 1 for uniform, 0 for one key (0 log 0 = 0)."""
+    p = rows.double()
+    return -(p * torch.log(p.clamp_min(1e-300))).sum(-1) / math.log(rows.shape[-1])
+
+
+def peak_ratio(rows: torch.Tensor) -> torch.Tensor:
+    """(..., K) distributions -> (...) largest weight x K: 1 for uniform, K for one key."""
+    return rows.amax(-1) * rows.shape[-1]
