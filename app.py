@@ -62,30 +62,26 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     explain_inputs = [c.method, c.layer, c.head, c.opacity, c.discard]
     private = {"api_visibility": "private", "show_progress": "hidden"}
     runs = {"concurrency_id": MODEL_RUNS, "preprocess": False, "api_visibility": "private"}
-    score = {"fn": shown.bind(H.score_view), "inputs": [last, lang], "outputs": list(shown),
-             "concurrency_id": MODEL_RUNS, "api_visibility": "private"}  # after the overlay: its deletion / insertion
+    score = {"fn": shown.bind(H.score_view), "inputs": [last, lang], "outputs": list(shown),  # after the overlay: its
+             "concurrency_id": MODEL_RUNS, "api_visibility": "private",  # score, unless a newer map is up by then;
+             "trigger_mode": "multiple"}  # a newer map's score starts while an older one's still runs (then dropped)
     controls = handlers.Outputs(card=c.card, layer=c.layer, head=c.head, method=c.method, discard=c.discard,
                                 layers=c.layers)
     tables = {"fn": H.tables, "inputs": [lang], "outputs": [t.table, t.loss, t.acc], "queue": False, **private}
-    scores = [c.run.click(shown.bind(H.show), [c.image, c.model, *explain_inputs, lang], list(shown), **runs).success(
-        **score)]  # every map's score, which a newer map cancels (below)
+    c.run.click(shown.bind(H.show), [c.image, c.model, *explain_inputs, lang], list(shown), **runs).success(**score)
     c.run_all.click(lambda: gr.update(visible=True), None, c.compare_row, api_visibility="private").then(
         c.columns.bind(H.compare), [c.image, c.method, c.discard, lang], list(c.columns), api_name="compare",
         concurrency_id=MODEL_RUNS, preprocess=False)
     c.opacity.release(shown.bind(H.redraw), [last, c.opacity, c.head], list(shown), **private)
-    scores.append(c.method.input(controls.bind(H.on_method_change), [c.model, c.method], list(controls), queue=False,
-                                 **private).then(shown.bind(H.show), [c.image, c.model, *explain_inputs, lang],
-                                                 list(shown), **runs).success(**score))
-    scores.append(c.model.input(shown.bind(H.show_default), [c.image, c.model, c.opacity, lang], list(shown),
-                                **runs).success(**score))
+    c.method.input(controls.bind(H.on_method_change), [c.model, c.method], list(controls), queue=False,
+                   **private).then(shown.bind(H.show), [c.image, c.model, *explain_inputs, lang], list(shown),
+                                   **runs).success(**score)
+    c.model.input(shown.bind(H.show_default), [c.image, c.model, c.opacity, lang], list(shown), **runs).success(**score)
     for event in (c.layer.release, c.head.input, c.discard.release):  # the map from the photo's pass, then its score
-        scores.append(event(shown.bind(H.redraw_map), [c.image, c.model, *explain_inputs, lang], list(shown),
-                            **runs).success(**score, show_progress="hidden"))
-    for event in (c.run.click, c.method.input, c.model.input, c.layer.release, c.head.input, c.discard.release,
-                  c.image.change, *(e.dataset.click for e in example_sets.values())):  # a newer map or photo: an
-        event(None, cancels=scores, queue=False, **private)  # older map's late score must not land under it
+        event(shown.bind(H.redraw_map), [c.image, c.model, *explain_inputs, lang], list(shown), **runs).success(
+            **score, show_progress="hidden")
     c.image.upload(H.check_upload, [c.image, lang], None, preprocess=False, **private)
-    c.image.change(lambda: None, None, last, queue=False, **private)
+    c.image.change(H.new_photo, None, last, queue=False, **private)  # and no late score lands under its answer
     c.model.change(controls.bind(H.on_model_change), [c.model, lang], list(controls), queue=False, **private)
     timer.tick(handlers.Outputs(status=c.status, settled=settled, card=c.card, timer=timer).bind(H.tick),
                [c.model, settled, lang], [c.status, settled, c.card, timer], queue=False, **private)

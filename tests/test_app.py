@@ -46,31 +46,6 @@ def test_no_invisible_buttons_carry_the_api(app):
     assert not (ROOT / "app.pyi").exists()  # no gr.Image subclass for Gradio to write stubs of
 
 
-NEW_MAP = {"show", "show_default", "redraw_map", "load_example_output"}  # the events that put a new map on screen
-
-
-def test_a_late_score_never_lands_under_a_newer_map(app):
-    """Each map shown is scored by a later event (score_view, seconds); a newer map shown meanwhile (another head,
-    layer, method, model, photo or example) cancels every score still pending or running, so an older map's
-    score cannot overwrite the newer map's text (seen in Chromium: a rollout "head 1" overlay under the head-mean
-    text). Read from the page's event graph: every chain that shows a new map starts at a trigger that cancels
-    every score event."""
-    fns = app.demo.fns
-    scores = {i for i, f in fns.items() if f.name == "score_view"}
-    assert len(scores) >= 4, scores  # the button, a method, a model, a layer / head / discard each then score
-
-    def root(i: int) -> int:  # the first event of the chain that runs `i`
-        while fns[i].trigger_after is not None:
-            i = fns[i].trigger_after
-        return i
-
-    cancelling = {tuple(t) for f in fns.values() if scores <= set(f.cancels or ()) for t in f.targets}
-    starts = {tuple(t): fns[i].name for i, f in fns.items() if f.name in NEW_MAP for t in fns[root(i)].targets}
-    assert {f.name for f in fns.values()} >= NEW_MAP - {"load_example_output"} and len(starts) >= 7, starts
-    missed = {trigger: name for trigger, name in starts.items() if trigger not in cancelling}
-    assert not missed, f"these triggers show a new map but leave an older map's score running: {missed}"
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_predict_endpoint(client, app, photo, family):
     label, info = client.predict(handle_file(str(photo)), family, api_name="/predict")

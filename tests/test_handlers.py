@@ -1,6 +1,7 @@
 """The app's request handling (vit/app/handlers.py) and its endpoints (vit/app/api.py), without a browser or a
 server."""
 import inspect
+from types import SimpleNamespace
 
 import gradio as gr
 import pytest
@@ -97,6 +98,8 @@ def test_an_answer_reaches_its_components_by_name_and_keep_leaves_them():
         label, text = gr.Label(), gr.Markdown()
     outputs = handlers.Outputs(label=label, timing=text)
     assert outputs.of(handlers.View(timing="t")) == {text: "t"}
+    skipped = outputs.bind(lambda: handlers.View())()  # nothing to change: each component skipped, not {}
+    assert set(skipped) == {label, text} and all(v == gr.skip() for v in skipped.values())
     assert outputs.bind(lambda x: handlers.View(label={"a": x}, timing=""))(1.0) == {label: {"a": 1.0}, text: ""}
     with pytest.raises(AssertionError, match="verdict"):
         outputs.of(handlers.View(verdict="no component for me"))
@@ -192,3 +195,34 @@ def test_the_endpoints_default_to_the_pages_model(h):
     for name in ("predict", "explain", "attention", "classify"):
         assert inspect.signature(endpoints[name]).parameters["model"].default == h.default
     assert endpoints["methods"]() == {i: list(model_set.methods_of(h.models, i)) for i in h.models.ids}
+
+
+def test_a_late_score_never_lands_under_a_newer_map(h, tmp_path, monkeypatch):
+    """A map is scored after it is shown (seconds); a newer map put up on the same page meanwhile makes that
+    score land as nothing (View(): every field KEEP), whether it went up before the score started or while it
+    ran; the same view asked twice is the same map; another page's maps do not count; nor does the API. Seen in
+    Chromium before: a rollout "head 1" overlay under the head-mean text."""
+    value, page, other = photo_value(tmp_path), SimpleNamespace(session_hash="page"), SimpleNamespace(session_hash="b")
+    first = h.show(value, "scratch_vit", "rollout", 1, "mean", 0.5, 0.9, "en", page).shown
+    newer = h.show(value, "scratch_vit", "rollout", 1, "head 1", 0.5, 0.9, "en", page).shown
+    assert h.score_view(first, "en", page) == handlers.View()  # the page shows `newer` by now
+    assert "Is the map faithful?" in h.score_view(newer, "en", page).faithfulness
+    again = h.redraw_map(value, "scratch_vit", "rollout", 1, "head 1", 0.5, 0.9, "en", page).shown  # a 2nd trigger
+    assert again.key == newer.key and "Is the map faithful?" in h.score_view(newer, "en", page).faithfulness
+    h.show(value, "scratch_vit", "rollout", 1, "max", 0.5, 0.9, "en", other)  # another visitor's page
+    assert "Is the map faithful?" in h.score_view(newer, "en", page).faithfulness
+
+    explain = h.explain
+    def newer_map_while_scoring(*args, **kwargs):  # the score's passes run; meanwhile the visitor picks a head
+        out = explain(*args, **kwargs)
+        if kwargs.get("score", True):
+            monkeypatch.setattr(h, "explain", explain)
+            h.show(value, "scratch_vit", "rollout", 1, "head 2", 0.5, 0.9, "en", page)
+        return out
+    shown = h.show(value, "scratch_vit", "rollout", 1, "max", 0.5, 0.9, "en", page).shown
+    monkeypatch.setattr(h, "explain", newer_map_while_scoring)
+    assert h.score_view(shown, "en", page) == handlers.View()
+    shown = h.show(value, "scratch_vit", "rollout", 1, "max", 0.5, 0.9, "en", page).shown
+    h.new_photo(page)  # a new photo (or an example) replaces the map: nothing on screen to score
+    assert h.score_view(shown, "en", page) == handlers.View()
+    assert "Is the map faithful?" in h.score_view(shown).faithfulness  # the API, no page: always its score

@@ -11,17 +11,23 @@ method or head the model lacks) raises a typed error on the way (ModelError, Ima
 that `answers` turns into a `gr.Error` for the person or API client that sent it, in one place, in the
 page's language. The API's endpoints are vit.app.api.
 
+A map is shown first and scored next (`show`, then `score_view`); the Handlers remember which map each
+page (Gradio's session, from the event's gr.Request) put up last, so that a score finishing after a newer
+map went up is dropped rather than written under it.
+
 Every handler that says something takes the page's language last (`lang`, "en" or "ja": app.py's
 state, set from the page's language probe, see vit.app.i18n); its default, English, is the API's.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 from vit.app import i18n, ui
@@ -29,6 +35,7 @@ from vit.app.gradio_io import image_name, image_source, result_file
 from vit.app.i18n import DEFAULT, say
 from vit.data.images import MIN_SIDE, Decoded, ImageError, open_image, unreadable
 from vit.explain import methods as registry
+from vit.serve.cache import LRU
 from vit.serve.model_set import ModelError, ModelSet, geometry, methods_of
 
 if TYPE_CHECKING:  # the predictor imports in seconds: the page is served before the models load
@@ -37,6 +44,8 @@ from vit.explain.errors import RequestError
 
 ROLLOUT_DISCARD = 0.9  # rollout's default share of the weakest attention dropped
 OPACITY = 0.5  # the overlay's default opacity
+PAGES = 4096  # pages whose map on screen is remembered (the least recently active forgotten: scored as before)
+NEW_PHOTO: tuple = ()  # the key of what a page shows after a new photo: no map (no Shown.key is empty)
 
 
 class _Keep:
@@ -84,6 +93,14 @@ class Shown:
     layer: int | float
     head: str
     discard: float
+
+    @functools.cached_property
+    def key(self) -> tuple:
+        """What makes this map the one on screen: model, method and the map itself (two requests for the same
+        view of the same photo give the same map, hence the same key)."""
+        heat = self.result.heat
+        digest = hashlib.sha1(np.ascontiguousarray(heat).tobytes()).hexdigest() if heat is not None else None
+        return self.model, self.result.method, digest
 
 
 @dataclass(frozen=True)
@@ -150,8 +167,8 @@ class Outputs:
 
     def bind(self, handler: Callable) -> Callable:
         @functools.wraps(handler)
-        def bound(*args):
-            return self.of(handler(*args))
+        def bound(*args):  # an answer that changes nothing skips every component: Gradio reads {} as one value
+            return self.of(handler(*args)) or {c: gr.skip() for c in self}
         return bound
 
 
@@ -174,6 +191,11 @@ class Columns:
         return bound
 
 
+def _page(request: gr.Request | None) -> str | None:
+    """The visitor's page (Gradio's session) an event came from; None for the API and for tests."""
+    return getattr(request, "session_hash", None)
+
+
 def decode(value, lang: str = DEFAULT) -> Decoded:
     """An event's or endpoint's raw image value (see vit.app.gradio_io) -> the photo, decoded once for the
     whole request (an already decoded one passes through); a warning when it is tiny."""
@@ -194,6 +216,7 @@ class Handlers:
 
     def __init__(self, models: ModelSet, default: str | None) -> None:
         self.models, self.default = models, default
+        self._on_screen = LRU(PAGES)  # page (Gradio session) -> the key of the map it shows (NEW_PHOTO: none)
 
     # ------------------------------------------------------------ one request
 
@@ -216,7 +239,8 @@ class Handlers:
         return View(label={i18n.class_name(c, lang): v for c, v in r.probs.items()}, timing=ui.answer_text(p, r, lang),
                     faithfulness=ui.faithfulness_text(r, lang=lang), verdict=ui.verdict_text(p, r, lang))
 
-    def view(self, image, model, method, layer, head, opacity, discard, score: bool = True, lang: str = DEFAULT) -> View:
+    def view(self, image, model, method, layer, head, opacity, discard, score: bool = True, lang: str = DEFAULT,
+             page: str | None = None) -> View:
         """What the page shows for a photo, one model and its explanation (the parameters as /classify's):
         probabilities, timing text, the pictures (curves and score empty when not `score`d), verdict, and
         the request on screen, which `redraw` and `score_view` read."""
@@ -224,6 +248,8 @@ class Handlers:
         p, r = self.explain(model, photo, method, layer, head, discard, score)
         shown = Shown(model, r, photo, r.method, layer, head, discard)
         pictures, words = self.pictures(p, r, opacity, head), self.words(p, r, lang)
+        if page is not None:  # the map this page is about to show (`score_view` lands only under it)
+            self._on_screen.put(page, shown.key)
         return View(words.label, words.timing, pictures.overlay, words.faithfulness, pictures.curves,
                     pictures.layers, pictures.patches, words.verdict, shown)
 
@@ -250,6 +276,19 @@ class Handlers:
         return View(overlay=result_file(ui.render_overlay(shown.result, opacity)),
                     layers=result_file(ui.render_layers(shown.result, head, opacity)))
 
+    def new_photo(self, request: gr.Request | None = None) -> None:
+        """A new photo (an upload, an example) replaces the answer on screen: the request state is cleared,
+        and no score still running for the old map may land under the new photo's answer."""
+        if _page(request) is not None:
+            self._on_screen.put(_page(request), NEW_PHOTO)
+        return None
+
+    def replaced(self, shown: Shown, request: gr.Request | None) -> bool:
+        """Has the page that asks to score `shown` put up another map (or a new photo) since? Never for the API
+        (no page), nor for a page it no longer remembers."""
+        on_screen = self._on_screen.get(_page(request)) if _page(request) is not None else None
+        return on_screen is not None and on_screen != shown.key
+
     def retell(self, shown: Shown | None, lang: str = DEFAULT) -> View:
         """The language changed (Gradio's Settings): the texts of the answer on screen, in the new one."""
         if not shown or shown.model not in self.models.models:
@@ -257,7 +296,8 @@ class Handlers:
         return self.words(self.models.models[shown.model], shown.result, lang)
 
     @answers
-    def show(self, image, model, method, layer, head, opacity, discard, lang: str = DEFAULT) -> View:
+    def show(self, image, model, method, layer, head, opacity, discard, lang: str = DEFAULT,
+             request: gr.Request | None = None) -> View:
         """The Classify button and a switch of method: the prediction, the verdict and the map at once,
         unscored; `score_view` scores that map next, so the overlay does not wait for the ~60 passes of
         its deletion / insertion score (/classify and /explain still give both in one call). Without a
@@ -266,28 +306,34 @@ class Handlers:
             return CLEARED
         if method not in methods_of(self.models, model):  # the menu still shows the last model's method
             method = None
-        return self.view(image, model, method, layer, head, opacity, discard, score=False, lang=lang)
+        return self.view(image, model, method, layer, head, opacity, discard, score=False, lang=lang,
+                         page=_page(request))
 
     @answers
-    def show_default(self, image, model, opacity, lang: str = DEFAULT) -> View:
+    def show_default(self, image, model, opacity, lang: str = DEFAULT, request: gr.Request | None = None) -> View:
         """A switch of model: the photo shown, explained by the new model's default method (the menu and the
         controls are reset to it at the same time), unscored as by `show`."""
-        return self.show(image, model, None, 0, "mean", opacity, ROLLOUT_DISCARD, lang)
+        return self.show(image, model, None, 0, "mean", opacity, ROLLOUT_DISCARD, lang, request)
 
     @answers
-    def redraw_map(self, image, model, method, layer, head, opacity, discard, lang: str = DEFAULT) -> View:
+    def redraw_map(self, image, model, method, layer, head, opacity, discard, lang: str = DEFAULT,
+                   request: gr.Request | None = None) -> View:
         """After a new layer, head or discard ratio: the map from the photo's pass already made (no model
         run; Predictor.explain keeps it), unscored; `score_view` scores it next."""
-        return self.show(image, model, method, layer, head, opacity, discard, lang)
+        return self.show(image, model, method, layer, head, opacity, discard, lang, request)
 
     @answers
-    def score_view(self, shown: Shown | None, lang: str = DEFAULT) -> View:
+    def score_view(self, shown: Shown | None, lang: str = DEFAULT, request: gr.Request | None = None) -> View:
         """The faithfulness text and curves of the map shown: the request on screen (the same photo, already
         decoded, model, method and controls, whatever the menus show by now), scored once per photo, model,
-        method and parameters (a view seen before is not scored again)."""
-        if not shown:  # a new photo replaced the one shown
+        method and parameters (a view seen before is not scored again). Nothing (every field KEEP) when the
+        page has put up another map or photo before or while it is scored: a late score never lands under a
+        newer map (`replaced`)."""
+        if not shown or self.replaced(shown, request):  # a newer map (or photo) is up: this one's score is moot
             return View()
         _, r = self.explain(shown.model, shown.photo, shown.method, shown.layer, shown.head, shown.discard)
+        if self.replaced(shown, request):  # ... since the score started: it would land under the newer map
+            return View()
         return View(faithfulness=ui.faithfulness_text(r, lang=lang), curves=result_file(ui.curves_image(r)))
 
     @answers

@@ -148,7 +148,7 @@ def build(h, endpoint: Callable, concurrency_id: str, lang: gr.State) -> None:
         return {**out, **words(shown, lang)}
 
     def retell(is_open: bool, lang: str = DEFAULT) -> dict:
-        return words(views(models, vits), lang) if is_open else {}
+        return words(views(models, vits), lang) if is_open else {contrast: gr.skip()}  # not opened: nothing to say
 
     tab.select(fill, [lang], [opened, contrast, *pictures.values(), *texts.values()], concurrency_id=concurrency_id,
                api_visibility="private")
