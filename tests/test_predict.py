@@ -40,7 +40,7 @@ def test_a_vit_result_carries_its_attention_geometry(predictors):
 
 
 def test_an_unknown_method_names_the_valid_ones(predictors):
-    with pytest.raises(ValueError, match=r"choose one of \['rise', 'occlusion', 'grad-cam'\]"):
+    with pytest.raises(ValueError, match=r"choose one of \['lrp', 'occlusion', 'rise', 'grad-cam'\]"):
         predictors["effnet"].explain(make_image(1), "chefer")
 
 
