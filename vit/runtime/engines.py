@@ -139,17 +139,22 @@ class OrtEngine(Engine):
             and attention_path(self.path).is_file()
         self._attn_session = None
         self._lock = threading.Lock()
+        # a batched run (occlusion, RISE, the score's perturbed copies) hands the arena's growth back after it:
+        # otherwise ONNX Runtime keeps its largest run's buffers for good (vit.serve.memory)
+        self._shrink = ort.RunOptions()
+        self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     @property
     def class_names(self) -> list[str]:
         return self.meta["class_names"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (logits,) = self.session.run(["logits"], {"image": _numpy(x)})
+        (logits,) = self.session.run(["logits"], {"image": _numpy(x)}, self._shrink if len(x) > 1 else None)
         return torch.from_numpy(logits)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, features = self.session.run(["logits", "features"], {"image": _numpy(x)})
+        logits, features = self.session.run(["logits", "features"], {"image": _numpy(x)},
+                                            self._shrink if len(x) > 1 else None)
         return torch.from_numpy(logits), torch.from_numpy(features)
 
     def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
