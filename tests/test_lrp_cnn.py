@@ -167,6 +167,22 @@ def test_zplus_drops_but_never_makes_relevance(composite: str) -> None:
     assert total * logit > 0 and abs(total) <= abs(logit) * (1 + 1e-5)
 
 
+def test_each_target_gets_its_own_relevance() -> None:
+    """Bias-free, the relevance sums to the logit of the class asked for, whichever it is: a map that explained
+    the top class whatever the target would sum to the top logit every time."""
+    model = tiny_effnet(bias_free=True)
+    x = image()
+    c = L.variant(L.DEFAULT_COMPOSITE, epsilon=1e-9)
+    with torch.no_grad():
+        logits = model(x)[0]
+    maps = []
+    for t in range(3):
+        r = L.cnn_relevance(model, x, t, composite=c, layer=None)
+        assert r.target == t and float(r.values.sum()) == pytest.approx(float(logits[t]), rel=1e-4, abs=1e-5)
+        maps.append(r.values)
+    assert not torch.allclose(maps[0], maps[1])
+
+
 def test_alpha_beta_is_not_conservative() -> None:
     """alpha2-beta1 (2 x positive share - 1 x negative share) conserves only where a unit has contributions of
     both signs; ReLU6 units after BN often have none of one sign, and relevance is made: noted, as zennit."""
