@@ -150,6 +150,8 @@ class Predictor:
         self.class_names = ckpt.class_names
         self.preprocessing = ckpt.preprocessing
         self.view_transform, self.to_tensor = split_eval_transform(self.preprocessing.to_dict())
+        # the shared gate's backbone is prepared as this model is: its input serves both (asked once, not per request)
+        self._backbone_input = self.preprocessing.to_dict() == backbone.PREPROCESSING
         self.image_size = self.preprocessing.image_size
         self._model: nn.Module | None = None
         self._model_lock = threading.Lock()
@@ -264,7 +266,7 @@ class Predictor:
             return None
         if self.shared_gate:
             net = backbone.get("torch" if engine.name == "torch" else "auto")
-            if self.preprocessing.to_dict() == backbone.PREPROCESSING:  # the model's own input will do
+            if self._backbone_input:  # the model's own input will do
                 return net.features(x)
             return net.images([photo])
         return own if own is not None else engine.forward_features(x)[1]
