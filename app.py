@@ -21,10 +21,10 @@ import gradio as gr  # noqa: E402
 
 from vit.app import api, handlers, i18n, page, ui
 from vit.app import examples as example_photos
-from vit.serve import memory, model_set
+from vit.serve import heap, model_set
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-memory.limit_arenas()  # before the worker threads allocate: a burst's heaps are few, and trimmed (vit.serve.memory)
+heap.limit_arenas()  # before the worker threads allocate: a burst's heaps are few, and trimmed (vit.serve.heap)
 ROOT = Path(__file__).resolve().parent
 ARGS = model_set.parse_args(sys.argv[1:] if __name__ == "__main__" else [], __doc__)
 MODELS = model_set.from_args(ARGS)  # with $FOODVISION_OPTIMISE: see README

@@ -149,7 +149,7 @@ class OrtEngine(Engine):
         self._single = None  # the one-thread session of forward_batches, opened on first use
         self._lock = threading.Lock()
         # a batched run (occlusion, RISE, the score's perturbed copies) hands the arena's growth back after it:
-        # otherwise ONNX Runtime keeps its largest run's buffers for good (vit.serve.memory)
+        # otherwise ONNX Runtime keeps its largest run's buffers for good (vit.serve.heap)
         self._shrink = ort.RunOptions()
         self._shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
