@@ -19,11 +19,12 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: its idle threads must not spin (docs/trust.md)
 import gradio as gr  # noqa: E402
 
-from vit.app import examples as example_photos
 from vit.app import api, handlers, i18n, inside_tab, page, ui
-from vit.serve import model_set
+from vit.app import examples as example_photos
+from vit.serve import heap, model_set
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+heap.limit_arenas()  # before the worker threads allocate: a burst's heaps are few, and trimmed (vit.serve.heap)
 ROOT = Path(__file__).resolve().parent
 ARGS = model_set.parse_args(sys.argv[1:] if __name__ == "__main__" else [], __doc__)
 MODELS = model_set.from_args(ARGS)  # with $FOODVISION_OPTIMISE: see README

@@ -191,7 +191,7 @@ def test_explain_with_no_method_uses_the_models_default(client, app, photo):
 
 
 @pytest.mark.parametrize("model, method, message", [
-    ("effnet", "rollout", "unknown method 'rollout' for effnet; choose one of ['rise', 'occlusion', 'grad-cam']"),
+    ("effnet", "rollout", "unknown method 'rollout' for effnet; choose one of ['lrp', 'occlusion', 'rise', 'grad-cam']"),
     ("resnet", "grad-cam", "unknown model 'resnet'; choose one of ['scratch_vit', 'timm_vit', 'effnet']"),
 ])
 def test_explain_names_the_valid_ids(client, photo, model, method, message):
@@ -232,7 +232,7 @@ def test_predict_classify_and_explain_agree(client, photo, app):
 
 def test_methods_lists_each_models_methods(client, app):
     assert client.predict(api_name="/methods") == {i: list(app.MODELS.models[i].methods) for i in FAMILIES}
-    assert client.predict(api_name="/methods")["effnet"] == ["rise", "occlusion", "grad-cam"]
+    assert client.predict(api_name="/methods")["effnet"] == ["lrp", "occlusion", "rise", "grad-cam"]
 
 
 def test_measure_latency_fills_the_table(client, app):

@@ -11,6 +11,7 @@ from probes import COL, ROW, probe_image, probe_vit
 from vit import explain
 from vit.explain import cli
 from vit.explain import faithfulness as faith
+from vit.explain.perturb import blur, cell_ids
 from vit.models import scratch_vit as vit_model
 
 
@@ -167,3 +168,55 @@ def test_cli_skip_scores_only_the_photos_after_the_first_n(image_folder, tiny_ch
 def test_image_paths_are_balanced_across_classes(image_folder):
     names = [p.parent.name for p in cli.image_paths(image_folder, "test", 3)]
     assert sorted(names) == ["pizza", "steak", "sushi"]
+
+
+def blurred_share_forward(x: torch.Tensor) -> torch.Tensor:
+    """Logits whose class-0 probability depends only on how much of the image is blurred (how far it is from
+    the probe image), whichever cells: every random order then gives the same curve, so two ways of drawing
+    random sets of each size must agree exactly."""
+    distance = ((x - probe_image(0, 1)).abs().sum(1) > 1e-6).flatten(1).float().mean(1)  # (B,): share changed
+    return torch.stack([-10 * distance, torch.zeros_like(distance)], 1)
+
+
+def test_the_shared_random_bar_draws_sets_of_the_same_sizes_as_the_full_one():
+    x, shape = probe_image(0, 1), (4, 4)
+    full = explain.random_curves(blurred_share_forward, x, shape, 0, steps=10, seeds=(0, 1))
+    shared = explain.random_curves(blurred_share_forward, x, shape, 0, steps=10, seeds=(0, 1), shared=True)
+    assert shared.deletion == pytest.approx(full.deletion, abs=1e-6)
+    assert shared.insertion == pytest.approx(full.insertion, abs=1e-6)
+    sizes = []
+    explain.random_curves(lambda b: sizes.append(len(b)) or blurred_share_forward(b), x, (7, 7), 0, steps=10,
+                          seeds=(0, 1), shared=True)
+    assert sum(sizes) == 2 + 2 * 10  # 49 cells: counts 5..44 and their complements, one of which splits a half
+
+
+def test_the_shared_random_bar_is_the_mean_over_random_orders_recomputed_by_hand():
+    """Each point of the bar is the mean over the seeds' orders of P(target) with that order's first cells
+    blurred, so many of them as the step removes (deletion) or keeps blurred (insertion)."""
+    model, x, shape, steps, seeds = probe_vit(), probe_image(0, 1), (4, 4), 4, (0, 1)
+    bar = explain.random_curves(counting_forward(model, []), x, shape, 1, steps=steps, seeds=seeds, shared=True)
+    cell = torch.from_numpy(cell_ids(32, 32, *shape))
+
+    def p_first(order: np.ndarray, m: int) -> float:
+        blurred_cells = torch.from_numpy(order[:m])
+        image = torch.where(torch.isin(cell, blurred_cells), blur(x), x)
+        with torch.inference_mode():
+            return float(model(image).softmax(-1)[0, 1])
+
+    orders = [np.random.default_rng(s).permutation(16) for s in seeds]
+    for k, c in enumerate([4, 8, 12], start=1):
+        assert bar.deletion[k] == pytest.approx(np.mean([p_first(o, c) for o in orders]), abs=1e-5)
+        assert bar.insertion[k] == pytest.approx(np.mean([p_first(o, 16 - c) for o in orders]), abs=1e-5)
+    assert bar.deletion[0] == pytest.approx(p_first(orders[0], 0), abs=1e-5) == bar.insertion[-1]
+
+
+def test_a_score_with_the_ends_given_runs_two_images_fewer_and_says_the_same():
+    model, x = probe_vit(), probe_image(0, 1)
+    with torch.inference_mode():
+        ends = explain.Ends(model(x), explain.blurred_logits(model, x))
+    plain, given = [], []
+    a = explain.score(counting_forward(model, plain), x, true_map(), 1, steps=10, seeds=(0, 1))
+    b = explain.score(counting_forward(model, given), x, true_map(), 1, steps=10, seeds=(0, 1), ends=ends)
+    assert sum(given) == sum(plain) - 2
+    assert b.deletion_curve == pytest.approx(a.deletion_curve, abs=1e-6)
+    assert b.random_insertion_auc == pytest.approx(a.random_insertion_auc, abs=1e-6)

@@ -1,4 +1,5 @@
 """Conservative LRP (vit/explain/lrp.py): conservation, the forward it rewrites, and per-request hygiene."""
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -89,12 +90,17 @@ def test_lrp_map_is_the_token_grid_and_finite(make, size, grid):
     assert np.abs(h.heat).max() > 0
 
 
-def test_lrp_is_offered_for_both_vits_and_not_the_cnn():
+def test_lrp_is_offered_where_every_layer_has_a_rule():
+    """Both ViTs (token rules, vit/explain/lrp.py) and the EfficientNet (its family declares CNN rules,
+    vit/explain/lrp_cnn.py); not a CNN family without them, and a CNN LRP has no rules for is refused clearly."""
     offered = {n: methods.of(families.get(n)) for n in families.names()}
-    assert "lrp" in offered["scratch_vit"] and "lrp" in offered["timm_vit"] and "lrp" not in offered["effnet"]
+    assert all("lrp" in offered[n] for n in ("scratch_vit", "timm_vit", "effnet"))
+    assert not methods.get("lrp").applies_to(dataclasses.replace(families.get("effnet"), lrp_rules=False))
     cnn = build("effnet", TINY_ARCH["effnet"], num_classes=3).model.eval()
-    with pytest.raises(TypeError, match="no attention blocks"):
-        explain.compute(cnn, torch.randn(1, 3, 64, 64), "lrp")
+    assert explain.compute(cnn, torch.randn(1, 3, 64, 64), "lrp").heat.shape == (2, 2)
+    resnet = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(3)).eval()
+    with pytest.raises(TypeError, match="no conv_stem"):
+        explain.compute(resnet, torch.randn(1, 3, 32, 32), "lrp")
 
 
 def test_lrp_refuses_an_int8_model_with_a_clear_message():

@@ -40,7 +40,7 @@ def test_a_vit_result_carries_its_attention_geometry(predictors):
 
 
 def test_an_unknown_method_names_the_valid_ones(predictors):
-    with pytest.raises(ValueError, match=r"choose one of \['rise', 'occlusion', 'grad-cam'\]"):
+    with pytest.raises(ValueError, match=r"choose one of \['lrp', 'occlusion', 'rise', 'grad-cam'\]"):
         predictors["effnet"].explain(make_image(1), "chefer")
 
 
@@ -49,24 +49,27 @@ def reference_score(model, x, heat: np.ndarray, target: int, steps: int, seeds: 
     steps of vit.explain.faithfulness.score's docstring), with the model itself and no cache: after step
     k of K, the round(k n / K) cells of `order` first are blurred (deletion), or all but them
     (insertion); each point is the target's softmax probability; AUC by the trapezoid rule on [0, 1].
-    Random: the orders numpy.random.default_rng(seed).permutation(n), one per seed, averaged."""
+    Random: the orders numpy.random.default_rng(seed).permutation(n), one per seed, averaged; a request's
+    random insertion curve blurs an order's first n - round(k n / K) cells (a uniformly random set of that
+    many, as the order's last ones would be: explain.random_curves(shared=True))."""
     rows, cols = heat.shape
     n, (h, w) = rows * cols, x.shape[-2:]
     cell = torch.from_numpy((np.arange(h)[:, None] * rows // h) * cols + np.arange(w)[None, :] * cols // w)  # (H, W)
     blurred = explain.blur(x)
 
-    def aucs(order: np.ndarray) -> tuple[float, float]:
+    def aucs(order: np.ndarray, shared: bool = False) -> tuple[float, float]:
         rank = torch.empty(n, dtype=torch.long)
         rank[torch.from_numpy(order)] = torch.arange(n)
         removed = [round(k * n / steps) for k in range(steps + 1)]
-        masks = torch.stack([rank[cell] < r for r in removed] + [rank[cell] >= r for r in removed])  # True: blurred
+        revealed = [rank[cell] < n - r for r in removed] if shared else [rank[cell] >= r for r in removed]
+        masks = torch.stack([rank[cell] < r for r in removed] + revealed)  # True: blurred
         with torch.inference_mode():
             p = model(torch.where(masks[:, None], blurred, x)).softmax(-1)[:, target].tolist()  # (2 (K + 1),)
         deletion, insertion = p[:steps + 1], p[steps + 1:]
         return float(np.trapezoid(deletion, dx=1 / steps)), float(np.trapezoid(insertion, dx=1 / steps))
 
     deletion, insertion = aucs(np.argsort(-heat.ravel(), kind="stable"))
-    rand = np.mean([aucs(np.random.default_rng(s).permutation(n)) for s in seeds], axis=0)
+    rand = np.mean([aucs(np.random.default_rng(s).permutation(n), shared=True) for s in seeds], axis=0)
     return {"deletion_auc": deletion, "insertion_auc": insertion, "random_deletion_auc": float(rand[0]),
             "random_insertion_auc": float(rand[1])}
 

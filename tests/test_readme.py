@@ -40,10 +40,10 @@ def test_readme_pins_the_installed_gradio():
     assert f"sdk_version: {gradio.__version__}" in README
 
 
-def test_the_faithfulness_table_is_generated_from_the_saved_run():
-    from vit.bench.readme import FAITHFULNESS, faithfulness_block
-    block = DOCS["explanations.md"].split("<!-- faithfulness:start -->\n")[1].split("\n<!-- faithfulness:end -->")[0]
-    assert FAITHFULNESS.is_file() and block == faithfulness_block()
+def test_the_faithfulness_and_road_tables_are_generated_from_the_saved_run():
+    from vit.bench.readme import FAITHFULNESS, faithfulness_block, road_block
+    assert FAITHFULNESS.is_file() and block(DOCS["explanations.md"], "faithfulness") == faithfulness_block()
+    assert block(DOCS["explanations.md"], "road") == road_block()
 
 
 def test_the_trust_tables_are_generated_from_the_saved_ood_run():

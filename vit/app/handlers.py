@@ -35,6 +35,7 @@ from vit.app.gradio_io import image_name, image_source, result_file
 from vit.app.i18n import DEFAULT, say
 from vit.data.images import MIN_SIDE, Decoded, ImageError, open_image, unreadable
 from vit.explain import methods as registry
+from vit.serve import heap
 from vit.serve.cache import LRU
 from vit.serve.model_set import ModelError, ModelSet, geometry, methods_of
 
@@ -66,13 +67,15 @@ def layer_index(layer: int | float, num_layers: int) -> int:
 
 def answers(handler: Callable) -> Callable:
     """The one place where a request's typed errors become the `gr.Error` its sender reads, in the language
-    of the handler's `lang` argument (English without one: the API)."""
+    of the handler's `lang` argument (English without one: the API); and where its memory is handed back
+    when it is the last request in flight (vit.serve.heap)."""
     signature = inspect.signature(handler)
 
     @functools.wraps(handler)
     def answered(*args, **kwargs):
         try:
-            return handler(*args, **kwargs)
+            with heap.RELEASED:
+                return handler(*args, **kwargs)
         except (ModelError, ImageError, RequestError) as e:
             try:
                 lang = signature.bind(*args, **kwargs).arguments.get("lang", DEFAULT)

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
                "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md",
-               "inside": DOCS / "inside.md"}
+               "inside": DOCS / "inside.md", "road": DOCS / "explanations.md"}
 
 
 def machine() -> str:
@@ -205,6 +205,26 @@ def faithfulness_block(path: Path = FAITHFULNESS) -> str:
     return text
 
 
+def road_block(path: Path = FAITHFULNESS) -> str:
+    """The ROAD table of docs/explanations.md from the `road` run saved in checkpoints/faithfulness.json: per
+    model, each method's deletion / insertion ratios beside ROAD's MoRF and LeRF, each method's rank within
+    its model under both (by insertion minus deletion ratio, and by LeRF minus MoRF), best first."""
+    run = json.loads(path.read_text())["road"]
+    lines = ["| model | method | del/rand ↓ | ins/rand ↑ | ins − del ↑ | rank | ROAD MoRF ↓ | ROAD LeRF ↑ | "
+             "LeRF − MoRF ↑ | rank |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for model, per_method in run["results"].items():
+        pair = {m: r["insertion_ratio"] - r["deletion_ratio"] for m, r in per_method.items()}
+        road_rank = {m: i + 1 for i, m in enumerate(sorted(per_method, key=lambda m: -per_method[m]["road_combined"]))}
+        for i, m in enumerate(sorted(per_method, key=lambda m: -pair[m])):
+            r = per_method[m]
+            lines.append(f"| {model} | {m} | {r['deletion_ratio']:.2f} | {r['insertion_ratio']:.2f} | {pair[m]:.2f} | "
+                         f"{i + 1} | {r['road_morf']:.3f} | {r['road_lerf']:.3f} | {r['road_combined']:.3f} | "
+                         f"{road_rank[m]} |")
+    agreement = ", ".join(f"{m} {rho:.2f}" for m, rho in run["agreement"].items())
+    return ("\n".join(lines) + f"\n\nMade by `{run['command']}` (saved under `road` in `checkpoints/faithfulness.json`)."
+            f" Rank agreement between the two metrics (Spearman ρ over each model's methods): {agreement}.")
+
+
 OOD_RUN = ROOT / "checkpoints" / "ood.json"
 
 
@@ -313,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
               "performance": performance_block(performance), "package": package_block(),
               "inside": inside_block()}
     if args.faithfulness or args.from_records:
-        blocks["faithfulness"] = faithfulness_block()
+        blocks["faithfulness"], blocks["road"] = faithfulness_block(), road_block()
     if args.print:
         print("\n\n".join(blocks.values()))
         return 0

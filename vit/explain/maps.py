@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from vit.explain.lrp import token_relevance
+from vit.explain.lrp_cnn import cnn_relevance, pool_to_grid
 from vit.explain.perturb import blur, cell_ids, cell_index, perturbed_logits
 from vit.explain.rollout import cls_attention, rollout_map
 from vit.models.attention import num_prefix_tokens, token_grid, trace
@@ -124,10 +125,16 @@ def chefer(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat
 
 
 def lrp(model: nn.Module, x: torch.Tensor, target: int | None = None) -> Heat:
-    """Conservative LRP (Ali et al. 2022; AttnLRP's identity rule on GELU, Achtibat et al. 2024; see
-    vit/explain/lrp.py): the relevance of each patch token entering the first block, summed over its
-    channels, on the token grid. Signed: negative cells speak against the class."""
+    """LRP in one forward and one backward pass. A ViT: conservative LRP (Ali et al. 2022; AttnLRP's identity
+    rule on GELU, Achtibat et al. 2024; vit/explain/lrp.py), the relevance of each patch token entering the
+    first block, summed over its channels, on the token grid. A timm CNN: LRP-eps on the classifier and
+    LRP-gamma (0.1) on every convolution from stage 5 up, batch norm folded (Montavon et al. 2019;
+    vit/explain/lrp_cnn.py), the relevance entering stage 5 summed per cell of the last feature map's grid.
+    Signed: negative cells speak against the class."""
     _check_differentiable(model, "LRP")
+    if not (hasattr(model, "blocks") and hasattr(model, "patch_embed")):
+        r = cnn_relevance(model, x, target)
+        return _heat(pool_to_grid(r.spatial, *model_grid(model, x)), r.target, r.logits)
     r = token_relevance(model, x, target)
     heat = r.per_token[num_prefix_tokens(model):].reshape(token_grid(model))  # (rows, cols)
     return _heat(heat, r.target, r.logits)

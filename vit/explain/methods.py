@@ -26,12 +26,13 @@ if TYPE_CHECKING:
 
     from vit.models.families import Family
 
-__all__ = ["ATTENTION", "BACKWARD", "CONTROLS", "DISCARD", "HEAD", "Inputs", "LAYER", "Method", "PERTURBED", "TOKENS",
-           "compute", "first_using", "get", "ids", "of", "register", "title", "unregister", "uses", "weights"]
+__all__ = ["ATTENTION", "BACKWARD", "CONTROLS", "DISCARD", "HEAD", "Inputs", "LAYER", "Method", "PERTURBED", "RULES",
+           "compute", "first_using", "get", "ids", "of", "register", "title", "unregister", "uses",
+           "weights"]
 
 # What a method needs (Method.needs)
 ATTENTION = "attention maps"  # per-layer (heads, N, N) attention: a ViT
-TOKENS = "a token grid"  # a ViT's blocks and patch tokens (relevance through the blocks)
+RULES = "LRP rules for every layer"  # a ViT's blocks, or a CNN whose family says it has them (Family.lrp_rules)
 BACKWARD = "a backward pass"  # gradients: a float PyTorch model
 PERTURBED = "batched perturbed passes"  # tens of forward passes on blurred copies
 # The page's map controls (Method.controls)
@@ -44,7 +45,7 @@ class Method:
     id: str  # the API's and the menu's value
     title: str  # what the menu says
     fn: Callable[[Inputs], Heat]  # the map
-    needs: frozenset[str] = field(default_factory=frozenset)  # of ATTENTION, TOKENS, BACKWARD, PERTURBED
+    needs: frozenset[str] = field(default_factory=frozenset)  # of ATTENTION, RULES, BACKWARD, PERTURBED
     controls: tuple[str, ...] = ()  # of CONTROLS: the page shows these for this method
     cite: str = ""  # the paper
     targeted: bool = True  # the map is of the class `compute` is given (False: one map whatever the class)
@@ -52,7 +53,9 @@ class Method:
 
     def applies_to(self, family: "Family") -> bool:
         """Can a model of `family` give what this method needs?"""
-        if self.needs & {ATTENTION, TOKENS} and not family.attention:
+        if ATTENTION in self.needs and not family.attention:
+            return False
+        if RULES in self.needs and not (family.attention or family.lrp_rules):
             return False
         return not (BACKWARD in self.needs and not family.gradients)
 
@@ -148,7 +151,7 @@ def _register_builtin() -> None:
         Method("chefer", "Chefer relevance", lambda i: maps.chefer(i.model, i.x, i.target),
                frozenset({ATTENTION, BACKWARD}), cite="Chefer, Gur & Wolf 2021"),
         Method("lrp", "LRP (conservative relevance)", lambda i: maps.lrp(i.model, i.x, i.target),
-               frozenset({TOKENS, BACKWARD}), cite="Ali et al. 2022; Achtibat et al. 2024"),
+               frozenset({RULES, BACKWARD}), cite="Ali et al. 2022; Achtibat et al. 2024 (ViTs); Montavon et al. 2019 (CNNs)"),
         Method("occlusion", "Occlusion", lambda i: maps.occlusion(i.model, i.x, i.target, forward_batch=i.forward_batch),
                frozenset({PERTURBED}), cite="Zeiler & Fergus 2014"),
         Method("rise", "RISE", lambda i: maps.rise(i.model, i.x, i.target, forward_batch=i.forward_batch),

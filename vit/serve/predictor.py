@@ -61,9 +61,10 @@ def time_forward(model: torch.nn.Module | None, x: torch.Tensor, runs: int = 30,
 
 
 # How a request scores its map: K steps and the random orders of the bar. Coarser than vit.explain.cli's
-# table (K = 16, seeds 0-2) so that a full explanation stays within 2 s on 2 cores for the slowest model
-# (2 + 2 (K - 1) (1 + seeds) forward passes: 56 here, 122 there); vit.bench times it. K = 12 (68 passes) took
-# the hybrid ViT's chefer to 1.85-2.01 s: too close to the bar on a machine whose speed drifts by 15 %.
+# table (K = 16, seeds 0-2) so that a full explanation stays fast on 2 cores. A photo's first score runs
+# 2 (K - 1) images for the map and about (K - 1) per seed for the random bar, whose masks serve both curves
+# (explain.random_curves(shared=True)): 37 images at K = 10, against 58 with separate masks and the intact
+# and blurred images run again; the intact image's logits are the answer's pass, the blurred one's run once.
 SCORE_STEPS, SCORE_SEEDS = 10, (0, 1)
 
 # Per Predictor, keyed by the decoded photo's content hash (vit.serve.cache): forward passes (logits, attention maps,
@@ -150,6 +151,8 @@ class Predictor:
         self.class_names = ckpt.class_names
         self.preprocessing = ckpt.preprocessing
         self.view_transform, self.to_tensor = split_eval_transform(self.preprocessing.to_dict())
+        # the shared gate's backbone is prepared as this model is: its input serves both (asked once, not per request)
+        self._backbone_input = self.preprocessing.to_dict() == backbone.PREPROCESSING
         self.image_size = self.preprocessing.image_size
         self._model: nn.Module | None = None
         self._model_lock = threading.Lock()
@@ -264,7 +267,7 @@ class Predictor:
             return None
         if self.shared_gate:
             net = backbone.get("torch" if engine.name == "torch" else "auto")
-            if self.preprocessing.to_dict() == backbone.PREPROCESSING:  # the model's own input will do
+            if self._backbone_input:  # the model's own input will do
                 return net.features(x)
             return net.images([photo])
         return own if own is not None else engine.forward_features(x)[1]
@@ -346,7 +349,7 @@ class Predictor:
         result.map_ms = (time.perf_counter() - start) * 1e3
         if score:
             start = time.perf_counter()
-            result.faithfulness = self._score(params, engine, x, heat, target)
+            result.faithfulness = self._score(params, engine, x, heat, target, logits)
             result.score_ms = (time.perf_counter() - start) * 1e3
         result.explain_ms = result.map_ms + result.score_ms
         return result
@@ -391,19 +394,24 @@ class Predictor:
                       raw_probs=dict(raw), trust=trust, trust_ms=trust_ms,
                       gate_features=feats if self.shared_gate else None, reused=reused), logits
 
-    def _score(self, params: tuple, engine: engines.Engine, x: torch.Tensor, heat: np.ndarray, target: int):
+    def _score(self, params: tuple, engine: engines.Engine, x: torch.Tensor, heat: np.ndarray, target: int,
+               logits: torch.Tensor):
         """The map's deletion / insertion score, once per (photo, engine, method, target, params); the random
-        bar once per (photo, engine, grid, target), shared by every method of that photo."""
+        bar and the blurred image's logits once per (photo, engine, grid, target), shared by every method of
+        that photo; the intact image's logits are the answer's (`logits`)."""
         f = self._scores.get(params)
         if f is not None:
             return f
         bar_key = (params[0], params[1], "random bar", heat.shape, target)
-        bar = self._scores.get(bar_key)
-        if bar is None:
-            bar = self._scores.put(bar_key, explain.random_curves(engine.forward_batches, x, heat.shape, target,
-                                                                   steps=SCORE_STEPS, seeds=SCORE_SEEDS))
+        found = self._scores.get(bar_key)
+        if found is None:
+            ends = explain.Ends(logits, explain.blurred_logits(engine.forward_batches, x))
+            found = self._scores.put(bar_key, (ends, explain.random_curves(
+                engine.forward_batches, x, heat.shape, target, steps=SCORE_STEPS, seeds=SCORE_SEEDS, shared=True,
+                ends=ends)))
+        ends, bar = found
         return self._scores.put(params, explain.score(engine.forward_batches, x, heat, target, steps=SCORE_STEPS,
-                                                      seeds=SCORE_SEEDS, random=bar))
+                                                      seeds=SCORE_SEEDS, random=bar, ends=ends))
 
 
 def _gate(ckpt: Checkpoint) -> tuple[Gate | None, str | None]:
