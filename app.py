@@ -19,7 +19,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd
 
 from vit.app import examples as example_photos
-from vit.app import api, handlers, ui
+from vit.app import api, explorer_tab, handlers, ui
 from vit.explain.rollout import head_choices
 from vit.serve import model_set
 
@@ -29,7 +29,7 @@ ARGS = model_set.parse_args(sys.argv[1:] if __name__ == "__main__" else [], __do
 MODELS = model_set.from_args(ARGS)  # with $FOODVISION_OPTIMISE: see README
 IDS = MODELS.ids
 DEFAULT = model_set.default_model(MODELS)
-H = handlers.Handlers(MODELS, DEFAULT)
+H = handlers.Handlers(MODELS, DEFAULT, model_set.data_roots(ARGS))  # + where the photos are (else downloaded)
 QUEUE = {"default_concurrency_limit": 2, "max_size": 32}  # 2 CPU cores: two requests compute at once
 MODEL_RUNS = "model"  # the one concurrency_id of every event that runs a model: the limit is for all together
 MAX_FILE_SIZE = "25mb"
@@ -40,7 +40,7 @@ os.environ["GRADIO_EXAMPLES_CACHE"] = str(EXAMPLES_CACHE)  # read by gr.Examples
 with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # result images: kept for an hour
     gr.Markdown(ui.header_text(MODELS), elem_id="header")
     status = gr.Markdown(elem_id="model-status")
-    with gr.Tab("Classify"):
+    with gr.Tab("Classify", elem_id="classify-tab"):
         with gr.Row():
             with gr.Column(scale=1):
                 image = gr.Image(type="filepath", label="Food photo", sources=["upload", "webcam", "clipboard"],
@@ -58,6 +58,8 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                 overlay = gr.Image(label="Explanation (on the pixels the model saw)", type="filepath", height=336,
                                    interactive=False, elem_id="overlay")
                 faithfulness = gr.Markdown(elem_id="faithfulness")
+                neighbours_text = gr.Markdown(elem_id="neighbours-text")  # the nearest training photos (vit.explore)
+                neighbours = gr.Gallery(label="Nearest training photos", columns=5, height=200, elem_id="neighbours")
         with gr.Row(visible=False, equal_height=True, elem_id="compare-row") as compare_row:
             columns = handlers.Columns()  # each model's answer under Compare all
             for i in IDS:
@@ -87,7 +89,8 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
                                interactive=False, elem_id="patches")
         last = gr.State()  # the request on screen (handlers.Shown)
         page = handlers.Outputs(label=label, timing=timing, overlay=overlay, faithfulness=faithfulness, curves=curves,
-                                layers=layers, patches=patches, verdict=verdict, shown=last, model=model)
+                                layers=layers, patches=patches, verdict=verdict, shown=last, model=model,
+                                neighbours_text=neighbours_text, neighbours=neighbours)
         example_set = None if not EXAMPLES else gr.Examples(  # thumbnails; the click also selects the default model
             [[str(p)] for p in EXAMPLES], inputs=[image], outputs=list(page), fn=page.bind(H.show_default_example),
             cache_examples=True, cache_mode="lazy", preprocess=False, elem_id="examples", examples_per_page=len(EXAMPLES),
@@ -114,6 +117,7 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     runs = {"concurrency_id": MODEL_RUNS, "preprocess": False, "api_visibility": "private"}
     score = {"fn": page.bind(H.score_view), "inputs": [last], "outputs": list(page), "concurrency_id": MODEL_RUNS,
              "api_visibility": "private"}  # after the overlay is shown: its deletion / insertion score
+    explorer_tab.build(H, image=image, model=model, opacity=opacity, page=page, runs=runs, score=score)
     controls = handlers.Outputs(card=card, layer=layer, head=head, method=method, discard=discard, layers=layers)
     run.click(page.bind(H.show), [image, model, *explain_inputs], list(page), **runs).success(**score)
     run_all.click(lambda: gr.update(visible=True), None, compare_row, api_visibility="private").then(
@@ -132,12 +136,9 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     timer.tick(handlers.Outputs(status=status, settled=settled, card=card, timer=timer).bind(H.tick), [model, settled],
                [status, settled, card, timer], queue=False, **private)
     measure.click(H.measure_latency, None, [table], api_name="measure_latency", concurrency_id=MODEL_RUNS)
-    predict, explain, attention, methods, classify = api.api(H)
-    gr.api(predict, api_name="predict", concurrency_id=MODEL_RUNS)
-    gr.api(explain, api_name="explain", concurrency_id=MODEL_RUNS)
-    gr.api(attention, api_name="attention", concurrency_id=MODEL_RUNS)
-    gr.api(methods, api_name="methods", queue=False)
-    gr.api(classify, api_name="classify", concurrency_id=MODEL_RUNS)
+    for endpoint in api.api(H):  # /predict, /explain, /attention, /classify run a model; /methods, /explorer read
+        gr.api(endpoint, api_name=endpoint.__name__, **({"queue": False} if endpoint.__name__ in ("methods", "explorer")
+                                                        else {"concurrency_id": MODEL_RUNS}))
     demo.load(controls.bind(H.on_model_change), [model], list(controls), queue=False, **private).then(
         H.status_text, None, status, queue=False, **private)
 

@@ -1,5 +1,5 @@
-"""The app's API: the gr.api endpoints /predict, /explain, /attention, /methods and /classify, and the
-records they return. Their signatures and docstrings are what API and MCP clients read; each endpoint is
+"""The app's API: the gr.api endpoints /predict, /explain, /attention, /methods, /classify and /explorer, and
+the records they return. Their signatures and docstrings are what API and MCP clients read; each endpoint is
 one call to a `Handlers` method, so the page and the API answer alike.
 
 No `from __future__ import annotations` here: gr.api reads the endpoints' return annotations as
@@ -29,10 +29,19 @@ def trust_record(r: "Result") -> dict:
             "prediction_set": list(t.prediction_set), "temperature": round(t.temperature, 4)}
 
 
+def neighbours_record(r: "Result") -> dict:
+    """The nearest training photos of /predict, /explain and the MCP tools: `neighbours`, nearest first, each
+    {photo (relative to the data root), label, distance (cosine), percentile (among held-back food photos'
+    nearest distances)}; `neighbours_note`: why there are none (the model has no bank), else null."""
+    return {"neighbours": [n.to_dict() for n in getattr(r, "neighbours", [])],
+            "neighbours_note": getattr(r, "neighbours_note", None)}
+
+
 def predict_record(model_id: str, p: "Predictor", r: "Result") -> dict:
     """What /predict returns beside the label (whose confidences are the calibrated probabilities)."""
     return {"model": model_id, "latency_ms": round(r.latency_ms, 2), "device": ui.device_text(),
-            "size_mb": round(p.ckpt.size_mb, 2), "num_params": p.meta.get("num_params"), **trust_record(r)}
+            "size_mb": round(p.ckpt.size_mb, 2), "num_params": p.meta.get("num_params"), **trust_record(r),
+            **neighbours_record(r)}
 
 
 def faithfulness_record(r: "Result") -> dict:
@@ -49,11 +58,11 @@ def explain_record(model_id: str, r: "Result") -> dict:
     return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
             **scored, "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2),
             "map_ms": round(r.map_ms, 2), "score_ms": round(r.score_ms, 2), "grid": list(r.grid),
-            **trust_record(r)}
+            **trust_record(r), **neighbours_record(r)}
 
 
 def api(h: Handlers) -> list[Callable]:
-    """The gr.api endpoints /predict, /explain, /attention, /methods and /classify. Their signatures and docstrings
+    """The gr.api endpoints /predict, /explain, /attention, /methods, /classify and /explorer. Their signatures and docstrings
     are what API and MCP clients read, `model` defaulting to the page's default model: hence functions
     made here, around `h`, each a call to one of its methods; a request that cannot be answered raises the
     gr.Error the page would show (vit.app.handlers.answers)."""
@@ -72,7 +81,9 @@ def api(h: Handlers) -> list[Callable]:
             of parameters, and its gate's verdict: in_distribution (true / false, null when the model has no
             gate), ood_score, ood_threshold (out of distribution when the score is above it), prediction_set
             (the 90 % conformal set of class names, most probable first) and temperature (probabilities are
-            softmax(logits / temperature)).
+            softmax(logits / temperature)); neighbours: the 5 training photos nearest to it in the model's own
+            feature space, nearest first, each {photo, label, distance, percentile}, and neighbours_note (why
+            there are none).
         """
         p = h.models.get(model)
         r = p.answer(decode(image))
@@ -89,8 +100,8 @@ def api(h: Handlers) -> list[Callable]:
         Returns:
             The overlay image, and a record: model, method, label, probs, deletion_auc, insertion_auc,
             random_deletion_auc, random_insertion_auc (deletion: lower is better; insertion: higher),
-            latency_ms (the forward pass), explain_ms (the map and its score), and the gate's in_distribution,
-            ood_score, ood_threshold, prediction_set and temperature (as /predict).
+            latency_ms (the forward pass), explain_ms (the map and its score), the gate's in_distribution,
+            ood_score, ood_threshold, prediction_set and temperature, and the neighbours (as /predict).
         """
         p, r = h.explain(model, image, method or None)
         return file_data(result_file(ui.render_overlay(r, OPACITY))), explain_record(model, r)
@@ -150,4 +161,20 @@ def api(h: Handlers) -> list[Callable]:
         return (label_value(v.label), v.timing, file_data(v.overlay), v.faithfulness, file_data(v.curves),
                 file_data(v.layers), file_data(v.patches), v.verdict)
 
-    return [predict, explain, attention, methods, classify]
+    @answers
+    def explorer(model: str = default) -> dict:
+        """A model's test-set explorer, precomputed (python -m vit.explore): its confusion matrix, mistakes and
+        2-D map of every photo.
+
+        Args:
+            model: the model's id, its checkpoint's file stem (e.g. "scratch_vit", "timm_vit", "effnet").
+        Returns:
+            {"classes": [class names], "confusion": the test split's matrix, rows the truth and columns the
+            answer, "mistakes": [{"photo" (relative to the data root), "split" ("test" or "val"), "truth",
+            "answer", "probability" (calibrated, of the answer)}], the test split's first, "points": [{"x", "y"
+            (in [0, 1]), "split" ("train", "val", "test" or "nonfood"), "label" (the truth; null for non-food),
+            "answer", "photo"}], "map": how the map was made, "test" and "val": n and accuracy}.
+        """
+        return h.records.view(model)
+
+    return [predict, explain, attention, methods, classify, explorer]

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
 from PIL import Image
 
 from vit.app import ui
-from vit.app.gradio_io import image_name, image_source, result_file
+from vit.app.gradio_io import image_name, image_source, photo_file, result_file
+from vit.data.course import Library
+from vit.explore.explorer import FILE as EXPLORER_FILE
+from vit.explore.explorer import RecordError, Records
 from vit.data.images import MIN_SIDE, Decoded, ImageError, describe_error, open_image
 from vit.explain import methods as registry
 from vit.explain.rollout import head_choices
@@ -57,7 +61,7 @@ def answers(handler: Callable) -> Callable:
     def answered(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except (ModelError, ImageError, RequestError) as e:
+        except (ModelError, ImageError, RequestError, RecordError) as e:
             raise gr.Error(str(e)) from e
     return answered
 
@@ -88,9 +92,13 @@ class View:
     verdict: str = KEEP  # in distribution or not, and the prediction set
     shown: Shown | None = KEEP  # the request on screen (gr.State)
     model: str = KEEP  # the model radio (an example click selects the default model)
+    neighbours_text: str = KEEP  # the nearest training photos in words (their names when not on disk)
+    # their thumbnails with captions (a gr.Gallery), None without the photos; a value, not a visibility update:
+    # Gradio 6.31 fails on a Gallery's prop update in a lazily cached example ('Gallery' object has no attribute 'info')
+    neighbours: list[tuple[str, str]] | None = KEEP
 
 
-CLEARED = View(None, "", None, "", None, None, None, "", None)  # no photo: every answer box emptied
+CLEARED = View(None, "", None, "", None, None, None, "", None, neighbours_text="", neighbours=None)  # no photo
 
 
 @dataclass(frozen=True)
@@ -181,8 +189,15 @@ def warn_if_tiny(width: int, height: int) -> None:
 class Handlers:
     """The app's event handlers over one served `ModelSet`; `default` is the model the page opens on."""
 
-    def __init__(self, models: ModelSet, default: str | None) -> None:
+    def __init__(self, models: ModelSet, default: str | None, photos: Library | list[Path] | None = None,
+                 records: Records | None = None) -> None:
+        """`photos`: where the dataset photos are (thumbnails of the nearest training photos and of the mistakes),
+        a Library or its folders (then a missing photo's data set is downloaded in the background; None: never,
+        their names only); `records`: the explorer records (default: explorer.json beside the checkpoints)."""
         self.models, self.default = models, default
+        self.library = photos if isinstance(photos, Library) else Library(photos or [], download=photos is not None)
+        folder = next(iter(models.paths.values())).parent if models.paths else None
+        self.records = records or (Records.read(folder / EXPLORER_FILE) if folder else Records({}, "no checkpoints"))
 
     # ------------------------------------------------------------ one request
 
@@ -201,6 +216,14 @@ class Handlers:
                     curves=result_file(ui.curves_image(r)), layers=result_file(ui.render_layers(r, head, opacity)),
                     patches=result_file(ui.render_patches(r)))
 
+    def neighbours(self, p, r: Result) -> View:
+        """The nearest training photos: thumbnails with class and distance when the photos are on this server
+        (a missing one starts their download, vit.data.course: this answer does not wait), else their names."""
+        found = [self.library.find(n.photo) for n in r.neighbours]
+        shown = bool(found) and all(found)
+        gallery = [(photo_file(f), ui.neighbour_caption(n)) for f, n in zip(found, r.neighbours)] if shown else None
+        return View(neighbours_text=ui.neighbours_text(p, r, shown), neighbours=gallery)
+
     def view(self, image, model, method, layer, head, opacity, discard, score: bool = True) -> View:
         """What the page shows for a photo, one model and its explanation (the parameters as /classify's):
         probabilities, timing text, the pictures (curves and score empty when not `score`d), verdict, and
@@ -208,9 +231,10 @@ class Handlers:
         photo = decode(image)
         p, r = self.explain(model, photo, method, layer, head, discard, score)
         shown = Shown(model, r, photo, r.method, layer, head, discard)
-        pictures = self.pictures(p, r, opacity, head)
+        pictures, near = self.pictures(p, r, opacity, head), self.neighbours(p, r)
         return View(r.probs, ui.answer_text(p, r), pictures.overlay, pictures.faithfulness, pictures.curves,
-                    pictures.layers, pictures.patches, ui.verdict_text(p, r), shown)
+                    pictures.layers, pictures.patches, ui.verdict_text(p, r), shown,
+                    neighbours_text=near.neighbours_text, neighbours=near.neighbours)
 
     # ------------------------------------------------------------ the page's events
 
@@ -218,14 +242,15 @@ class Handlers:
     def show_example(self, image, model) -> View:
         """A clicked example, with the model's default method (cached after its first click)."""
         v = self.view(image, model, None, ui.LAYER_DEFAULT, "mean", OPACITY, ROLLOUT_DISCARD)
-        return View(v.label, v.timing, v.overlay, v.faithfulness, v.curves, v.layers, v.patches, v.verdict)
+        return View(v.label, v.timing, v.overlay, v.faithfulness, v.curves, v.layers, v.patches, v.verdict,
+                    neighbours_text=v.neighbours_text, neighbours=v.neighbours)
 
     @answers
     def show_default_example(self, image) -> View:
         """A clicked example thumbnail: the default model's answer, and that model selected on the page."""
         v = self.show_example(image, self.default)
         return View(v.label, v.timing, v.overlay, v.faithfulness, v.curves, v.layers, v.patches, v.verdict,
-                    model=self.default)
+                    model=self.default, neighbours_text=v.neighbours_text, neighbours=v.neighbours)
 
     @answers
     def redraw(self, shown: Shown | None, opacity, head) -> View:

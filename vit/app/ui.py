@@ -282,3 +282,36 @@ def history_rows(models: ModelSet, metric: str) -> list[list]:
                 if value is not None and "epoch" in h:
                     rows.append([models.titles[i], h["epoch"], f"{models.titles[i]} · {split}", float(value)])
     return rows
+
+
+FAR_PERCENTILE = 95.0  # vit.explore.bank.FAR: a nearest distance above it is farther than usual
+
+
+def neighbour_caption(n) -> str:
+    """One neighbour under its thumbnail: its class, distance and the distance's percentile (`neighbours_text`)."""
+    return f"{n.label} · {n.distance:.3f}" + ("" if n.percentile is None else f" · p{n.percentile:.0f}")
+
+
+def neighbours_text(p: "Predictor", r: "Result", shown: bool) -> str:
+    """Markdown above (or, without the photos on disk, instead of) the nearest training photos: what they are,
+    whether they are as near as usual, or far (the gate says the photo is not one the model knows)."""
+    if not r.neighbours:
+        return f"ℹ️ *No nearest training photos: {r.neighbours_note or 'this model has none'}.*" if r.neighbours_note \
+            else ""
+    nearest = r.neighbours[0].percentile
+    if unreliable(r):
+        head = ("**The training photos closest to it are far: not look-alikes.** The gate says this photo is not "
+                f"{classes_text(p.class_names)}; these are only the nearest photos the model knows")
+    elif nearest is not None and nearest > FAR_PERCENTILE:
+        head = (f"**Nearest training photos, farther than usual**: the nearest is farther than it is for "
+                f"{nearest:.0f} % of held-back food photos")
+    else:
+        head = "**Nearest training photos**, as near as usual for food photos"
+    votes = [n.label for n in r.neighbours]
+    majority = max(dict.fromkeys(votes), key=votes.count)
+    text = (f"{head} (in this model's own feature space: cosine distance, and pN: farther than the nearest training "
+            f"photo of N % of held-back food photos; {votes.count(majority)} of {len(votes)} are {majority}).")
+    if shown:
+        return text
+    rows = [f"{i}. `{n.photo}`: {neighbour_caption(n)}" for i, n in enumerate(r.neighbours, 1)]
+    return text + "  \n*The photos are not on this server (yet): their names.*\n\n" + "\n".join(rows)
