@@ -137,7 +137,8 @@ def test_a_toy_checkpoints_confusion_matrix_and_mistakes_are_known(toy, image_fo
     assert [(m["split"], m["truth"], m["answer"]) for m in r["val"]["mistakes"]] == [("val", "steak", "pizza"),
                                                                                      ("val", "sushi", "pizza")]
     view = explorer.Records(records).view("toy")
-    assert view["confusion"] == r["test"]["confusion"] and view["mistakes"] == r["test"]["mistakes"] + r["val"]["mistakes"]
+    assert view["confusion"] == r["test"]["confusion"]
+    assert view["mistakes"] == r["test"]["mistakes"] + r["val"]["mistakes"]
     splits = Counter(p["split"] for p in view["points"])
     assert splits == {"train": 9, "val": 3, "test": 6, "nonfood": 2}
     assert all(p["answer"] == "pizza" and 0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in view["points"])
@@ -149,7 +150,7 @@ def test_the_toy_bank_holds_its_training_photos_each_nearest_to_itself(toy, imag
     run_cli(toy, image_folder, monkeypatch, "--banks-only")
     bank, why = banks.load_bank(toy)
     assert why is None and len(bank.photos) == 9 and len(bank.meta["reference"]["nearest"]) == 3
-    assert all(CLASSES[label] == Path(photo).parent.name for photo, label in zip(bank.photos, bank.labels))  # true labels
+    assert all(CLASSES[y] == Path(photo).parent.name for photo, y in zip(bank.photos, bank.labels))  # true labels
     model = factory.load(toy).model
     _, features = banks.features_of(TorchEngine(model), [image_folder.parent / p for p in bank.photos],
                                     preprocessing(model, "scratch_vit"))
@@ -191,6 +192,8 @@ def test_the_committed_explorer_file_covers_every_committed_checkpoint():
         assert trace / 75 == pytest.approx(test["accuracy"], abs=0.5 / 75), name  # the recorded accuracy
         assert r["test"]["confusion"] == test["confusion_matrix"], name
         assert r["weights_sha256"] == checkpoint.weights_sha256(ROOT / "checkpoints" / f"{name}.safetensors")
+        kept = r["map"]["trustworthiness"]  # the map's reason to be a t-SNE: it keeps more neighbourhoods than PCA
+        assert r["map"]["method"] == "tsne" and 0 < kept["pca"] < kept["tsne"] <= 1, (name, kept)
         for split in ("test", "val"):  # the mistakes are the off-diagonal photos, cell by cell
             m, cells = r[split]["mistakes"], r[split]["confusion"]
             off = Counter({(t, a): cells[t][a] for t in range(3) for a in range(3) if t != a and cells[t][a]})

@@ -4,7 +4,7 @@ name their photo on hover (an SVG <title>, the browser's own tooltip) and carry 
 
 The map is drawn here, not by a plotting library: gr.ScatterPlot's select event is a brush over an x range
 (Gradio 6.31's native plot: no point click), gr.Plot has no click event at all and plotly is not
-installed (docs/explore.md); an SVG of 633 points is ~70 kB and needs nothing new.
+installed (docs/explore.md); an SVG of 633 points is ~135 kB and needs nothing new.
 """
 from __future__ import annotations
 

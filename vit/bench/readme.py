@@ -3,9 +3,11 @@
     python -m vit.bench.readme                  # rewrites the models table (README.md) and docs/results.md in place
     python -m vit.bench.readme --performance    # ... and docs/performance.md (runs vit.bench, minutes)
     python -m vit.bench.readme --faithfulness   # ... and docs/explanations.md's table, from checkpoints/faithfulness.json
+    python -m vit.bench.readme --explore        # ... and first `python -m vit.explore` on the checkpoints (minutes)
     python -m vit.bench.readme --print          # prints instead of rewriting
-    (always: docs/trust.md's tables, from checkpoints/ood.json, the saved `python -m vit.trust.ood` run, and
-    docs/package.md's module table, from the modules' own docstrings)
+    (always: docs/trust.md's tables, from checkpoints/ood.json, the saved `python -m vit.trust.ood` run,
+    docs/explore.md's tables and figure, from checkpoints/explorer.json and the banks (`python -m vit.explore`),
+    and docs/package.md's module table, from the modules' own docstrings)
 
 Each block lies between `<!-- name:start -->` and `<!-- name:end -->` in the file `BLOCK_FILES` names.
 
@@ -32,8 +34,9 @@ from vit.bench.cli import Settings, run
 from vit.bench.machine import machine_info
 from vit.bench.report import performance_markdown
 from vit.explain.cli import markdown
+from vit.explore.bank import Bank, bank_path
 from vit.models import families
-from vit.models.checkpoint import CheckpointError, describe_epochs, describe_init
+from vit.models.checkpoint import CheckpointError, describe_epochs, describe_init, read_meta
 from vit.models.factory import load
 from vit.serve.model_set import checkpoint_paths
 from vit.serve.predictor import time_forward
@@ -41,7 +44,8 @@ from vit.serve.predictor import time_forward
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
-               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md"}
+               "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md",
+               "explore": DOCS / "explore.md"}
 
 
 def machine() -> str:
@@ -215,6 +219,103 @@ def _detector(run: dict, features: str, detector: str, params: dict) -> dict:
     return found["report"] if found else {"auroc": float("nan"), "fpr95": float("nan")}
 
 
+EXPLORER_RUN = ROOT / "checkpoints" / "explorer.json"
+EXPLORE_FIGURE = DOCS / "explore-maps.png"
+
+
+def explore_block(path: Path = EXPLORER_RUN) -> str:
+    """docs/explore.md's tables, from `python -m vit.explore`'s committed record and banks: per model the test
+    and validation answers, the neighbours' agreement with the answer, what a neighbour's distance is, how well
+    the map keeps neighbourhoods; the confusion matrices; the photos every model gets wrong."""
+    records = json.loads(path.read_text())["models"]
+    order = explored_models(records)
+    title = {i: families.get(read_meta_family(i)).title for i in order}
+    rows = ["| model | test photos right | mistakes: test + validation | 5 neighbours' majority = the answer: test / "
+            "validation | validation photo → nearest training photo, cosine distance: 5th / 50th / 95th percentile | "
+            "map: trustworthiness (k = 10), t-SNE / PCA |", "|---|---|---|---|---|---|"]
+    confusion = [f"| model | truth | {' | '.join(records[order[0]]['classes'])} |" if order else "",
+                 "|---|---|" + "---|" * len(records[order[0]]["classes"]) if order else ""]
+    wrong = []
+    for i in order:
+        r, bank = records[i], bank_reference(i)
+        t, v = r["test"], r["val"]
+        agree = r.get("neighbours", {}).get("agreement_with_answer", {})
+        q = r["map"].get("trustworthiness", {})
+        pct = " / ".join(f"{np.percentile(bank, p):.4f}" for p in (5, 50, 95)) if bank else "no bank"
+        rows.append(f"| {title[i]} | {round(t['accuracy'] * t['n'])} / {t['n']} ({t['accuracy']:.1%}) "
+                    f"| {len(t['mistakes'])} + {len(v['mistakes'])} | {agree.get('test', float('nan')):.1%} / "
+                    f"{agree.get('val', float('nan')):.1%} | {pct} | {q.get('tsne', float('nan')):.3f} / "
+                    f"{q.get('pca', float('nan')):.3f} |")
+        confusion += [f"| {title[i] if k == 0 else ''} | {c} | " + " | ".join(f"**{n}**" if j == k else str(n)
+                      for j, n in enumerate(row)) + " |" for k, (c, row) in enumerate(zip(r["classes"], t["confusion"]))]
+        wrong.append({m["photo"]: m for m in t["mistakes"] + v["mistakes"]})
+    common = sorted(set.intersection(*(set(w) for w in wrong))) if wrong else []
+    hard = ", ".join(f"`{p}` ({wrong[0][p]['truth']}: " + " / ".join(w[p]["answer"] for w in wrong) + ")"
+                     for p in common) or "none"
+    m = records[order[0]]["map"] if order else {}
+    return "\n".join([*rows, "", f"Made by `python -m vit.explore checkpoints/*.safetensors` (t-SNE: scikit-learn "
+                      f"{m.get('sklearn', '?')}, perplexity {m.get('perplexity', '?')}, {m.get('init', '?')} start, "
+                      f"{m.get('metric', '?')} metric, seed {m.get('seed', '?')}). *Trustworthiness*: 1 when every "
+                      "photo's 10 nearest on the map are among its 10 nearest in feature space.", "",
+                      "**Confusion matrices** of the test split (rows: the truth, columns: the answer):", "",
+                      *confusion, "", f"**Every model gets these wrong** (test or validation; truth: answers in "
+                      f"the order above): {hard}."])
+
+
+def read_meta_family(model: str) -> str:
+    return read_meta(checkpoint_paths()[model])["family"]
+
+
+def explored_models(records: dict) -> list[str]:
+    """The served checkpoints that have a record, in the family registry's order (as the app lists them)."""
+    rank = {name: k for k, name in enumerate(families.names())}
+    return sorted((i for i in checkpoint_paths() if i in records), key=lambda i: (rank[read_meta_family(i)], i))
+
+
+def bank_reference(model: str) -> list[float]:
+    """The validation photos' nearest-training-photo distances kept in the model's committed bank ([] without)."""
+    path = checkpoint_paths().get(model)
+    bank = bank_path(path) if path is not None else None
+    return Bank.load(bank).meta.get("reference", {}).get("nearest", []) if bank is not None and bank.is_file() else []
+
+
+def explore_figure(path: Path = EXPLORER_RUN):
+    """The committed maps side by side (matplotlib): colour by true class, shape by split, wrong answers outlined."""
+    import matplotlib  # lazy: matplotlib is for the figure only
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: after the backend is chosen
+
+    records = json.loads(path.read_text())["models"]
+    order = explored_models(records)
+    fig, axes = plt.subplots(1, len(order), figsize=(4.2 * len(order), 4.6), squeeze=False)
+    marks = {"train": ("o", 9, 0.45), "nonfood": ("x", 22, 0.9), "val": ("s", 20, 0.9), "test": ("^", 26, 0.9)}
+    colours = ["#E69F00", "#0072B2", "#009E73", "#CC79A7"]
+    for ax, i in zip(axes[0], order):
+        r, p = records[i], records[i]["points"]
+        for split, (marker, size, alpha) in marks.items():
+            sel = [k for k, s in enumerate(p["split"]) if s == split]
+            colour = [colours[p["label"][k]] if p["label"][k] >= 0 else "#8c8c8c" for k in sel]
+            wrong = [0 <= p["label"][k] != p["answer"][k] for k in sel]
+            xy = np.array([[p["x"][k], 1 - p["y"][k]] for k in sel]).reshape(-1, 2)
+            ax.scatter(xy[:, 0], xy[:, 1], s=size, marker=marker, c=colour, alpha=alpha, label=split,
+                       edgecolors=None if marker == "x" else "#111",
+                       linewidths=1.2 if marker == "x" else [1.4 * w for w in wrong])
+        method = {"tsne": "t-SNE", "pca": "PCA"}.get(r["map"]["method"], r["map"]["method"])
+        ax.set_title(f"{families.get(read_meta_family(i)).title}: {method} of its own features", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=n) for c, n in
+               zip(colours, records[order[0]]["classes"] + ["non-food"])] if order else []
+    handles[-1:] = [plt.Line2D([], [], marker="x", ls="", color="#8c8c8c", label="non-food")]
+    handles += [plt.Line2D([], [], marker=m, ls="", color="#555", label=s) for s, (m, _, _) in marks.items()
+                if s != "nonfood"]
+    handles.append(plt.Line2D([], [], marker="o", ls="", mfc="none", mec="#111", label="wrong answer"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
 def summary(path: Path) -> str:
     """A module's docstring, first sentence ("et al.", "e.g.", "Sec.", "Fig.", "Eq." do not end one), on one line."""
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
@@ -248,11 +349,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=30, help="timed forward passes per model")
     p.add_argument("--performance", action="store_true", help="also run the benchmark for the Performance block")
     p.add_argument("--faithfulness", action="store_true", help=f"also the explanations table, from {FAITHFULNESS.name}")
+    p.add_argument("--explore", action="store_true", help="first run python -m vit.explore on the checkpoints (minutes)")
     p.add_argument("--print", action="store_true", help="print the blocks instead of rewriting the README")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.explore:
+        subprocess.run([sys.executable, "-m", "vit.explore", *map(str, checkpoint_paths().values())], cwd=ROOT,
+                       check=True)
     results = results_block(args.runs)
-    blocks = {"models": models_block(results), "results": results, "trust": trust_block(), "package": package_block()}
+    blocks = {"models": models_block(results), "results": results, "trust": trust_block(), "package": package_block(),
+              "explore": explore_block()}
     if args.performance:
         blocks["performance"] = performance_block(args.runs)
     if args.faithfulness:
@@ -264,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.root) / BLOCK_FILES[name].relative_to(ROOT)
         path.write_text(replace_block(path.read_text(), name, block))
         print(f"updated the {name} block of {path}")
+    figure = Path(args.root) / EXPLORE_FIGURE.relative_to(ROOT)
+    explore_figure().savefig(figure, dpi=80)
+    print(f"wrote {figure}")
     return 0
 
 

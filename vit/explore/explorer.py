@@ -96,6 +96,14 @@ def tsne_params(n: int) -> dict:
     return {**TSNE, "perplexity": min(TSNE["perplexity"], (n - 1) / 3)}
 
 
+def trustworthiness(x: np.ndarray, xy: np.ndarray, k: int = 10) -> float:
+    """How well the map keeps each photo's neighbourhood: scikit-learn's trustworthiness (Venna & Kaski 2001;
+    1: every photo's k nearest on the map are among its k nearest in feature space), cosine in feature space."""
+    from sklearn.manifold import trustworthiness as score  # lazy: scikit-learn is for this offline step only
+
+    return round(float(score(x, xy, n_neighbors=max(1, min(k, len(x) // 2 - 1)), metric="cosine")), 4)
+
+
 def map_record(method: str, n: int) -> dict:
     """What reproduces a map: the method, its parameters and the library version that drew it."""
     if method == "tsne":
@@ -119,7 +127,8 @@ def build(model: str, class_names: list[str], splits: Sequence[Split], temperatu
           method: str = DEFAULT_METHOD, extra: dict | None = None) -> dict:
     """One model's record from its splits ("train", "val", "test", "nonfood"): the test and validation
     confusion and mistakes (probabilities calibrated by `temperature`) and the 2-D map of every point."""
-    xy = embed(np.concatenate([_unit(s.features) for s in splits]), method)
+    x = np.concatenate([_unit(s.features) for s in splits])
+    xy = embed(x, method)
     record = {"model": model, "classes": list(class_names), "temperature": temperature, **(extra or {})}
     points = {"photo": [], "split": [], "label": [], "answer": [], "x": [], "y": []}
     start = 0
@@ -137,7 +146,9 @@ def build(model: str, class_names: list[str], splits: Sequence[Split], temperatu
         points["x"] += [round(float(v), DECIMALS) for v in xy[start:start + len(s.photos), 0]]
         points["y"] += [round(float(v), DECIMALS) for v in xy[start:start + len(s.photos), 1]]
         start += len(s.photos)
-    record["map"] = {**map_record(method, len(xy)), "features": "own penultimate, L2-normalised"}
+    kept = {method: trustworthiness(x, xy)} | ({"pca": trustworthiness(x, embed(x, "pca"))} if method != "pca" else {})
+    record["map"] = {**map_record(method, len(xy)), "features": "own penultimate, L2-normalised",
+                     "trustworthiness": kept, "trustworthiness_k": 10}
     record["points"] = points  # column by column; labels and answers as class indices, -1: no class (non-food)
     return record
 
