@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, FAMILIES, ROOT
+from conftest import CLASSES, FAMILIES, ROOT, SHARED_DATA
 from PIL import Image, ImageDraw
 
 from vit import explain
@@ -637,3 +637,52 @@ def test_the_inside_tab_shows_figure_7_of_both_vits(page, running_app, shots, js
     expect(page.locator("#inside-distance-timm_vit-text")).to_contain_text("almost evenly")
     assert_clean(page, js_errors, "on the Inside the ViT tab")
     save_shot(page, shots, "inside", full_page=True)
+
+
+def test_a_click_on_a_mistake_opens_it_in_classify_with_its_answer(browser, running_app, shots, js_errors):
+    """At 1400 px the Explorer tab shows the map, the confusion matrix and every mistake; a click on a mistake shows
+    it in the Classify tab with the model's answer within 2 s (its map and nearest training photos follow), and so
+    does a click on a point of the map. Saves explorer-1400.png and explorer-opened.png."""
+    app, url = running_app
+    record = app.H.records.models.get(app.DEFAULT)
+    if record is None or not SHARED_DATA.is_dir():
+        pytest.skip("needs the committed explorer record and ../shared/data (the mistakes' photos)")
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("pageerror", lambda e: js_errors.append(str(e)))
+    try:
+        page.goto(url)
+        page.locator("#classify-btn").wait_for()
+        assert app.MODELS.wait(300)
+        for p in app.MODELS.models.values():
+            p.warm()  # the PyTorch models of the gradient maps, which a started app builds behind its first answers
+        page.locator("#explorer-tab-button").click()
+        mistakes = record["test"]["mistakes"] + record["val"]["mistakes"]
+        expect(page.locator("#explorer-map [data-i]")).to_have_count(len(record["points"]["photo"]))
+        expect(page.locator("#explorer-confusion table")).to_be_visible()
+        expect(page.locator("#explorer-mistakes img")).to_have_count(len(mistakes))
+        save_shot(page, shots, "explorer-1400", full_page=True)
+        label = page.locator("#prediction [data-testid=label-output-value]")
+        start = time.monotonic()
+        page.locator("#explorer-mistakes img").nth(1).click()
+        expect(page.locator("#classify-tab-button")).to_have_attribute("aria-selected", "true")
+        expect(label).to_have_text(mistakes[1]["answer"])
+        seconds = time.monotonic() - start
+        print(f"a mistake opened in Classify with its answer in {seconds:.2f} s")
+        assert seconds <= 2.0, f"{seconds:.2f} s from the click to the answer (bar: 2 s)"
+        expect(page.locator("#model-radio").get_by_label(TITLES[app.DEFAULT], exact=True)).to_be_checked()
+        page.wait_for_function(OVERLAY_LOADED, arg="")
+        expect(page.locator("#neighbours img")).to_have_count(5)
+        save_shot(page, shots, "explorer-opened", full_page=True)
+        test_point = next(i for i, s in enumerate(record["points"]["split"]) if s == "test")
+        answer = record["classes"][record["points"]["answer"][test_point]]
+        page.locator("#explorer-tab-button").click()
+        before = overlay_src(page)
+        page.locator(f'#explorer-map [data-i="{test_point}"]').dispatch_event("click")
+        expect(page.locator("#classify-tab-button")).to_have_attribute("aria-selected", "true")
+        page.wait_for_function(OVERLAY_LOADED, arg=before)
+        expect(label).to_have_text(answer)
+        assert_clean(page, js_errors, "after opening a mistake and a point from the Explorer tab")
+    finally:
+        context.close()
