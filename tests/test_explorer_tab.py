@@ -59,6 +59,8 @@ def test_the_tab_shows_every_mistake_with_its_photo(tiny_checkpoints, tmp_path):
     assert opened.model == "timm_vit"
     assert Path(opened.image).read_bytes() == (SHARED_DATA / mistakes[2]["photo"]).read_bytes()
     assert set(opened.label) == set(CLASSES) and opened.verdict  # the answer at once, the map next
+    ja = ex.open_mistake("timm_vit", shown.shown, SimpleNamespace(index=2), "ja")  # on a Japanese page
+    assert set(ja.label) == {"ピザ", "ステーキ", "寿司"} and re.search("[\u3040-\u30ff]", ja.verdict), ja.verdict
 
 
 def test_without_the_photos_the_mistakes_are_named(tiny_checkpoints, tmp_path):

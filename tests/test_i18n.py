@@ -352,8 +352,23 @@ def test_the_explorer_tab_says_its_errors_in_the_pages_language(tmp_path):
         ex.open_point("effnet", SimpleNamespace(index=nonfood), "ja")
     with pytest.raises(gr.Error, match="non-food images the gate is measured against"):
         ex.open_point("effnet", SimpleNamespace(index=nonfood))
+    test = next(i for i, p in enumerate(points(RECORDS.get("effnet"))) if p["split"] == "test")
+    with pytest.raises(gr.Error, match="このサーバーに（まだ）ないため"):  # the photos are not on this server
+        ex.open_point("effnet", SimpleNamespace(index=test), "ja")
     no_record = explorer_tab.Explorer(handlers.Handlers(models, "effnet", records=Records.read(tmp_path / EXPLORER_FILE)))
-    assert no_record.show("effnet", "ja").summary.startswith("ℹ️ 'effnet' のエクスプローラー記録がありません：")
+    said = no_record.show("effnet", "ja").summary  # the record's note inside the error, in Japanese too
+    assert said.startswith("ℹ️ 'effnet' のエクスプローラー記録がありません：") and "で書き出せます" in said, said
+
+
+def test_the_explorer_tab_is_said_again_in_a_new_language_once_opened(tmp_path):
+    """Gradio's Settings -> Language: the Explorer tab, once shown, is said again in the new language; a tab not
+    opened yet stays as it is (and looks no photo up)."""
+    models = model_set.ModelSet({"effnet": ROOT / "checkpoints" / "effnet.safetensors"})
+    ex = explorer_tab.Explorer(handlers.Handlers(models, "effnet", Library([], cache=tmp_path, download=False), RECORDS))
+    assert ex.retell(False, "effnet", "ja") == explorer_tab.Explored()
+    said = ex.retell(True, "effnet", "ja")
+    assert said.opened and "テスト分割" in said.confusion and said.summary.startswith("**EfficientNet-Lite0**：")
+    assert ex.show("effnet").summary.startswith("**EfficientNet-Lite0**: ")
 
 
 # Page text written outside the tables: string literals in the page's modules that read like English words.
@@ -411,6 +426,7 @@ def test_a_switch_of_language_retells_the_answer_on_screen(answered, tmp_path):
     shown = h.show({"path": str(path), "meta": {"_type": "gradio.FileData"}}, "effnet", None, 1, "mean", 0.5, 0.9).shown
     ja = h.retell(shown, "ja")
     assert "このモデルには分布外ゲートがありません" in ja.verdict and "速さと大きさ" in ja.timing
+    assert "近い学習写真はありません" in ja.neighbours_text  # the tiny model has no bank: that, in Japanese
     assert set(ja.label) <= {"ピザ", "ステーキ", "寿司"} and ja.overlay is handlers.KEEP  # the pictures stay
     assert h.retell(shown, "en").verdict == h.view(
         {"path": str(path), "meta": {"_type": "gradio.FileData"}}, "effnet", None, 1, "mean", 0.5, 0.9, False).verdict
