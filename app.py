@@ -58,15 +58,15 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     with gr.Tab(i18n.marker("fv.tab.compare")):
         t = page.compare_tab(MODELS)
 
-    inside_tab.build(H, api.inside(H), MODEL_RUNS, lang)  # Inside the ViT (Fig. 7 of the ViT paper), /inside
-
     explain_inputs = [c.method, c.layer, c.head, c.opacity, c.discard]
     private = {"api_visibility": "private", "show_progress": "hidden"}
     runs = {"concurrency_id": MODEL_RUNS, "preprocess": False, "api_visibility": "private"}
     score = {"fn": shown.bind(H.score_view), "inputs": [last, lang], "outputs": list(shown),  # after the overlay: its
              "concurrency_id": MODEL_RUNS, "api_visibility": "private",  # score, unless a newer map is up by then;
              "trigger_mode": "multiple"}  # a newer map's score starts while an older one's still runs (then dropped)
+    # The other tabs next, nothing drawn between them (a gr.api's placeholder would start a second row of tabs)
     explorer_tab.build(H, c, shown, lang, runs=runs, score=score)  # the test-set explorer; a click opens Classify
+    inside_tab.build(H, api.inside(H), MODEL_RUNS, lang)  # Inside the ViT (Fig. 7 of the ViT paper), then /inside
     controls = handlers.Outputs(card=c.card, layer=c.layer, head=c.head, method=c.method, discard=c.discard,
                                 layers=c.layers)
     tables = {"fn": H.tables, "inputs": [lang], "outputs": [t.table, t.loss, t.acc], "queue": False, **private}

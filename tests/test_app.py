@@ -38,6 +38,18 @@ def test_named_endpoints_are_published(client):
                      "/inside", "/explorer"}
 
 
+def test_every_tab_is_in_one_row(app):
+    """Classify, Compare models, Explorer and Inside the ViT are one gr.Tabs: a component drawn between two tabs
+    (a gr.api's placeholder too) starts a second row of tabs, whose first tab shows at once beside Classify (seen:
+    the Explorer filled in English under the Classify tab of a Japanese page)."""
+    config = app.demo.get_config_file()
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    rows = [node for node in config["layout"]["children"] if kinds[node["id"]] == "tabs"]
+    assert len(rows) == 1, f"{len(rows)} rows of tabs"
+    tabs = [next(c for c in config["components"] if c["id"] == node["id"]) for node in rows[0]["children"]]
+    assert [t["props"].get("elem_id") for t in tabs] == ["classify-tab", None, "explorer-tab", "inside-tab"]
+
+
 def test_no_invisible_buttons_carry_the_api(app):
     """The API endpoints are gr.api functions, not clicks on hidden buttons."""
     config = app.demo.get_config_file()
