@@ -35,7 +35,7 @@ CLICK = """async ([old, oldScore]) => {
         const img = document.querySelector('#overlay img');
         if (overlay === null && img && img.src && img.src !== old && img.complete && img.naturalWidth > 0)
             overlay = performance.now() - t0;
-        const score = document.querySelector('#faithfulness')?.innerText ?? '';
+        const score = document.querySelector('#faithfulness')?.textContent ?? '';
         if (overlay !== null && score.includes('deletion AUC') && score !== oldScore)
             return [overlay, performance.now() - t0, img.src];
         if (performance.now() - t0 > 120000) return [overlay, null, img?.src ?? ''];
@@ -47,7 +47,7 @@ CLICK = """async ([old, oldScore]) => {
 SETTLED = """title => {  // the switch's own explanation of the photo shown has been scored
     const card = document.querySelector('#model-card')?.innerText ?? '';
     const busy = document.querySelector('#faithfulness.pending, #faithfulness .pending, #curves.pending, #curves .pending');
-    return card.includes(title) && !busy && (document.querySelector('#faithfulness')?.innerText ?? '')
+    return card.includes(title) && !busy && (document.querySelector('#faithfulness')?.textContent ?? '')
         .includes('deletion AUC');
 }"""
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                 page.locator("#image-input img").first.wait_for()
                 page.wait_for_timeout(500)
                 old = page.evaluate("() => document.querySelector('#overlay img')?.src ?? ''")
-                old_score = page.evaluate("() => document.querySelector('#faithfulness')?.innerText ?? ''")
+                old_score = page.evaluate("() => document.querySelector('#faithfulness')?.textContent ?? ''")
                 t_overlay, t_score, _ = page.evaluate(CLICK, [old, old_score])
                 if args.verbose:
                     print(f"  {photo.name}: {t_overlay} ms / {t_score} ms; the page's timing: "

@@ -68,13 +68,13 @@ def bench_maps(path: Path, photos: list[Path]) -> dict:
 
 
 def bench_clicks(photos: int, data_dir: Path) -> dict:
-    """scripts/click_to_overlay.py's medians in Chromium (click -> overlay, click -> score), per model."""
+    """scripts/click_to_overlay.py's medians in Chromium (click -> overlay, click -> score): {model: row}."""
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "click_to_overlay.py"), "--json",
                            "--photos", str(photos), "--data-dir", str(data_dir)],
                           capture_output=True, text=True, cwd=ROOT, timeout=1800)
     if done.returncode != 0:
         return {"error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {r["model"]: r for r in map(json.loads, done.stdout.strip().splitlines())}  # one line per model
 
 
 def run(photos: int = 8, data_dir: Path = DATA, browser: bool = True) -> dict:
