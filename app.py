@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: its idle threads must not spin (docs/trust.md)
 import gradio as gr  # noqa: E402
 
-from vit.app import api, handlers, i18n, inside_tab, page, ui
+from vit.app import api, explorer_tab, handlers, i18n, inside_tab, page, ui
 from vit.app import examples as example_photos
 from vit.serve import heap, model_set
 
@@ -30,7 +30,7 @@ ARGS = model_set.parse_args(sys.argv[1:] if __name__ == "__main__" else [], __do
 MODELS = model_set.from_args(ARGS)  # with $FOODVISION_OPTIMISE: see README
 IDS = MODELS.ids
 DEFAULT = model_set.default_model(MODELS)
-H = handlers.Handlers(MODELS, DEFAULT)
+H = handlers.Handlers(MODELS, DEFAULT, model_set.data_roots(ARGS))  # + where the photos are (else downloaded)
 QUEUE = {"default_concurrency_limit": 2, "max_size": 32}  # 2 CPU cores: two requests compute at once
 MODEL_RUNS = "model"  # the one concurrency_id of every event that runs a model: the limit is for all together
 MAX_FILE_SIZE = "25mb"
@@ -44,12 +44,12 @@ LAUNCH = {"i18n": i18n.translations(ui.page_texts(MODELS, DEFAULT)), "css": page
 with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # result images: kept for an hour
     probe, lang = page.language()  # the page's language: "en" or "ja", for every event that says something
     page.header()
-    with gr.Tab(i18n.marker("fv.tab.classify")):
+    with gr.Tab(i18n.marker("fv.tab.classify"), elem_id="classify-tab"):  # its button: the Explorer opens it
         c = page.classify_tab(MODELS, DEFAULT)
         last = gr.State()  # the request on screen (handlers.Shown)
         shown = handlers.Outputs(label=c.label, timing=c.timing, overlay=c.overlay, faithfulness=c.faithfulness,
                                  curves=c.curves, layers=c.layers, patches=c.patches, verdict=c.verdict, shown=last,
-                                 model=c.model)
+                                 model=c.model, neighbours_text=c.neighbours_text, neighbours=c.neighbours)
         example_sets = page.examples(c.examples, EXAMPLES, c.image, list(shown), lambda code: shown.bind(
             functools.partial(H.show_default_example, lang=code)))  # one gallery, and one cache, per language
         example_set = example_sets.get(i18n.DEFAULT)
@@ -58,14 +58,15 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     with gr.Tab(i18n.marker("fv.tab.compare")):
         t = page.compare_tab(MODELS)
 
-    inside_tab.build(H, api.inside(H), MODEL_RUNS, lang)  # Inside the ViT (Fig. 7 of the ViT paper), /inside
-
     explain_inputs = [c.method, c.layer, c.head, c.opacity, c.discard]
     private = {"api_visibility": "private", "show_progress": "hidden"}
     runs = {"concurrency_id": MODEL_RUNS, "preprocess": False, "api_visibility": "private"}
     score = {"fn": shown.bind(H.score_view), "inputs": [last, lang], "outputs": list(shown),  # after the overlay: its
              "concurrency_id": MODEL_RUNS, "api_visibility": "private",  # score, unless a newer map is up by then;
              "trigger_mode": "multiple"}  # a newer map's score starts while an older one's still runs (then dropped)
+    # The other tabs next, nothing drawn between them (a gr.api's placeholder would start a second row of tabs)
+    explorer_tab.build(H, c, shown, lang, runs=runs, score=score)  # the test-set explorer; a click opens Classify
+    inside_tab.build(H, api.inside(H), MODEL_RUNS, lang)  # Inside the ViT (Fig. 7 of the ViT paper), then /inside
     controls = handlers.Outputs(card=c.card, layer=c.layer, head=c.head, method=c.method, discard=c.discard,
                                 layers=c.layers)
     tables = {"fn": H.tables, "inputs": [lang], "outputs": [t.table, t.loss, t.acc], "queue": False, **private}
@@ -87,12 +88,9 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     timer.tick(handlers.Outputs(status=c.status, settled=settled, card=c.card, timer=timer).bind(H.tick),
                [c.model, settled, lang], [c.status, settled, c.card, timer], queue=False, **private)
     t.measure.click(H.measure_latency, [lang], [t.table], api_name="measure_latency", concurrency_id=MODEL_RUNS)
-    predict, explain, attention, methods, classify = api.api(H)
-    gr.api(predict, api_name="predict", concurrency_id=MODEL_RUNS)
-    gr.api(explain, api_name="explain", concurrency_id=MODEL_RUNS)
-    gr.api(attention, api_name="attention", concurrency_id=MODEL_RUNS)
-    gr.api(methods, api_name="methods", queue=False)
-    gr.api(classify, api_name="classify", concurrency_id=MODEL_RUNS)
+    for endpoint in api.api(H):  # /predict, /explain, /attention, /classify run a model; /methods, /explorer read
+        gr.api(endpoint, api_name=endpoint.__name__, **({"queue": False} if endpoint.__name__ in ("methods", "explorer")
+                                                        else {"concurrency_id": MODEL_RUNS}))
     demo.load(i18n.lang_of, [probe], [lang], queue=False, **private).then(
         controls.bind(H.on_model_change), [c.model, lang], list(controls), queue=False, **private).then(
         H.status_text, [lang], c.status, queue=False, **private).then(**tables)

@@ -35,7 +35,19 @@ def test_every_model_loaded(app):
 def test_named_endpoints_are_published(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert names == {"/predict", "/explain", "/attention", "/methods", "/classify", "/compare", "/measure_latency",
-                     "/inside"}
+                     "/inside", "/explorer"}
+
+
+def test_every_tab_is_in_one_row(app):
+    """Classify, Compare models, Explorer and Inside the ViT are one gr.Tabs: a component drawn between two tabs
+    (a gr.api's placeholder too) starts a second row of tabs, whose first tab shows at once beside Classify (seen:
+    the Explorer filled in English under the Classify tab of a Japanese page)."""
+    config = app.demo.get_config_file()
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    rows = [node for node in config["layout"]["children"] if kinds[node["id"]] == "tabs"]
+    assert len(rows) == 1, f"{len(rows)} rows of tabs"
+    tabs = [next(c for c in config["components"] if c["id"] == node["id"]) for node in rows[0]["children"]]
+    assert [t["props"].get("elem_id") for t in tabs] == ["classify-tab", None, "explorer-tab", "inside-tab"]
 
 
 def test_no_invisible_buttons_carry_the_api(app):
@@ -53,6 +65,35 @@ def test_predict_endpoint(client, app, photo, family):
     assert set(probs) == set(CLASSES) and sum(probs.values()) == pytest.approx(1.0, abs=1e-4)
     assert label["label"] == max(probs, key=probs.get)
     assert info["model"] == family and info["latency_ms"] > 0 and info["size_mb"] > 0 and info["num_params"] > 0
+
+
+def test_predict_and_explain_give_the_nearest_training_photos(client, app, photo):
+    """Each model's 5 nearest training photos, nearest first, named relative to the data root; a model served
+    without a bank (the tiny stand-ins) says so instead."""
+    for family in FAMILIES:
+        _, info = client.predict(handle_file(str(photo)), family, api_name="/predict")
+        _, record = client.predict(handle_file(str(photo)), family, "", api_name="/explain")
+        if app.MODELS.models[family].bank is None:
+            assert info["neighbours"] == [] and "no bank" in info["neighbours_note"]
+            continue
+        assert len(info["neighbours"]) == 5 and info["neighbours_note"] is None
+        assert [n["distance"] for n in info["neighbours"]] == sorted(n["distance"] for n in info["neighbours"])
+        assert all(n["label"] in CLASSES and "/train/" in n["photo"] for n in info["neighbours"])
+        assert [n["photo"] for n in record["neighbours"]] == [n["photo"] for n in info["neighbours"]]  # same features
+
+
+def test_the_explorer_endpoint(client, app):
+    """/explorer: the committed record of each model (or, for a folder without one, a message naming the command)."""
+    for family in FAMILIES:
+        if app.H.records.models.get(family) is None:
+            with pytest.raises(Exception, match="no explorer record"):
+                client.predict(family, api_name="/explorer")
+            continue
+        view = client.predict(family, api_name="/explorer")
+        test = app.MODELS.meta[family]["metrics"]["test"]
+        assert view["classes"] == CLASSES and sum(map(sum, view["confusion"])) == test["n_images"]
+        assert sum(view["confusion"][i][i] for i in range(3)) / test["n_images"] == pytest.approx(test["accuracy"])
+        assert {p["split"] for p in view["points"]} == {"train", "val", "test", "nonfood"}
 
 
 def test_predict_says_a_non_food_picture_is_out_of_distribution(client, app, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, FAMILIES, ROOT
+from conftest import CLASSES, FAMILIES, ROOT, SHARED_DATA
 from PIL import Image, ImageDraw
 
 from vit import explain
@@ -453,7 +453,7 @@ PAGE_TEXT = """() => { document.querySelectorAll('details').forEach(d => d.open 
     const toasts = [...document.querySelectorAll('[data-testid=toast-body]')].map(t => t.innerText).join('\\n');
     return root.innerText.replace(footer ? footer.innerText : '', '') + '\\n' + toasts; }"""
 UNITS = {"ms", "MB", "px", "M", "AUC", "CPU", "JPEG", "PNG", "WebP", "PyPI", "ImageNet", "ViT", "FoodVision", "DeiT",
-         "CNN", "Vision", "Transformer", "VisionTransformer", "timm", "Dosovitskiy", "English"}
+         "CNN", "Vision", "Transformer", "VisionTransformer", "timm", "Dosovitskiy", "English", "t-SNE", "PCA"}
 JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uff66-\uff9f]")
 
 
@@ -470,9 +470,9 @@ def page_words(page, app) -> tuple[str, set[str]]:
     return page.evaluate(PAGE_TEXT), names
 
 
-def visit(browser, url: str, app, locale: str, tmp_path: Path) -> tuple[str, set[str], str]:
+def visit(browser, url: str, app, locale: str, tmp_path: Path) -> tuple[str, set[str], str, str]:
     """A visitor in `locale`: an example's answer, the model card open, then a corrupt upload; then the Inside the
-    ViT tab, filled. The Classify tab's text, the names, and the Inside tab's text."""
+    ViT tab, filled, and the Explorer tab. The Classify tab's text, the names, the Inside and the Explorer tab's."""
     context, page = open_page(browser, url, 1400, 900, locale)
     try:
         click_example(page, 1)
@@ -487,7 +487,11 @@ def visit(browser, url: str, app, locale: str, tmp_path: Path) -> tuple[str, set
         expect(page.locator("#inside-contrast")).to_contain_text("×")  # its sentences, with their figures
         for family in [f for f in FAMILIES if app.MODELS.has_attention(f)]:
             expect(page.locator(f"#inside-distance-{family}-text")).to_contain_text("px")
-        return text, names, page.evaluate(PAGE_TEXT)
+        inside_text = page.evaluate(PAGE_TEXT)
+        page.locator("#explorer-tab-button").click()
+        expect(page.locator("#explorer-confusion table")).to_be_visible()
+        expect(page.locator("#explorer-mistakes-text")).not_to_be_empty()
+        return text, names, inside_text, page.evaluate(PAGE_TEXT)
     finally:
         context.close()
 
@@ -498,8 +502,9 @@ def test_a_japanese_browser_gets_a_japanese_page(browser, running_app, shots, tm
     an en-US browser gets none (the 🌐 link's "日本語" aside). Each language's example answers come from its own
     cache: the English visitor, after the Japanese one, gets English."""
     app, url = running_app
-    classify_text, names, inside_text = visit(browser, url, app, "ja-JP", tmp_path)
-    for where, text in (("Classify", classify_text), ("Inside the ViT", inside_text)):  # each tab on its own
+    classify_text, names, inside_text, explorer_text = visit(browser, url, app, "ja-JP", tmp_path)
+    for where, text in (("Classify", classify_text), ("Inside the ViT", inside_text),
+                        ("Explorer", explorer_text)):  # each tab on its own
         ja, english, named = letters(text, names)
         share = ja / (ja + english)
         other = sorted({w for w in re.findall(r"[A-Za-z][A-Za-z0-9_\-]*", text)
@@ -511,12 +516,15 @@ def test_a_japanese_browser_gets_a_japanese_page(browser, running_app, shots, tm
         assert must in classify_text, (must, classify_text)
     for must in ("最初の層にあって", "正規化エントロピー", "位置埋め込み"):
         assert must in inside_text, (must, inside_text)
-    classify_text, _, inside_text = visit(browser, url, app, "en-US", tmp_path)
-    for text in (classify_text, inside_text):
+    for must in ("エクスプローラー", "テスト写真", "テスト分割：対角線上は", "正解 ↓ · 答え →", "学習"):
+        assert must in explorer_text, (must, explorer_text)
+    classify_text, _, inside_text, explorer_text = visit(browser, url, app, "en-US", tmp_path)
+    for text in (classify_text, inside_text, explorer_text):
         assert not JAPANESE.search(text.replace("日本語", "")), [line for line in text.splitlines() if JAPANESE.search(line)]
     for must in ("Classify", "Looks like", "Is the map faithful?", "notes.jpg is not an image", "Inside the ViT"):
         assert must in classify_text, (must, classify_text)
     assert "What the first layer of" in inside_text, inside_text
+    assert "test photos right" in explorer_text and "Test split:" in explorer_text, explorer_text
 
 
 def settled_text(page, selector: str, needles: list[str], quiet_s: float = 1.0) -> str:
@@ -637,3 +645,52 @@ def test_the_inside_tab_shows_figure_7_of_both_vits(page, running_app, shots, js
     expect(page.locator("#inside-distance-timm_vit-text")).to_contain_text("almost evenly")
     assert_clean(page, js_errors, "on the Inside the ViT tab")
     save_shot(page, shots, "inside", full_page=True)
+
+
+def test_a_click_on_a_mistake_opens_it_in_classify_with_its_answer(browser, running_app, shots, js_errors):
+    """At 1400 px the Explorer tab shows the map, the confusion matrix and every mistake; a click on a mistake shows
+    it in the Classify tab with the model's answer within 2 s (its map and nearest training photos follow), and so
+    does a click on a point of the map. Saves explorer-1400.png and explorer-opened.png."""
+    app, url = running_app
+    record = app.H.records.models.get(app.DEFAULT)
+    if record is None or not SHARED_DATA.is_dir():
+        pytest.skip("needs the committed explorer record and ../shared/data (the mistakes' photos)")
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.on("pageerror", lambda e: js_errors.append(str(e)))
+    try:
+        page.goto(url)
+        page.locator("#classify-btn").wait_for()
+        assert app.MODELS.wait(300)
+        for p in app.MODELS.models.values():
+            p.warm()  # the PyTorch models of the gradient maps, which a started app builds behind its first answers
+        page.locator("#explorer-tab-button").click()
+        mistakes = record["test"]["mistakes"] + record["val"]["mistakes"]
+        expect(page.locator("#explorer-map [data-i]")).to_have_count(len(record["points"]["photo"]))
+        expect(page.locator("#explorer-confusion table")).to_be_visible()
+        expect(page.locator("#explorer-mistakes img")).to_have_count(len(mistakes))
+        save_shot(page, shots, "explorer-1400", full_page=True)
+        label = page.locator("#prediction [data-testid=label-output-value]")
+        start = time.monotonic()
+        page.locator("#explorer-mistakes img").nth(1).click()
+        expect(page.locator("#classify-tab-button")).to_have_attribute("aria-selected", "true")
+        expect(label).to_have_text(mistakes[1]["answer"])
+        seconds = time.monotonic() - start
+        print(f"a mistake opened in Classify with its answer in {seconds:.2f} s")
+        assert seconds <= 2.0, f"{seconds:.2f} s from the click to the answer (bar: 2 s)"
+        expect(page.locator("#model-radio").get_by_label(TITLES[app.DEFAULT], exact=True)).to_be_checked()
+        page.wait_for_function(OVERLAY_LOADED, arg="")
+        expect(page.locator("#neighbours img")).to_have_count(5)
+        save_shot(page, shots, "explorer-opened", full_page=True)
+        test_point = next(i for i, s in enumerate(record["points"]["split"]) if s == "test")
+        answer = record["classes"][record["points"]["answer"][test_point]]
+        page.locator("#explorer-tab-button").click()
+        before = overlay_src(page)
+        page.locator(f'#explorer-map [data-i="{test_point}"]').dispatch_event("click")
+        expect(page.locator("#classify-tab-button")).to_have_attribute("aria-selected", "true")
+        page.wait_for_function(OVERLAY_LOADED, arg=before)
+        expect(label).to_have_text(answer)
+        assert_clean(page, js_errors, "after opening a mistake and a point from the Explorer tab")
+    finally:
+        context.close()

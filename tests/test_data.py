@@ -125,11 +125,66 @@ def test_download_offline_says_to_pass_data_dir(tmp_path, monkeypatch):
 
     def offline(*a, **k):
         raise OSError("Name or service not known")
-    monkeypatch.setattr(urllib.request, "urlretrieve", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(RuntimeError, match="--data-dir"):
         datasets.download("pizza_steak_sushi", tmp_path)
     with pytest.raises(ValueError, match="unknown data set"):
         datasets.download("hotdog", tmp_path)
+
+
+def course_zip(folder, image_folder) -> str:
+    """The course's zip as a local file (train/ and test/ at its top, as the course's are): its file:// URL template."""
+    import zipfile
+    with zipfile.ZipFile(folder / "pizza_steak_sushi.zip", "w") as z:
+        for path in sorted(image_folder.rglob("*.jpg")):
+            z.write(path, path.relative_to(image_folder).as_posix())
+    return f"file://{folder}/{{variant}}.zip"
+
+
+def test_the_course_zip_is_downloaded_in_the_background_and_its_photos_found(image_folder, tmp_path):
+    from vit.data.course import Library
+    url = course_zip(tmp_path, image_folder)
+    library = Library([tmp_path / "nowhere"], cache=tmp_path / "cache", url=url)
+    name = "pizza_steak_sushi/train/steak/steak_1.jpg"
+    assert library.find(name) is None  # not on disk: its zip starts downloading, this answer does not wait
+    library.wait(60)
+    assert library.find(name).read_bytes() == (image_folder / "train" / "steak" / "steak_1.jpg").read_bytes()
+    assert library.find("pizza_steak_sushi/test/sushi/sushi_0.jpg").is_file() and not library.failed
+    assert library.find("../etc/passwd") is None and library.find("/etc/passwd") is None
+
+
+def test_a_download_never_blocks_the_request_that_started_it(image_folder, tmp_path):
+    import threading
+    import time
+    import urllib.request
+
+    from vit.data.course import Library
+    url, release = course_zip(tmp_path, image_folder), threading.Event()
+
+    def slow_opener(source, timeout):  # a slow network: the bytes come when the test says so
+        release.wait(30)
+        return urllib.request.urlopen(source, timeout=timeout)
+    library = Library([], cache=tmp_path / "cache", opener=slow_opener, url=url)
+    start = time.monotonic()
+    assert library.find("pizza_steak_sushi/train/pizza/pizza_0.jpg") is None
+    assert library.find("pizza_steak_sushi/train/pizza/pizza_1.jpg") is None  # one download per data set
+    assert time.monotonic() - start < 1 and library.downloading() == ["pizza_steak_sushi"]
+    release.set()
+    library.wait(60)
+    assert library.find("pizza_steak_sushi/train/pizza/pizza_0.jpg") is not None and library.downloading() == []
+
+
+def test_a_failed_download_is_said_once_and_not_retried(tmp_path):
+    from vit.data.course import Library
+    (tmp_path / "pizza_steak_sushi.zip").write_bytes(b"not a zip")
+    library = Library([], cache=tmp_path / "cache", url=f"file://{tmp_path}/{{variant}}.zip")
+    assert library.find("pizza_steak_sushi/train/pizza/a.jpg") is None
+    library.wait(60)
+    assert "could not download" in library.failed["pizza_steak_sushi"] and "--data-dir" in library.failed[
+        "pizza_steak_sushi"]
+    assert library.find("pizza_steak_sushi/train/pizza/a.jpg") is None and not library.downloading()
+    assert not (tmp_path / "cache" / "pizza_steak_sushi").exists()  # nothing half-unpacked left behind
+    assert Library([], cache=tmp_path / "c2", download=False).find("pizza_steak_sushi/x.jpg") is None
 
 
 def test_examples_are_filled_from_the_test_split(image_folder, tmp_path):

@@ -90,6 +90,22 @@ def test_onnx_attention_maps_equal_torch(exported, family):
         assert torch.allclose(m.sum(-1), torch.ones(()), atol=1e-5)
 
 
+@pytest.mark.parametrize("family", ["scratch_vit", "timm_vit"])
+def test_the_attention_graph_gives_the_features_of_its_own_pass(exported, family):
+    """An explanation's nearest training photos read the attention graph's `features` (no second pass): they are
+    the plain graph's and PyTorch's penultimate features, row for row."""
+    from vit.models.features import logits_and_features
+
+    ckpt, paths = exported[family]
+    engine, x = OrtEngine(paths[0]), batch(ckpt, 3)
+    logits, features, maps = engine.forward_attention_features(x)
+    with torch.inference_mode():
+        _, ref = logits_and_features(ckpt.model, x)
+    assert features.shape == ref.shape and torch.allclose(features, ref, atol=export.ATOL)
+    assert torch.allclose(features, engine.forward_features(x)[1], atol=export.ATOL)
+    assert torch.allclose(logits, engine.forward(x), atol=export.ATOL) and len(maps) == len(ckpt.model.blocks)
+
+
 @pytest.mark.parametrize("family", ["scratch_vit", "timm_vit", "test_cnn"])
 def test_exports_keep_the_checkpoints_fp16_weights(exported, family):
     """The checkpoints are saved in fp16: every weight travels in fp16 (half the file), BatchNorm

@@ -191,8 +191,8 @@ def test_compare_says_each_models_verdict(h, tmp_path, monkeypatch):
 
 def test_the_endpoints_default_to_the_pages_model(h):
     endpoints = {f.__name__: f for f in api.api(h)}
-    assert list(endpoints) == ["predict", "explain", "attention", "methods", "classify"]
-    for name in ("predict", "explain", "attention", "classify"):
+    assert list(endpoints) == ["predict", "explain", "attention", "methods", "classify", "explorer"]
+    for name in ("predict", "explain", "attention", "classify", "explorer"):
         assert inspect.signature(endpoints[name]).parameters["model"].default == h.default
     assert endpoints["methods"]() == {i: list(model_set.methods_of(h.models, i)) for i in h.models.ids}
 

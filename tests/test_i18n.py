@@ -3,20 +3,26 @@ page shows said from them, Japanese in full where the visitor's language is Japa
 import ast
 import dataclasses
 import re
+import shutil
 import string
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
 import pytest
 from conftest import ROOT, make_image
 
-from vit.app import handlers, i18n, inside_tab, ui
+from vit.app import explorer_tab, explorer_view, handlers, i18n, inside_tab, ui
+from vit.data.course import Library
 from vit.data.images import ImageError, open_image
 from vit.explain.errors import RequestError
 from vit.explain.faithfulness import Faithfulness
 from vit.explain.rollout import parse_head
 from vit.explore import inside, inside_words
+from vit.explore.bank import Neighbour, load_bank
+from vit.explore.explorer import FILE as EXPLORER_FILE
+from vit.explore.explorer import RecordError, Records, points
 from vit.serve import model_set
 from vit.trust import Trust
 
@@ -25,7 +31,8 @@ NAMES = {"FoodVision", "ViT", "Vision", "Transformer", "ImageNet", "timm", "Visi
          "Scratch", "Hybrid", "DeiT", "CNN", "LRP", "RISE", "Grad", "CAM", "Chefer", "Dosovitskiy", "AUC", "CPU", "MB",
          "ms", "px", "M", "JPEG", "PNG", "WebP", "lrp", "rise", "attention", "rollout", "chefer", "occlusion", "grad",
          "cam", "mean", "max", "head", "docs", "trust", "md", "json", "ood", "safetensors", "sha", "jpg", "trunc",
-         "normal", "efficientnet", "lite0", "pytorch", "model", "PyPI", "vit", "hybrid", "s16", "tf", "p8", "test"}
+         "normal", "efficientnet", "lite0", "pytorch", "model", "PyPI", "vit", "hybrid", "s16", "tf", "p8", "test",
+         "t", "SNE", "PCA", "p"}  # t-SNE and PCA: the explorer's maps; p: a percentile ("p40")
 LATIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
@@ -57,7 +64,7 @@ def test_the_japanese_table_is_japanese():
     """Every Japanese entry but names and units holds Japanese, and no English word."""
     same = {"fv.lang", "fv.epochs.short", "fv.header.one_model", "fv.head.n", "fv.col.mb", "fv.init.imagenet", "fv.method.grad-cam", "fv.method.lrp",
             "fv.method.rise", "fv.init.digest", "fv.init.source", "fv.arch.family", "fv.or.sep", "fv.or", "fv.list",
-            "fv.and", "fv.switch"}
+            "fv.and", "fv.switch", "fv.near.caption", "fv.near.caption_pct", "fv.explorer.caption"}
     japanese = re.compile(r"[\u3040-\u30ff\u4e00-\u9fff]")
     not_ja = [k for k, v in i18n.JA.items() if k not in same and not japanese.search(v)]
     assert not not_ja, not_ja
@@ -115,6 +122,52 @@ def errors(tmp_path) -> list[Exception]:
     (tmp_path / inside.FILE_NAME).write_text((ROOT / "checkpoints" / inside.FILE_NAME).read_text())
     found.append(inside.record_for(other)[1])
     assert [e.code for e in found[-3:]] == ["request.no_attention", "inside.not_measured", "inside.stale"]
+    return found + explorer_errors(tmp_path) + bank_notes(tmp_path)
+
+
+RECORDS = Records.read(ROOT / "checkpoints" / EXPLORER_FILE)
+
+
+def explorer_errors(tmp_path) -> list[Exception]:
+    """Why a model has no explorer record (no file, an unreadable one, another format, no record in it), and why
+    the Explorer tab opens nothing (a photo not on this server, a non-food point, a point the map lacks)."""
+    found = []
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / EXPLORER_FILE).write_text("{not json")
+    (tmp_path / "older" / EXPLORER_FILE).parent.mkdir()
+    (tmp_path / "older" / EXPLORER_FILE).write_text('{"format": "foodvision-explorer/0"}')
+    for folder in ("missing", "damaged", "older"):
+        found.append(Records.read(tmp_path / folder / EXPLORER_FILE).note)
+    for records in (Records.read(tmp_path / "missing" / EXPLORER_FILE), Records({})):
+        with pytest.raises(RecordError) as e:
+            records.get("effnet")
+        found.append(e.value)
+    models = model_set.ModelSet({"effnet": ROOT / "checkpoints" / "effnet.safetensors"})
+    ex = explorer_tab.Explorer(handlers.Handlers(models, "effnet", Library([], cache=tmp_path, download=False), RECORDS))
+    nonfood = next(i for i, p in enumerate(points(RECORDS.get("effnet"))) if p["split"] == "nonfood")
+    for index in (nonfood, 10**6):
+        with pytest.raises(RecordError) as e:
+            explorer_tab.Explorer.open_point.__wrapped__(ex, "effnet", SimpleNamespace(index=index))
+        found.append(e.value)
+    with pytest.raises(RecordError) as e:
+        ex.open_photo("effnet", "pizza_steak_sushi/test/pizza/nowhere.jpg")
+    found.append(e.value)
+    assert [e.code for e in found] == ["explorer.no_file", "explorer.unreadable", "explorer.format",
+                                       "explorer.no_record", "explorer.no_record", "explorer.nonfood",
+                                       "explorer.no_point", "explorer.not_here"]
+    return found
+
+
+def bank_notes(tmp_path) -> list[Exception]:
+    """Why an answer has no nearest training photos: no bank, a bank of other weights, a damaged checkpoint."""
+    folder, bank = tmp_path / "banked", ROOT / "checkpoints" / "banks" / "scratch_vit.safetensors"
+    (folder / "banks").mkdir(parents=True)
+    shutil.copy(ROOT / "checkpoints" / "timm_vit.safetensors", folder / "scratch_vit.safetensors")  # other weights
+    shutil.copy(bank, folder / "banks" / "scratch_vit.safetensors")
+    shutil.copy(bank, folder / "banks" / "effnet.safetensors")
+    (folder / "effnet.safetensors").write_bytes(b"not a checkpoint")
+    found = [load_bank(folder / f"{name}.safetensors")[1] for name in ("timm_vit", "scratch_vit", "effnet")]
+    assert [e.code for e in found] == ["bank.none", "bank.stale", "bank.damaged"]
     return found
 
 
@@ -177,6 +230,30 @@ def inside_texts(lang: str) -> dict[str, str]:
     return texts
 
 
+def explorer_texts(h, p, lang: str) -> dict[str, str]:
+    """Every text of the Explorer tab in `lang`, from the committed record (the map's legend, tooltips without
+    their photos' names, and label), and of the nearest training photos under an answer: as near as usual,
+    farther, far (out of distribution), named (not on this server), none (no bank)."""
+    record, texts = RECORDS.get("effnet"), {}
+    svg = explorer_view.map_svg(record, lang)
+    words = re.findall(r"<text[^>]*>([^<]*)</text>", svg) + re.findall(r'aria-label="([^"]*)"', svg)
+    words += [tip.split(" · ", 1)[1] for tip in re.findall(r"<title>([^<]*)</title>", svg)]  # after the photo's name
+    texts |= {"summary": explorer_view.summary_text(record, "EfficientNet", lang), "map": " ".join(words),
+              "confusion": explorer_view.confusion_markdown(record, lang=lang),
+              "mistakes": explorer_view.mistakes_markdown(explorer_view.all_mistakes(record), True, lang),
+              "mistakes named": explorer_view.mistakes_markdown(explorer_view.all_mistakes(record), False, lang),
+              "no mistakes": explorer_view.mistakes_markdown([], True, lang), "intro": i18n.say(lang, "fv.explorer.intro"),
+              "caption": explorer_view.mistake_caption(record["test"]["mistakes"][0], lang)}
+    near = [Neighbour("set/train/pizza/1.jpg", "pizza", 0.01, 40.0), Neighbour("set/train/sushi/2.jpg", "sushi", 0.02)]
+    for name, (hits, in_distribution) in {"usual": (near, True), "out": (near, False),
+                                          "farther": ([Neighbour("set/train/steak/3.jpg", "steak", 0.4, 99.0)], True),
+                                          "none": ([], True)}.items():
+        trust = Trust(in_distribution, 0.5, 1.0, ["pizza"], 0.8, "knn")
+        result = SimpleNamespace(neighbours=hits, neighbours_note=load_bank(ROOT / "nowhere.safetensors")[1], trust=trust)
+        texts[f"neighbours {name}"] = h.neighbours(p, result, lang).neighbours_text
+    return texts
+
+
 def page_texts_ja(h, p, r) -> dict[str, str]:
     """Every text the page builds, in Japanese, for every verdict a result may carry."""
     models = h.models
@@ -190,6 +267,8 @@ def page_texts_ja(h, p, r) -> dict[str, str]:
         texts[f"scale {name}"] = ui.faithfulness_text(shown, lang="ja")
     for name, text in inside_texts("ja").items():
         texts[f"inside {name}"] = text
+    for name, text in explorer_texts(h, p, "ja").items():
+        texts[f"explorer {name}"] = text
     for name, trust in {"no gate": None, "out": Trust(False, 1.5, 1.1, [], 0.8, "knn"),
                         "sure": Trust(True, 0.4, 1.1, ["pizza"], 0.8, "knn"),
                         "unsure": Trust(True, 0.4, 1.1, ["pizza", "steak"], 0.8, "knn"),
@@ -247,8 +326,54 @@ def test_words_come_first_and_figures_behind_them(answered):
     assert "Yes:" in ui.faithfulness_text(r)  # 0.1 / 0.3 and 0.8 / 0.4 clear the bar
 
 
+def test_the_explorer_and_the_neighbours_say_in_english_what_they_said_before_issue_32(answered):
+    """In English (the API's and the default page's), the Explorer tab and the nearest training photos read as
+    they did before their words moved into the tables."""
+    h, p, _ = answered
+    en = explorer_texts(h, p, "en")
+    assert en["summary"].startswith("**EfficientNet**: 72 of the 75 test photos right (96.0%), 3 mistakes;")
+    assert "Test split: 72 of 75 on the diagonal." in en["confusion"] and "| truth ↓ · answer → |" in en["confusion"]
+    assert en["caption"].endswith("(test)") and " → " in en["caption"] and en["no mistakes"] == "No mistakes."
+    assert "● training  ■ validation  ▲ test  ✕ non-food" in en["map"] and "answered " in en["map"]
+    assert en["neighbours usual"].startswith("**Nearest training photos**, as near as usual")
+    assert en["neighbours none"] == ("ℹ️ *No nearest training photos: this model has no bank of training photos "
+                                     "(python -m vit.explore adds one).*")
+    ja = explorer_texts(h, p, "ja")
+    assert "テスト分割：対角線上は 75 枚中 72 枚。" in ja["confusion"] and "| **ピザ** |" in ja["confusion"]
+    assert "近い学習写真はありません" in ja["neighbours none"] and "学習写真のバンクがありません" in ja["neighbours none"]
+    assert ui.neighbour_caption(Neighbour("x", "sushi", 0.1234, 40.0), "ja") == "寿司 · 0.123 · p40"
+
+
+def test_the_explorer_tab_says_its_errors_in_the_pages_language(tmp_path):
+    models = model_set.ModelSet({"effnet": ROOT / "checkpoints" / "effnet.safetensors"})
+    ex = explorer_tab.Explorer(handlers.Handlers(models, "effnet", Library([], cache=tmp_path, download=False), RECORDS))
+    nonfood = next(i for i, p in enumerate(points(RECORDS.get("effnet"))) if p["split"] == "nonfood")
+    with pytest.raises(gr.Error, match="食べ物以外の画像"):
+        ex.open_point("effnet", SimpleNamespace(index=nonfood), "ja")
+    with pytest.raises(gr.Error, match="non-food images the gate is measured against"):
+        ex.open_point("effnet", SimpleNamespace(index=nonfood))
+    test = next(i for i, p in enumerate(points(RECORDS.get("effnet"))) if p["split"] == "test")
+    with pytest.raises(gr.Error, match="このサーバーに（まだ）ないため"):  # the photos are not on this server
+        ex.open_point("effnet", SimpleNamespace(index=test), "ja")
+    no_record = explorer_tab.Explorer(handlers.Handlers(models, "effnet", records=Records.read(tmp_path / EXPLORER_FILE)))
+    said = no_record.show("effnet", "ja").summary  # the record's note inside the error, in Japanese too
+    assert said.startswith("ℹ️ 'effnet' のエクスプローラー記録がありません：") and "で書き出せます" in said, said
+
+
+def test_the_explorer_tab_is_said_again_in_a_new_language_once_opened(tmp_path):
+    """Gradio's Settings -> Language: the Explorer tab, once shown, is said again in the new language; a tab not
+    opened yet stays as it is (and looks no photo up)."""
+    models = model_set.ModelSet({"effnet": ROOT / "checkpoints" / "effnet.safetensors"})
+    ex = explorer_tab.Explorer(handlers.Handlers(models, "effnet", Library([], cache=tmp_path, download=False), RECORDS))
+    assert ex.retell(False, "effnet", "ja") == explorer_tab.Explored()
+    said = ex.retell(True, "effnet", "ja")
+    assert said.opened and "テスト分割" in said.confusion and said.summary.startswith("**EfficientNet-Lite0**：")
+    assert ex.show("effnet").summary.startswith("**EfficientNet-Lite0**: ")
+
+
 # Page text written outside the tables: string literals in the page's modules that read like English words.
-PAGE_MODULES = [ROOT / "app.py", *(ROOT / "vit" / "app" / f"{m}.py" for m in ("page", "ui", "handlers", "inside_tab"))]
+PAGE_MODULES = [ROOT / "app.py", *(ROOT / "vit" / "app" / f"{m}.py" for m in ("page", "ui", "handlers", "inside_tab",
+                                                                               "explorer_tab", "explorer_view"))]
 PAGE_ARGS = {"label", "info", "placeholder", "title", "x_title", "y_title", "color_title"}
 TEXT_VALUES = {"Markdown", "HTML", "Button", "Tab", "Accordion", "Textbox"}  # components whose value is text
 
@@ -273,7 +398,8 @@ def test_no_page_text_is_written_outside_the_tables():
     sentence = re.compile(r"\b[A-Za-z]{2,} [a-z]{2,}\b")
     found = [f"{path.name}:{line}: {text!r}" for path in PAGE_MODULES for line, text in literals(path)
              if sentence.search(text) and not allowed.match(text.strip()) and "\n" not in text.strip()[:0]
-             and not re.search(r"\b(lazy|ModelSet|Predictor|Result|gr\.|Gradio|python -m)\b", text)]
+             and not re.search(r"\b(lazy|ModelSet|Predictor|Result|gr\.|Gradio|python -m)\b", text)
+             and "=>" not in text]  # JavaScript (an arrow function): code, not text
     assert not found, "page text outside vit/app/i18n.py's tables:\n" + "\n".join(found)
 
 
@@ -300,6 +426,7 @@ def test_a_switch_of_language_retells_the_answer_on_screen(answered, tmp_path):
     shown = h.show({"path": str(path), "meta": {"_type": "gradio.FileData"}}, "effnet", None, 1, "mean", 0.5, 0.9).shown
     ja = h.retell(shown, "ja")
     assert "このモデルには分布外ゲートがありません" in ja.verdict and "速さと大きさ" in ja.timing
+    assert "近い学習写真はありません" in ja.neighbours_text  # the tiny model has no bank: that, in Japanese
     assert set(ja.label) <= {"ピザ", "ステーキ", "寿司"} and ja.overlay is handlers.KEEP  # the pictures stay
     assert h.retell(shown, "en").verdict == h.view(
         {"path": str(path), "meta": {"_type": "gradio.FileData"}}, "effnet", None, 1, "mean", 0.5, 0.9, False).verdict

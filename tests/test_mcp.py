@@ -45,7 +45,7 @@ def run(url: str, work):
 
 def test_tools_are_listed_with_typed_docstrings(mcp_url):
     tools = {t.name: t for t in run(mcp_url, lambda s: s.list_tools()).tools}
-    assert {"predict", "explain", "attention", "methods"} <= set(tools)
+    assert {"predict", "explain", "attention", "methods", "explorer"} <= set(tools)
     predict = tools["predict"]
     assert predict.description.startswith("Classify a food photo")
     props = predict.inputSchema["properties"]
@@ -63,6 +63,8 @@ def test_classify_tool_gives_the_label(mcp_url):
     assert label["label"] in CLASSES and {c["label"] for c in label["confidences"]} == set(CLASSES), texts
     assert label["label"] == max(label["confidences"], key=lambda c: c["confidence"])["label"]
     assert info["model"] == "effnet" and info["latency_ms"] > 0
+    assert isinstance(info["neighbours"], list) and "neighbours_note" in info  # the nearest training photos (or why none)
+    assert all({"photo", "label", "distance"} <= set(n) for n in info["neighbours"])
 
 
 def test_explain_tool_gives_the_overlay_and_the_maps_own_score(mcp_url, app_checkpoints):

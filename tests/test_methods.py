@@ -91,10 +91,10 @@ def test_a_redraw_at_a_new_layer_head_or_discard_runs_no_model(vit, method, chan
 def test_switching_method_reuses_the_pass_and_going_back_is_not_rescored(vit):
     image = make_image(5, (120, 100))
     a = vit.explain(image, "attention", layer=0, score=True)
-    passes = vit.engine.calls.count("forward_attention")
+    passes = vit.engine.calls.count("forward_attention_features")
     vit.explain(image, "rollout", score=True)
     vit.explain(image, "chefer", score=True)
-    assert vit.engine.calls.count("forward_attention") == passes  # one timed pass for every method
+    assert passes == 1 and vit.engine.calls.count("forward_attention_features") == passes  # one timed pass for every method
     vit.engine.refuse = True  # back to a scored view: neither map nor score runs the model
     back = vit.explain(image, "attention", layer=0, score=True)
     assert back.faithfulness is a.faithfulness and np.array_equal(back.heat, a.heat)

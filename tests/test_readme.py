@@ -27,7 +27,7 @@ def test_replace_block_swaps_only_the_marked_text():
 
 def test_readme_has_the_generated_blocks_and_one_test_command():
     """The measured sections live in docs/, each block in the file vit.bench.readme writes it to."""
-    for name in ("models", "results", "performance", "faithfulness", "trust"):
+    for name in ("models", "results", "performance", "faithfulness", "trust", "explore"):
         text = BLOCK_FILES[name].read_text()
         assert f"<!-- {name}:start -->" in text and f"<!-- {name}:end -->" in text, BLOCK_FILES[name]
     assert "<!-- limits:start -->" in DOCS["limits.md"] and "<!-- limits:end -->" in DOCS["limits.md"]
@@ -182,3 +182,14 @@ def test_the_japanese_quick_start_gives_the_same_two_commands():
     assert "](README.ja.md)" in README
     commands = [line for line in README.splitlines() if line.startswith("python3 -m venv .venv")]
     assert len(commands) == 2 and all(c in ja.splitlines() for c in commands), commands
+
+
+def test_the_explore_tables_are_generated_from_the_committed_explorer_record():
+    """docs/explore.md's block is `python -m vit.explore`'s committed record and banks, each model's figures in it;
+    its figure is written beside it."""
+    from vit.bench.explore_tables import EXPLORE_FIGURE, EXPLORER_RUN, explore_block
+    block = DOCS["explore.md"].split("<!-- explore:start -->\n")[1].split("\n<!-- explore:end -->")[0]
+    assert EXPLORER_RUN.is_file() and block == explore_block() and EXPLORE_FIGURE.is_file()
+    for r in json.loads(EXPLORER_RUN.read_text())["models"].values():
+        agree = r["neighbours"]["agreement_with_answer"]
+        assert f"| {len(r['test']['mistakes'])} + {len(r['val']['mistakes'])} | {agree['test']:.1%} / " in block

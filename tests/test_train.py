@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_ARCH, make_image, tiny_checkpoint
+from conftest import CLASSES, TINY_ARCH, make_image, tiny_checkpoint
 from safetensors.torch import load_file
 
 from vit.models import checkpoint, factory
@@ -66,6 +66,17 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path, image_folder, monkeypatch
     best = min(history, key=lambda row: row["val_loss"])["epoch"]
     assert r["selected_epoch"] == best < r["epochs_run"] == best + 2  # stopped 2 epochs after the best
     assert same_weights(weights(out), per_epoch[best - 1])
+
+
+def test_a_run_ends_with_the_bank_of_its_own_training_photos(tmp_path, image_folder):
+    """vit.train's last step writes the nearest-photo bank (vit.explore) of the run's own split, from the weights
+    the file holds: accepted by the served checkpoint (its gate written after it changes no weight)."""
+    from vit.explore.bank import load_bank
+    out = train_cli(image_folder, tmp_path / "b.safetensors")
+    bank, why = load_bank(out, CLASSES)
+    assert why is None, why
+    assert len(bank.photos) == 9 and len(bank.meta["reference"]["nearest"]) == 3  # 12 photos, 1 per class held out
+    assert all(p.startswith(f"{image_folder.name}/train/") for p in bank.photos) and bank.dim == 32
 
 
 def test_freeze_epochs_leave_the_pretrained_stem_unchanged(tmp_path, image_folder):

@@ -116,7 +116,8 @@ def test_faithfulness_is_shown_and_recorded(models):
         "deletion_auc": 0.111, "insertion_auc": 0.822, "random_deletion_auc": 0.333, "random_insertion_auc": 0.444,
         "steps": 1, "random_seeds": [7, 8], "latency_ms": 1.23, "explain_ms": 5.0,
         "map_ms": 2.0, "score_ms": 3.0, "grid": [7, 7],
-        "in_distribution": None, "ood_score": None, "ood_threshold": None, "prediction_set": [], "temperature": 1.0}
+        "in_distribution": None, "ood_score": None, "ood_threshold": None, "prediction_set": [], "temperature": 1.0,
+        "neighbours": [], "neighbours_note": None}
     text = ui.faithfulness_text(r)
     assert "deletion AUC **0.111** vs 0.333 at random (lower is better)" in text
     assert "insertion AUC **0.822** vs 0.444 at random (higher is better)" in text

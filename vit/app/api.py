@@ -1,6 +1,6 @@
-"""The app's API: the gr.api endpoints /predict, /explain, /attention, /methods, /classify and /inside, and
-the records they return. Their signatures and docstrings are what API and MCP clients read; each endpoint is
-one call to a `Handlers` method, so the page and the API answer alike.
+"""The app's API: the gr.api endpoints /predict, /explain, /attention, /methods, /classify, /inside and /explorer,
+and the records they return. Their signatures and docstrings are what API and MCP clients read; each endpoint
+is one call to a `Handlers` method, so the page and the API answer alike.
 
 No `from __future__ import annotations` here: gr.api reads the endpoints' return annotations as
 objects (`inspect.signature(fn).return_annotation`), and a string would make one output of two.
@@ -33,10 +33,19 @@ def trust_record(r: "Result") -> dict:
             "prediction_set": list(t.prediction_set), "temperature": round(t.temperature, 4)}
 
 
+def neighbours_record(r: "Result") -> dict:
+    """The nearest training photos of /predict, /explain and the MCP tools: `neighbours`, nearest first, each
+    {photo (relative to the data root), label, distance (cosine), percentile (among held-back food photos'
+    nearest distances)}; `neighbours_note`: why there are none (the model has no bank), else null."""
+    return {"neighbours": [n.to_dict() for n in getattr(r, "neighbours", [])],
+            "neighbours_note": str(r.neighbours_note) if getattr(r, "neighbours_note", None) else None}
+
+
 def predict_record(model_id: str, p: "Predictor", r: "Result") -> dict:
     """What /predict returns beside the label (whose confidences are the calibrated probabilities)."""
     return {"model": model_id, "latency_ms": round(r.latency_ms, 2), "device": ui.device_text(),
-            "size_mb": round(p.ckpt.size_mb, 2), "num_params": p.meta.get("num_params"), **trust_record(r)}
+            "size_mb": round(p.ckpt.size_mb, 2), "num_params": p.meta.get("num_params"), **trust_record(r),
+            **neighbours_record(r)}
 
 
 def faithfulness_record(r: "Result") -> dict:
@@ -71,7 +80,7 @@ def explain_record(model_id: str, r: "Result") -> dict:
     return {"model": model_id, "method": r.method, "label": r.top, "probs": r.probs, **faithfulness_record(r),
             **scored, "latency_ms": round(r.latency_ms, 2), "explain_ms": round(r.explain_ms, 2),
             "map_ms": round(r.map_ms, 2), "score_ms": round(r.score_ms, 2), "grid": list(r.grid),
-            **scale_record(r), **trust_record(r)}
+            **scale_record(r), **trust_record(r), **neighbours_record(r)}
 
 
 def _nested(values, digits: int = 4) -> list:
@@ -129,10 +138,11 @@ def inside(h: Handlers) -> Callable:
 
 
 def api(h: Handlers) -> list[Callable]:
-    """The gr.api endpoints /predict, /explain, /attention, /methods and /classify. Their signatures and docstrings
-    are what API and MCP clients read, `model` defaulting to the page's default model: hence functions
-    made here, around `h`, each a call to one of its methods; a request that cannot be answered raises the
-    gr.Error the page would show (vit.app.handlers.answers)."""
+    """The gr.api endpoints /predict, /explain, /attention, /methods, /classify and /explorer (/inside is
+    `inside`'s, registered with its tab). Their signatures and docstrings are what API and MCP clients read,
+    `model` defaulting to the page's default model: hence functions made here, around `h`, each a call to one
+    of its methods; a request that cannot be answered raises the gr.Error the page would show
+    (vit.app.handlers.answers)."""
     default = h.default
 
     @answers
@@ -148,7 +158,9 @@ def api(h: Handlers) -> list[Callable]:
             of parameters, and its gate's verdict: in_distribution (true / false, null when the model has no
             gate), ood_score, ood_threshold (out of distribution when the score is above it), prediction_set
             (the 90 % conformal set of class names, most probable first) and temperature (probabilities are
-            softmax(logits / temperature)).
+            softmax(logits / temperature)); neighbours: the 5 training photos nearest to it in the model's own
+            feature space, nearest first, each {photo, label, distance, percentile}, and neighbours_note (why
+            there are none).
         """
         p = h.models.get(model)
         r = p.answer(decode(image))
@@ -168,8 +180,9 @@ def api(h: Handlers) -> list[Callable]:
             latency_ms (the forward pass), explain_ms (the map and its score), scale ("relative", or for attention
             and rollout the fixed "x uniform" scale, then peak_x_uniform: the drawn row's largest weight x number
             of patch keys, 1 = uniform; entropy: its normalised entropy, 1 = uniform; nearly_uniform: entropy
-            >= 0.97; patch_keys; and the layer, head and discard that chose the row), and the gate's
-            in_distribution, ood_score, ood_threshold, prediction_set and temperature (as /predict).
+            >= 0.97; patch_keys; and the layer, head and discard that chose the row), the gate's
+            in_distribution, ood_score, ood_threshold, prediction_set and temperature, and the neighbours (as
+            /predict).
         """
         p, r = h.explain(model, image, method or None)
         return file_data(result_file(ui.render_overlay(r, OPACITY))), explain_record(model, r)
@@ -229,4 +242,20 @@ def api(h: Handlers) -> list[Callable]:
         return (label_value(v.label), v.timing, file_data(v.overlay), v.faithfulness, file_data(v.curves),
                 file_data(v.layers), file_data(v.patches), v.verdict)
 
-    return [predict, explain, attention, methods, classify]
+    @answers
+    def explorer(model: str = default) -> dict:
+        """A model's test-set explorer, precomputed (python -m vit.explore): its confusion matrix, mistakes and
+        2-D map of every photo.
+
+        Args:
+            model: the model's id, its checkpoint's file stem (e.g. "scratch_vit", "timm_vit", "effnet").
+        Returns:
+            {"classes": [class names], "confusion": the test split's matrix, rows the truth and columns the
+            answer, "mistakes": [{"photo" (relative to the data root), "split" ("test" or "val"), "truth",
+            "answer", "probability" (calibrated, of the answer)}], the test split's first, "points": [{"x", "y"
+            (in [0, 1]), "split" ("train", "val", "test" or "nonfood"), "label" (the truth; null for non-food),
+            "answer", "photo"}], "map": how the map was made, "test" and "val": n and accuracy}.
+        """
+        return h.records.view(model)
+
+    return [predict, explain, attention, methods, classify, explorer]

@@ -118,10 +118,36 @@ def result_file(image: Image.Image | None, folder: Path | None = None) -> str | 
         return write_once(data, folder, hashlib.sha256(data).hexdigest()[:32] + ".png")
 
 
+THUMBNAIL_SIDE = 160  # px: a nearest training photo or a mistake, as a thumbnail
+_photos: dict[tuple[str, int | None], str] = {}  # (photo, side) -> its file in RESULTS: made once per process
+
+
+def photo_file(path: str | os.PathLike, side: int | None = THUMBNAIL_SIDE) -> str:
+    """A dataset photo as a file Gradio may serve (the results folder: a data folder elsewhere on the server
+    is not one): a JPEG thumbnail whose longer side is `side`, or with `side` None a copy of the photo."""
+    key = (str(path), side)
+    made = _photos.get(key)
+    if made is not None and os.path.exists(made):
+        os.utime(made)  # as young as its newest use (`prune`)
+        return made
+    if side is None:
+        data, suffix = Path(path).read_bytes(), Path(path).suffix.lower() or ".jpg"
+    else:
+        with Image.open(path) as im:
+            im.draft("RGB", (side, side))  # a JPEG decodes at 1/2, 1/4 or 1/8 scale: a thumbnail costs ~2 ms
+            im = im.convert("RGB")
+            im.thumbnail((side, side), Image.BICUBIC)
+            buffer = io.BytesIO()
+            im.save(buffer, "JPEG", quality=85)
+        data, suffix = buffer.getvalue(), ".jpg"
+    _photos[key] = write_once(data, RESULTS, hashlib.sha256(data).hexdigest()[:32] + suffix)
+    return _photos[key]
+
+
 def prune(folder: Path, ttl_s: float = RESULT_TTL_S) -> None:
     """Delete result files older than `ttl_s` (Gradio keeps its own copies of what it served)."""
     cutoff = time.time() - ttl_s
-    for path in Path(folder).glob("*.png"):
+    for path in Path(folder).glob("*.*"):  # overlays, thumbnails, copied photos
         try:
             if path.stat().st_mtime < cutoff:
                 os.remove(path)

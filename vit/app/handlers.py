@@ -7,9 +7,10 @@ field left `KEEP` is not touched on the page.
 
 A request is checked once: the image is decoded once here (`decode`), the method, head and layer once
 by the Predictor; whatever cannot be answered (an unknown or unavailable model, an unreadable image, a
-method or head the model lacks) raises a typed error on the way (ModelError, ImageError, RequestError)
-that `answers` turns into a `gr.Error` for the person or API client that sent it, in one place, in the
-page's language. The API's endpoints are vit.app.api.
+method or head the model lacks, an explorer record or photo that is missing) raises a typed error on the
+way (ModelError, ImageError, RequestError, RecordError) that `answers` turns into a `gr.Error` for the
+person or API client that sent it, in one place, in the page's language. The API's endpoints are
+vit.app.api.
 
 A map is shown first and scored next (`show`, then `score_view`); the Handlers remember which map each
 page (Gradio's session, from the event's gr.Request) put up last, so that a score finishing after a newer
@@ -24,6 +25,7 @@ import functools
 import hashlib
 import inspect
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import gradio as gr
@@ -31,10 +33,13 @@ import numpy as np
 from PIL import Image
 
 from vit.app import i18n, ui
-from vit.app.gradio_io import image_name, image_source, result_file
+from vit.app.gradio_io import image_name, image_source, photo_file, result_file
 from vit.app.i18n import DEFAULT, say
+from vit.data.course import Library
 from vit.data.images import MIN_SIDE, Decoded, ImageError, open_image, unreadable
 from vit.explain import methods as registry
+from vit.explore.explorer import FILE as EXPLORER_FILE
+from vit.explore.explorer import NO_CHECKPOINTS, RecordError, Records
 from vit.serve import heap
 from vit.serve.cache import LRU
 from vit.serve.model_set import ModelError, ModelSet, geometry, methods_of
@@ -76,7 +81,7 @@ def answers(handler: Callable) -> Callable:
         try:
             with heap.RELEASED:
                 return handler(*args, **kwargs)
-        except (ModelError, ImageError, RequestError) as e:
+        except (ModelError, ImageError, RequestError, RecordError) as e:
             try:
                 lang = signature.bind(*args, **kwargs).arguments.get("lang", DEFAULT)
             except TypeError:
@@ -119,9 +124,13 @@ class View:
     verdict: str = KEEP  # in distribution or not, and the prediction set
     shown: Shown | None = KEEP  # the request on screen (gr.State)
     model: str = KEEP  # the model radio (an example click selects the default model)
+    neighbours_text: str = KEEP  # the nearest training photos in words (their names when not on disk)
+    # their thumbnails with captions (a gr.Gallery), None without the photos; a value, not a visibility update:
+    # Gradio 6.31 fails on a Gallery's prop update in a lazily cached example ('Gallery' object has no attribute 'info')
+    neighbours: list[tuple[str, str]] | None = KEEP
 
 
-CLEARED = View(None, "", None, "", None, None, None, "", None)  # no photo: every answer box emptied
+CLEARED = View(None, "", None, "", None, None, None, "", None, neighbours_text="", neighbours=None)  # no photo
 
 
 @dataclass(frozen=True)
@@ -217,9 +226,16 @@ def warn_if_tiny(width: int, height: int, lang: str = DEFAULT) -> None:
 class Handlers:
     """The app's event handlers over one served `ModelSet`; `default` is the model the page opens on."""
 
-    def __init__(self, models: ModelSet, default: str | None) -> None:
+    def __init__(self, models: ModelSet, default: str | None, photos: Library | list[Path] | None = None,
+                 records: Records | None = None) -> None:
+        """`photos`: where the dataset photos are (thumbnails of the nearest training photos and of the mistakes),
+        a Library or its folders (then a missing photo's data set is downloaded in the background; None: never,
+        their names only); `records`: the explorer records (default: explorer.json beside the checkpoints)."""
         self.models, self.default = models, default
         self._on_screen = LRU(PAGES)  # page (Gradio session) -> the key of the map it shows (NEW_PHOTO: none)
+        self.library = photos if isinstance(photos, Library) else Library(photos or [], download=photos is not None)
+        folder = next(iter(models.paths.values())).parent if models.paths else None
+        self.records = records or (Records.read(folder / EXPLORER_FILE) if folder else Records({}, NO_CHECKPOINTS))
 
     # ------------------------------------------------------------ one request
 
@@ -238,9 +254,20 @@ class Handlers:
                     layers=result_file(ui.render_layers(r, head, opacity)), patches=result_file(ui.render_patches(r)))
 
     def words(self, p, r: Result, lang: str = DEFAULT) -> View:
-        """The texts of a result in `lang`: the label's classes, the answer line, the faithfulness, the verdict."""
+        """The texts of a result in `lang`: the label's classes, the answer line, the faithfulness, the verdict,
+        and the nearest training photos (their captions are words too)."""
+        near = self.neighbours(p, r, lang)
         return View(label={i18n.class_name(c, lang): v for c, v in r.probs.items()}, timing=ui.answer_text(p, r, lang),
-                    faithfulness=ui.faithfulness_text(r, lang=lang), verdict=ui.verdict_text(p, r, lang))
+                    faithfulness=ui.faithfulness_text(r, lang=lang), verdict=ui.verdict_text(p, r, lang),
+                    neighbours_text=near.neighbours_text, neighbours=near.neighbours)
+
+    def neighbours(self, p, r: Result, lang: str = DEFAULT) -> View:
+        """The nearest training photos: thumbnails with class and distance when the photos are on this server
+        (a missing one starts their download, vit.data.course: this answer does not wait), else their names."""
+        found = [self.library.find(n.photo) for n in r.neighbours]
+        shown = bool(found) and all(found)
+        gallery = [(photo_file(f), ui.neighbour_caption(n, lang)) for f, n in zip(found, r.neighbours)] if shown else None
+        return View(neighbours_text=ui.neighbours_text(p, r, shown, lang), neighbours=gallery)
 
     def view(self, image, model, method, layer, head, opacity, discard, score: bool = True, lang: str = DEFAULT,
              page: str | None = None) -> View:
@@ -254,7 +281,8 @@ class Handlers:
         if page is not None:  # the map this page is about to show (`score_view` lands only under it)
             self._on_screen.put(page, shown.key)
         return View(words.label, words.timing, pictures.overlay, words.faithfulness, pictures.curves,
-                    pictures.layers, pictures.patches, words.verdict, shown)
+                    pictures.layers, pictures.patches, words.verdict, shown, neighbours_text=words.neighbours_text,
+                    neighbours=words.neighbours)
 
     # ------------------------------------------------------------ the page's events
 
@@ -262,14 +290,15 @@ class Handlers:
     def show_example(self, image, model, lang: str = DEFAULT) -> View:
         """A clicked example, with the model's default method (cached after its first click, once per language)."""
         v = self.view(image, model, None, ui.LAYER_DEFAULT, "mean", OPACITY, ROLLOUT_DISCARD, lang=lang)
-        return View(v.label, v.timing, v.overlay, v.faithfulness, v.curves, v.layers, v.patches, v.verdict)
+        return View(v.label, v.timing, v.overlay, v.faithfulness, v.curves, v.layers, v.patches, v.verdict,
+                    neighbours_text=v.neighbours_text, neighbours=v.neighbours)
 
     @answers
     def show_default_example(self, image, lang: str = DEFAULT) -> View:
         """A clicked example thumbnail: the default model's answer, and that model selected on the page."""
         v = self.show_example(image, self.default, lang)
         return View(v.label, v.timing, v.overlay, v.faithfulness, v.curves, v.layers, v.patches, v.verdict,
-                    model=self.default)
+                    model=self.default, neighbours_text=v.neighbours_text, neighbours=v.neighbours)
 
     @answers
     def redraw(self, shown: Shown | None, opacity, head) -> View:

@@ -92,6 +92,46 @@ EN: dict[str, str] = {
     "fv.inside.panel.filters": "### Patch filters: the first principal components",
     "fv.inside.panel.position": "### Position embeddings: how alike each position is to every other",
     "fv.inside.panel.distance": "### Mean attention distance per head, by layer",
+    # --- the nearest training photos under the answer (vit.explore.bank), and the Explorer tab
+    "fv.neighbours": "Nearest training photos",
+    "fv.near.none": "ℹ️ *No nearest training photos: {why}.*",
+    "fv.near.head.out": "**The training photos closest to it are far: not look-alikes.** The gate says this photo is "
+                        "not {classes}; these are only the nearest photos the model knows",
+    "fv.near.head.farther": "**Nearest training photos, farther than usual**: the nearest is farther than it is for "
+                            "{pct} % of held-back food photos",
+    "fv.near.head.usual": "**Nearest training photos**, as near as usual for food photos",
+    "fv.near.text": "{head} (in this model's own feature space: cosine distance, and pN: farther than the nearest "
+                    "training photo of N % of held-back food photos; {votes} of {n} are {majority}).",
+    "fv.near.caption": "{label} · {distance}",
+    "fv.near.caption_pct": "{label} · {distance} · p{pct}",
+    "fv.not_here": "*The photos are not on this server (yet): their names.*",
+    "fv.tab.explorer": "Explorer",
+    "fv.explorer.intro": "How each model does on the photos it was tested on, and how it sees every photo: the test "
+                         "split's confusion matrix, every mistake on the test and validation photos, and a map of the "
+                         "model's own features where photos it sees as alike lie close together. Click a mistake or a "
+                         "point to open the photo in Classify.",
+    "fv.explorer.mistakes": "Mistakes: test, then validation (truth → answer, calibrated probability)",
+    "fv.explorer.summary": "**{title}**: {right} of the {n} test photos right ({accuracy}), {mistakes} mistakes; "
+                           "{val_mistakes} more among the {val_n} validation photos ({val_accuracy} right).{near} The "
+                           "map is a {method} of the model's own penultimate features: photos it sees as alike lie "
+                           "close together. Precomputed by `python -m vit.explore`.",
+    "fv.explorer.near": " The majority of each photo's 5 nearest training photos agrees with the model's answer on "
+                        "{test} of the test photos and {val} of the validation photos.",
+    "fv.explorer.corner": "truth ↓ · answer →",
+    "fv.explorer.right": "right",
+    "fv.explorer.diagonal": "{split} split: {trace} of {total} on the diagonal.",
+    "fv.explorer.caption": "{truth} → {answer} {probability} ({split})",
+    "fv.explorer.no_mistakes": "No mistakes.",
+    "fv.explorer.click": "Click a photo to open it in the Classify tab, with the model's answer and its map.",
+    "fv.explorer.head": "| photo | split | truth | answer | probability |",
+    "fv.explorer.answered": "answered {answer}",
+    "fv.explorer.legend": "● training  ■ validation  ▲ test  ✕ non-food  ·  dark outline: a wrong answer",
+    "fv.explorer.hover": "Hover a point for its photo; click one to open it in Classify.",
+    "fv.explorer.aria": "2-D map of {n} photos",
+    "fv.split.train": "training",
+    "fv.split.val": "validation",
+    "fv.split.test": "test",
+    "fv.split.nonfood": "non-food",
     # --- the header and the status line
     "fv.header": "# 🍕🥩🍣 FoodVision ViT\nClassify a food photo as **{classes}** with {models} and see *why*: each "
                  "answer comes with a map of the pixels it rests on ({named} by default) and a score of how "
@@ -238,6 +278,20 @@ EN: dict[str, str] = {
                                    "({vits})",
     "fv.err.inside.not_measured": "not measured for {name} ({how})",
     "fv.err.inside.stale": "measured on another {name} (sha256 {sha}); rerun {how}",
+    "fv.err.explorer.no_record": "no explorer record for {model!r}: {why}",
+    "fv.err.explorer.no_file": "no explorer records in {folder} ({file}; {how} writes it)",
+    "fv.err.explorer.unreadable": "{path} is unreadable ({detail})",
+    "fv.err.explorer.format": "{path}: format {found}, this app reads {format}",
+    "fv.err.explorer.adds_one": "{how} adds one",
+    "fv.err.explorer.no_checkpoints": "no checkpoints",
+    "fv.err.explorer.not_here": "{photo} is not on this server (yet): nothing to open",
+    "fv.err.explorer.no_point": "the map has no point {index}",
+    "fv.err.explorer.nonfood": "{photo} is one of the non-food images the gate is measured against, not a photo of "
+                               "the data set: nothing to open",
+    "fv.err.bank.none": "this model has no bank of training photos ({how} adds one)",
+    "fv.err.bank.damaged": "this model's bank of training photos is damaged and not used ({detail})",
+    "fv.err.bank.stale": "this model's bank of training photos is stale and not used ({bank} was made from other "
+                         "weights or classes than {checkpoint}; {how} makes it anew)",
 }
 
 JA: dict[str, str] = {
@@ -287,6 +341,46 @@ JA: dict[str, str] = {
     "fv.inside.panel.filters": "### パッチのフィルタ：最初の主成分",
     "fv.inside.panel.position": "### 位置埋め込み：各位置がほかの位置とどれだけ似ているか",
     "fv.inside.panel.distance": "### ヘッドごとの平均注意距離（層ごと）",
+    "fv.neighbours": "近い学習写真",
+    "fv.near.none": "ℹ️ *近い学習写真はありません：{why}。*",
+    "fv.near.head.out": "**最も近い学習写真も遠く、似た写真ではありません。** ゲートは、この写真が{classes}ではないと"
+                        "判断しています。これらは、モデルが知っている中で最も近い写真というだけです",
+    "fv.near.head.farther": "**近い学習写真（いつもより遠い）**：最も近い写真までの距離が、取り分けておいた料理の写真の "
+                            "{pct} % より遠くなっています",
+    "fv.near.head.usual": "**近い学習写真**：料理の写真として、いつもどおりの近さです",
+    "fv.near.text": "{head}（このモデル自身の特徴空間でのコサイン距離です。p の後の数字は、取り分けておいた料理の写真の"
+                    "うち、最も近い学習写真までの距離がこの写真より短いものの割合（%）です。{n} 枚のうち {votes} 枚が"
+                    "{majority}です）。",
+    "fv.near.caption": "{label} · {distance}",
+    "fv.near.caption_pct": "{label} · {distance} · p{pct}",
+    "fv.not_here": "*写真はこのサーバーに（まだ）ないため、名前だけを示します。*",
+    "fv.tab.explorer": "エクスプローラー",
+    "fv.explorer.intro": "各モデルがテスト写真にどれだけ正しく答えるか、そしてすべての写真をどう見ているかを示します。"
+                         "テスト分割の混同行列、テストと検証の写真での誤りのすべて、そしてモデル自身の特徴のマップ"
+                         "（モデルが似ていると見る写真ほど近くに並びます）です。誤りか点をクリックすると、その写真を"
+                         "「分類」タブで開きます。",
+    "fv.explorer.mistakes": "誤り：テスト、次に検証（正解 → 答え、較正済みの確率）",
+    "fv.explorer.summary": "**{title}**：テスト写真 {n} 枚のうち {right} 枚が正解（{accuracy}）で、誤りは {mistakes} 枚"
+                           "です。ほかに検証写真 {val_n} 枚のうち {val_mistakes} 枚を誤りました（正解 {val_accuracy}）。"
+                           "{near}マップは、モデル自身の最後から 2 番目の層の特徴を {method} で平面に写したもので、"
+                           "モデルが似ていると見る写真ほど近くに並びます。`python -m vit.explore` で事前に計算しました。",
+    "fv.explorer.near": "各写真に最も近い 5 枚の学習写真の多数決は、テスト写真の {test}、検証写真の {val} でモデルの"
+                        "答えと一致します。",
+    "fv.explorer.corner": "正解 ↓ · 答え →",
+    "fv.explorer.right": "正解",
+    "fv.explorer.diagonal": "{split}分割：対角線上は {total} 枚中 {trace} 枚。",
+    "fv.explorer.caption": "{truth} → {answer} {probability}（{split}）",
+    "fv.explorer.no_mistakes": "誤りはありません。",
+    "fv.explorer.click": "写真をクリックすると、「分類」タブでモデルの答えとマップとともに開きます。",
+    "fv.explorer.head": "| 写真 | 分割 | 正解 | 答え | 確率 |",
+    "fv.explorer.answered": "答え：{answer}",
+    "fv.explorer.legend": "● 学習  ■ 検証  ▲ テスト  ✕ 食べ物以外  ·  濃い縁取り：誤った答え",
+    "fv.explorer.hover": "点にカーソルを合わせると写真の名前が出ます。クリックすると「分類」タブで開きます。",
+    "fv.explorer.aria": "写真 {n} 枚の 2 次元マップ",
+    "fv.split.train": "学習",
+    "fv.split.val": "検証",
+    "fv.split.test": "テスト",
+    "fv.split.nonfood": "食べ物以外",
     "fv.header": "# 🍕🥩🍣 FoodVision ViT\n料理の写真を {models}で **{classes}** に分類し、その*理由*を示します。"
                  "答えごとに、根拠となった画素のマップ（既定は {named}）と、そのマップがどれだけ忠実かのスコアが付きます。"
                  "ここでゼロから学習した ViT が見た写真は数百枚だけで、ViT の ImageNet 重みはどこにも使っていません"
@@ -419,6 +513,20 @@ JA: dict[str, str] = {
                                    "のためのものです。",
     "fv.err.inside.not_measured": "`{name}` ではまだ測っていません（`{how}`）",
     "fv.err.inside.stale": "別の `{name}` で測ったものです（sha256 {sha}）。`{how}` を実行し直してください",
+    "fv.err.explorer.no_record": "{model!r} のエクスプローラー記録がありません：{why}",
+    "fv.err.explorer.no_file": "{folder} にエクスプローラー記録がありません（{file}。`{how}` で書き出せます）",
+    "fv.err.explorer.unreadable": "{path} を読めません（{detail}）",
+    "fv.err.explorer.format": "{path} の形式は {found} ですが、このアプリが読むのは {format} です",
+    "fv.err.explorer.adds_one": "`{how}` で追加できます",
+    "fv.err.explorer.no_checkpoints": "チェックポイントがありません",
+    "fv.err.explorer.not_here": "{photo} はこのサーバーに（まだ）ないため、開けません",
+    "fv.err.explorer.no_point": "マップに点 {index} はありません",
+    "fv.err.explorer.nonfood": "{photo} はゲートの測定に使う食べ物以外の画像で、データセットの写真ではないため、"
+                               "開けません",
+    "fv.err.bank.none": "このモデルには学習写真のバンクがありません（`{how}` で追加できます）",
+    "fv.err.bank.damaged": "このモデルの学習写真のバンクは壊れているため使っていません（{detail}）",
+    "fv.err.bank.stale": "このモデルの学習写真のバンクは古いため使っていません（{bank} は {checkpoint} とは別の重みか"
+                         "クラスから作られています。`{how}` で作り直せます）",
 }
 
 # Names from the registries: English there, Japanese here (a method or family registered later reads English
@@ -521,11 +629,14 @@ def listed(items: Iterable[str], lang: str = DEFAULT, last: str = "fv.list", sep
 
 
 def said(error: Exception, lang: str = DEFAULT) -> str:
-    """An error's sentence in `lang`: the table's "fv.err.<code>" filled with its values; its own English text
-    when it has no code the table knows."""
+    """An error's sentence in `lang`: the table's "fv.err.<code>" filled with its values (a value that is itself
+    a coded note, e.g. why a record is missing, said in `lang` too); its own English text when it has no code
+    the table knows."""
     code = getattr(error, "code", None) if isinstance(error, Said) else None
     key = f"fv.err.{code}"
-    return say(lang, key, **error.values) if code and known(key) else str(error)
+    if not (code and known(key)):
+        return str(error)
+    return say(lang, key, **{k: said(v, lang) if isinstance(v, Said) else v for k, v in error.values.items()})
 
 
 def details(summary: str, body: str) -> str:

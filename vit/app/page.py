@@ -56,6 +56,8 @@ class Classify:
     timing: gr.Markdown
     overlay: gr.Image
     faithfulness: gr.Markdown
+    neighbours_text: gr.Markdown  # the nearest training photos (vit.explore), in words
+    neighbours: gr.Gallery  # ... and their thumbnails
     compare_row: gr.Row
     columns: handlers.Columns
     method: gr.Dropdown
@@ -107,6 +109,9 @@ def classify_tab(models: ModelSet, default: str | None) -> Classify:
             overlay = gr.Image(label=marker("fv.explanation"), type="filepath", height=300, interactive=False,
                                elem_id="overlay", elem_classes="until-value")
             faithfulness = gr.Markdown(elem_id="faithfulness")
+            neighbours_text = gr.Markdown(elem_id="neighbours-text")
+            neighbours = gr.Gallery(label=marker("fv.neighbours"), columns=5, height=200, elem_id="neighbours",
+                                    elem_classes="until-value")
     with gr.Row(visible=False, equal_height=True, elem_id="compare-row") as compare_row:
         columns = handlers.Columns()  # each model's answer under Compare all
         for i in ids:
@@ -132,7 +137,7 @@ def classify_tab(models: ModelSet, default: str | None) -> Classify:
         figures = {name: gr.Image(label=marker(f"fv.{name}"), type="filepath", interactive=False, elem_id=name,
                                   elem_classes="until-value") for name in ("curves", "layers", "patches")}
     return Classify(image, examples, model, run, run_all, card, status, verdict, label, timing, overlay, faithfulness,
-                    compare_row, columns, method, layer, head, opacity, discard, **figures)
+                    neighbours_text, neighbours, compare_row, columns, method, layer, head, opacity, discard, **figures)
 
 
 def examples(slot: gr.Column, photos: list[Path], image: gr.Image, outputs: list,

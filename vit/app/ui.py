@@ -22,6 +22,7 @@ from vit.app.i18n import DEFAULT, say
 from vit.explain import methods as registry
 from vit.explain.cli import BAR_DELETION, BAR_INSERTION
 from vit.explain.rollout import head_choices, parse_head
+from vit.explore.bank import FAR, Neighbour  # a nearest distance above this percentile is "farther than usual"
 from vit.models import families
 from vit.models.attention import NEARLY_UNIFORM
 from vit.models.checkpoint import Preprocessing, passes_per_epoch
@@ -413,3 +414,32 @@ def page_texts(models: ModelSet, default: str | None) -> dict[str, dict[str, str
                    "fv.reliability.caption": reliability(models, lang, draw=False)[1],
                    **{f"fv.head.{n}": say(lang, "fv.head.n", n=n) for n in heads}}
             for lang in i18n.LANGS}
+
+
+def neighbour_caption(n: "Neighbour", lang: str = DEFAULT) -> str:
+    """One neighbour under its thumbnail: its class, distance and the distance's percentile (`neighbours_text`)."""
+    label, distance = i18n.class_name(n.label, lang), f"{n.distance:.3f}"
+    return say(lang, "fv.near.caption", label=label, distance=distance) if n.percentile is None else \
+        say(lang, "fv.near.caption_pct", label=label, distance=distance, pct=f"{n.percentile:.0f}")
+
+
+def neighbours_text(p: "Predictor", r: "Result", shown: bool, lang: str = DEFAULT) -> str:
+    """Markdown above (or, without the photos on disk, instead of) the nearest training photos: what they are,
+    whether they are as near as usual, or far (the gate says the photo is not one the model knows)."""
+    if not r.neighbours:
+        return say(lang, "fv.near.none", why=i18n.said(r.neighbours_note, lang)) if r.neighbours_note else ""
+    nearest = r.neighbours[0].percentile
+    if unreliable(r):
+        head = say(lang, "fv.near.head.out", classes=classes_text(p.class_names, lang))
+    elif nearest is not None and nearest > FAR:
+        head = say(lang, "fv.near.head.farther", pct=f"{nearest:.0f}")
+    else:
+        head = say(lang, "fv.near.head.usual")
+    votes = [n.label for n in r.neighbours]
+    majority = max(dict.fromkeys(votes), key=votes.count)
+    text = say(lang, "fv.near.text", head=head, votes=votes.count(majority), n=len(votes),
+               majority=i18n.class_name(majority, lang))
+    if shown:
+        return text
+    rows = [f"{i}. `{n.photo}`: {neighbour_caption(n, lang)}" for i, n in enumerate(r.neighbours, 1)]
+    return text + "  \n" + say(lang, "fv.not_here") + "\n\n" + "\n".join(rows)

@@ -3,6 +3,7 @@
     python -m vit.bench.readme                  # measures the latency column, saves it, rewrites the blocks
     python -m vit.bench.readme --performance    # ... and first runs vit.bench and the cold start (minutes), saved
     python -m vit.bench.readme --faithfulness   # ... and docs/explanations.md's table, from checkpoints/faithfulness.json
+    python -m vit.bench.readme --explore        # ... and first `python -m vit.explore` on the checkpoints (minutes)
     python -m vit.bench.readme --from-records   # measures nothing: every block from its saved record
     python -m vit.bench.readme --print          # prints instead of rewriting (and saves nothing)
 
@@ -13,7 +14,8 @@ data, recipe) and `LATENCY` (the median of warm batch-size-1 forward passes, nam
 docs/performance.md from `BENCH` (`python -m vit.bench`'s result plus `scripts/cold_start.py`'s);
 docs/trust.md from checkpoints/ood.json (`python -m vit.trust.ood`); docs/explanations.md's table from
 checkpoints/faithfulness.json (`python -m vit.explain`); docs/inside.md's tables and figures from
-checkpoints/inside.json (`python -m vit.explore.inside`); docs/package.md's module table from the modules'
+checkpoints/inside.json (`python -m vit.explore.inside`); docs/explore.md's tables and figure from
+checkpoints/explorer.json and the banks (`python -m vit.explore`); docs/package.md's module table from the modules'
 own docstrings.
 """
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 
 import vit
 from vit.bench.cli import Settings, run
+from vit.bench.explore_tables import explore_block, write_figure
 from vit.bench.inside_tables import inside_block, write_figures
 from vit.bench.machine import machine_info
 from vit.bench.report import performance_markdown
@@ -47,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
                "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md",
-               "inside": DOCS / "inside.md", "road": DOCS / "explanations.md"}
+               "inside": DOCS / "inside.md", "road": DOCS / "explanations.md", "explore": DOCS / "explore.md"}
 
 
 def machine() -> str:
@@ -315,13 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--performance", action="store_true",
                    help=f"first run the benchmark and the cold start, saved in {BENCH.name} (minutes)")
     p.add_argument("--faithfulness", action="store_true", help=f"also the explanations table, from {FAITHFULNESS.name}")
+    p.add_argument("--explore", action="store_true", help="first run python -m vit.explore on the checkpoints (minutes)")
     p.add_argument("--from-records", action="store_true",
                    help=f"measure nothing: every block from its saved record ({LATENCY.name}, {BENCH.name}, ...)")
     p.add_argument("--print", action="store_true", help="print the blocks instead of rewriting the README")
     args = p.parse_args(argv)
-    if args.from_records and args.performance:
-        p.error("--from-records measures nothing: drop --performance")
+    if args.from_records and (args.performance or args.explore):
+        p.error("--from-records measures nothing: drop --performance and --explore")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.explore:
+        subprocess.run([sys.executable, "-m", "vit.explore", *map(str, checkpoint_paths().values())], cwd=ROOT,
+                       check=True)
     latency = json.loads(LATENCY.read_text()) if args.from_records else measure_latency(args.runs)
     performance = measure_performance(args.runs) if args.performance else json.loads(BENCH.read_text())
     if not args.print:  # a new measurement is kept beside the blocks written from it
@@ -331,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     results = results_block(latency)
     blocks = {"models": models_block(results), "results": results, "trust": trust_block(),
               "performance": performance_block(performance), "package": package_block(),
-              "inside": inside_block()}
+              "inside": inside_block(), "explore": explore_block()}
     if args.faithfulness or args.from_records:
         blocks["faithfulness"], blocks["road"] = faithfulness_block(), road_block()
     if args.print:
@@ -341,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(args.root) / BLOCK_FILES[name].relative_to(ROOT)
         path.write_text(replace_block(path.read_text(), name, block))
         print(f"updated the {name} block of {path}")
-    for path in write_figures(Path(args.root) / DOCS.relative_to(ROOT)):
+    docs = Path(args.root) / DOCS.relative_to(ROOT)
+    for path in [*write_figures(docs), write_figure(docs)]:
         print(f"drew {path}")
     return 0
 

@@ -12,9 +12,6 @@ import hashlib
 import logging
 import math
 import socket
-import urllib.error
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,13 +22,13 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms as T
 
+from vit.data import course
 from vit.data.preprocess import eval_transform, split_eval_transform  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-COURSE_URL = "https://github.com/mrdbourke/pytorch-deep-learning/raw/main/data/{variant}.zip"
-VARIANTS = ("pizza_steak_sushi", "pizza_steak_sushi_20_percent")
+COURSE_URL, VARIANTS = course.COURSE_URL, course.VARIANTS
 
 
 @dataclass(frozen=True)
@@ -171,25 +168,8 @@ def _load_rgb(path: Path, short_side: int | None) -> Image.Image:
 
 
 def download(variant: str, dest: str | Path) -> Path:
-    """Fetch and unzip the course's `<variant>.zip` into `dest/<variant>` (needs internet)."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown data set {variant!r}; choose one of {VARIANTS}")
-    target = Path(dest) / variant
-    if (target / "train").is_dir():
-        return target
-    url = COURSE_URL.format(variant=variant)
-    archive = Path(dest) / f"{variant}.zip"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s", url)
-    try:
-        urllib.request.urlretrieve(url, archive)
-    except (urllib.error.URLError, OSError) as e:
-        raise RuntimeError(f"could not download {url} ({e}). Offline, pass --data-dir pointing at an "
-                           "ImageFolder directory with train/ and test/ (e.g. ../shared/data/pizza_steak_sushi)") from e
-    with zipfile.ZipFile(archive) as z:
-        z.extractall(target)
-    archive.unlink()
-    return target
+    """Fetch and unzip the course's `<variant>.zip` into `dest/<variant>` (needs internet; vit.data.course)."""
+    return course.download(variant, dest)
 
 
 NAMED = ("food101", "cifar10")

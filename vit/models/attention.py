@@ -30,6 +30,7 @@ class Trace:
     logits: torch.Tensor  # (B, classes)
     maps: list[torch.Tensor]  # per block: (B, heads, N, N) softmax attention
     attn_inputs: list[torch.Tensor]  # per block: the (B, N, D) tokens its attention reads (after norm1)
+    features: torch.Tensor | None = None  # (B, D) the penultimate vector the head reads (vit.models.features)
 
 
 def trace(model: nn.Module, x: torch.Tensor) -> Trace:
@@ -49,6 +50,14 @@ def attention_maps(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, lis
     return t.logits, t.maps
 
 
+def attention_features(model: nn.Module, x: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """Logits (B, classes), the penultimate features (B, D) and one (B, heads, N, N) attention map per
+    block, all from one pass: what an explanation needs, and its nearest training photos (vit.explore)."""
+    t = trace(model, x)
+    return t.logits, t.features, t.maps
+
+
 def _scratch_vit_trace(model: VisionTransformer, x: torch.Tensor) -> Trace:
     """Our ViT's forward (Eq. 1-4), each `Block.forward` written out with the explicit attention path
     so the normalised tokens entering attention are nodes of the graph too."""
@@ -61,7 +70,9 @@ def _scratch_vit_trace(model: VisionTransformer, x: torch.Tensor) -> Trace:
         x = x + block.drop_path(block.mlp(block.norm2(x)))  # Eq. 3
         maps.append(weights)
         inputs.append(normed)
-    return Trace(model.forward_head(model.norm(x)), maps, inputs)
+    tokens = model.norm(x)  # (B, N, D)
+    features = tokens[:, :model.cfg.num_prefix_tokens].flatten(1)  # (B, D) or (B, 2D) distilled, as in features.py
+    return Trace(model.forward_head(tokens), maps, inputs, features)
 
 
 def _timm_vit_trace(model: nn.Module, x: torch.Tensor) -> Trace:
@@ -76,7 +87,8 @@ def _timm_vit_trace(model: nn.Module, x: torch.Tensor) -> Trace:
         x = x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
         maps.append(weights)
         inputs.append(normed)
-    return Trace(model.forward_head(model.norm(x)), maps, inputs)
+    pooled = model.forward_head(model.norm(x), pre_logits=True)  # (B, D): what the classifier reads
+    return Trace(model.get_classifier()(pooled), maps, inputs, pooled)
 
 
 def _timm_vit_with_attention(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -10,6 +10,7 @@ registry (vit.models.families) to build the architecture a record names and fill
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -214,6 +215,21 @@ def read_extra(path: str | os.PathLike) -> dict[str, "torch.Tensor"]:
             return {k[len(EXTRA_PREFIX):]: f.get_tensor(k) for k in f.keys() if k.startswith(EXTRA_PREFIX)}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: tensors unreadable, the file is truncated or corrupt ({e})") from e
+
+
+def weights_sha256(path: str | os.PathLike) -> str:
+    """A digest of the file's weights alone (names and bytes, EXTRA_PREFIX tensors and metadata left out):
+    what a record made from the model (its nearest-photo bank, vit.explore) checks it still belongs to,
+    unchanged when `rewrite` refits the gate. CheckpointError when the tensors cannot be read."""
+    h = hashlib.sha256()
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            for k in sorted(k for k in f.keys() if not k.startswith(EXTRA_PREFIX)):
+                t = f.get_tensor(k)
+                h.update(f"{k}:{t.dtype}:{t.shape};".encode() + t.tobytes())
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: tensors unreadable, the file is truncated or corrupt ({e})") from e
+    return h.hexdigest()
 
 
 def rewrite(path: str | os.PathLike, meta: dict, extra: dict[str, "torch.Tensor"]) -> Path:

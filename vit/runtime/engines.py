@@ -3,6 +3,7 @@
     engine = current_ort_engine(ckpt) or TorchEngine(ckpt.model)   # vit.runtime.choice.make_engine chooses
     logits = engine.forward(x)              # x: (B, 3, H, W) -> (B, classes), any B
     logits, maps = engine.forward_attention(x)  # ViTs: maps is one (B, heads, N, N) tensor per layer
+    logits, features, maps = engine.forward_attention_features(x)  # ... and the penultimate features, same pass
 
 `FOODVISION_ENGINE=torch|onnxruntime|auto` chooses when the caller does not. onnxruntime is imported
 only inside this module's functions, so the app starts without it. An engine holds no per-call
@@ -31,13 +32,15 @@ import torch
 from torch import nn
 
 from vit.models import families
-from vit.models.attention import attention_maps
+from vit.models.attention import attention_features
 from vit.models.checkpoint import Checkpoint
 from vit.models.features import logits_and_features
 
 log = logging.getLogger(__name__)
 
-FORMAT = "foodvision-onnx/3"  # of vit.runtime.export's graphs (3: the plain graph also outputs `features`); bumped when they change: older exports then count as stale
+# of vit.runtime.export's graphs, bumped when they change: older exports then count as stale (3: the plain graph
+# also outputs `features`; 4: the attention graph too, so an explanation's neighbours need no second pass)
+FORMAT = "foodvision-onnx/4"
 KINDS = ("auto", "onnxruntime", "torch")
 ENV = "FOODVISION_ENGINE"
 CONCURRENT = 2  # requests the app computes at once (its queue's default_concurrency_limit)
@@ -75,6 +78,12 @@ class Engine(ABC):
 
     def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """(B, 3, H, W) -> logits and one (B, heads, N, N) attention map per layer (ViTs only)."""
+        logits, _, maps = self.forward_attention_features(x)
+        return logits, maps
+
+    def forward_attention_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """(B, 3, H, W) -> logits, penultimate features (B, D) and one (B, heads, N, N) attention map per
+        layer, from one pass (ViTs only)."""
         raise TypeError(f"{self.name} engine: this model has no attention maps (not a ViT)")
 
     def forward_batches(self, x: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
@@ -102,12 +111,11 @@ class TorchEngine(Engine):
         with torch.inference_mode():
             return logits_and_features(self.model, x)
 
-    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_attention_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         if not self.attention:
-            return super().forward_attention(x)
-
+            return super().forward_attention_features(x)
         with torch.inference_mode():
-            return attention_maps(self.model, x)
+            return attention_features(self.model, x)
 
 
 def session_options(threads: int = THREADS):
@@ -184,11 +192,13 @@ class OrtEngine(Engine):
                                                     providers=["CPUExecutionProvider"])
             return self._single
 
-    def forward_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_attention_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         if not self.attention:
-            return super().forward_attention(x)
-        logits, *maps = self._attention_session().run(None, {"image": _numpy(x)})
-        return torch.from_numpy(logits), [torch.from_numpy(m) for m in maps]
+            return super().forward_attention_features(x)
+        session = self._attention_session()
+        maps = [o.name for o in session.get_outputs() if o.name.startswith("attn.")]
+        logits, features, *weights = session.run(["logits", "features", *maps], {"image": _numpy(x)})
+        return torch.from_numpy(logits), torch.from_numpy(features), [torch.from_numpy(m) for m in weights]
 
     def _attention_session(self):
         with self._lock:  # two first requests at once open it once

@@ -5,7 +5,9 @@
 Writes FILE.onnx (default: beside the checkpoint), the plain forward: input `image` (B, 3, H, W) ->
 outputs `logits` (B, classes) and `features` (B, D), the penultimate vector the OOD gate (vit.trust)
 scores, with a dynamic batch axis. For a ViT (`families.get(..).attention`) it
-also writes FILE.attn.onnx: `image` -> `logits`, `attn.0` ... `attn.{L-1}`, each (B, heads, N, N).
+also writes FILE.attn.onnx: `image` -> `logits`, `features` (the same vector, from the same pass, so an
+explanation's nearest training photos need no second pass) and `attn.0` ... `attn.{L-1}`, each
+(B, heads, N, N).
 A second file, not a second output set, so the plain graph keeps SDPA's shape and the fast path
 never computes maps it does not return.
 
@@ -44,7 +46,7 @@ from torch import nn
 
 from vit.files import atomic_path
 from vit.models import families
-from vit.models.attention import attention_maps
+from vit.models.attention import attention_features, attention_maps
 from vit.models.checkpoint import Checkpoint
 from vit.models.factory import load
 from vit.models.features import WithFeatures
@@ -80,15 +82,15 @@ def input_px(ckpt: Checkpoint) -> int:
 
 
 class _WithAttention(nn.Module):
-    """model -> (logits, map_0, ..., map_{L-1}): the explicit-softmax path as one traceable module."""
+    """model -> (logits, features, map_0, ..., map_{L-1}): the explicit-softmax path as one traceable module."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, maps = attention_maps(self.model, x)
-        return (logits, *maps)
+        logits, features, maps = attention_features(self.model, x)
+        return (logits, features, *maps)
 
 
 def metadata(ckpt: Checkpoint, graph: str, *, int8: bool = False, source_sha256: str | None = None) -> dict[str, str]:
@@ -186,8 +188,8 @@ def export(ckpt: Checkpoint, out: str | os.PathLike | None = None, *, int8: bool
             depth = len(model.blocks)
             attn = attention_path(out)
             raw = Path(tmp) / "attn.onnx"
-            _torch_export(_WithAttention(model).eval(), x, raw, [LOGITS] + [f"attn.{i}" for i in range(depth)],
-                          fuse=False)
+            _torch_export(_WithAttention(model).eval(), x, raw,
+                          [LOGITS, FEATURES] + [f"attn.{i}" for i in range(depth)], fuse=False)
             _write_metadata(raw, metadata(ckpt, "logits+attention", source_sha256=digest), half=True)
             os.replace(raw, attn)
             written.append(attn)
@@ -291,8 +293,10 @@ def check(ckpt: Checkpoint, onnx_path: str | os.PathLike, data_dir: str | os.Pat
 
         with torch.inference_mode():
             _, ref_maps = attention_maps(ckpt.model, photos[:2])
-        _, maps = engine.forward_attention(photos[:2])
+        _, features, maps = engine.forward_attention_features(photos[:2])
         result["max_abs_attention_diff"] = max(float((a - b).abs().max()) for a, b in zip(maps, ref_maps))
+        result["max_abs_feature_diff"] = max(result["max_abs_feature_diff"],
+                                             float((features - ref_features[:2]).abs().max()))
     agreement = result.get("top1_agreement", 1.0)
     if engine.int8:
         result["ok"] = agreement >= INT8_AGREEMENT

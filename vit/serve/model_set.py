@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # vit.serve.predictor imports timm (seconds): only the loadin
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
+DATA_DIR = Path(__file__).resolve().parents[3] / "shared" / "data"  # the photos, when this clone has them beside it
 LOAD_WAIT_S = 120.0  # a request for a model still loading waits this long, then gets a message
 
 
@@ -180,7 +181,16 @@ def parse_args(argv: list[str], doc: str | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoints", help="folder of *.safetensors checkpoints (default: $FOODVISION_CHECKPOINTS "
                                           "or ./checkpoints)")
     p.add_argument("--mcp", action="store_true", help="also serve the API as MCP tools")
+    p.add_argument("--data-dir", help="the folder holding the data sets' folders (pizza_steak_sushi/...), for the "
+                                      "thumbnails of the nearest training photos and the mistakes (default: "
+                                      "$FOODVISION_DATA_DIR, ../shared/data, else downloaded on first use)")
     return p.parse_args(argv)
+
+
+def data_roots(args: argparse.Namespace) -> list[Path]:
+    """Where the app looks for the dataset photos: `--data-dir`, $FOODVISION_DATA_DIR, ../shared/data (then
+    vit.data.course's download cache)."""
+    return [Path(d) for d in (getattr(args, "data_dir", None), os.environ.get("FOODVISION_DATA_DIR")) if d] + [DATA_DIR]
 
 
 def from_args(args: argparse.Namespace) -> ModelSet:

@@ -33,6 +33,8 @@ from vit.data.preprocess import split_eval_transform
 from vit.explain import methods as registry
 from vit.explain.errors import RequestError
 from vit.explain.rollout import parse_head
+from vit.explore.bank import Bank, Neighbour, load_bank
+from vit.messages import Said
 from vit.models import attention, families
 from vit.models.checkpoint import Checkpoint
 from vit.models.factory import load
@@ -125,6 +127,8 @@ class Result:
     trust: Trust | None = None  # the gate's verdict, the prediction set, the temperature (vit.trust)
     trust_ms: float = 0.0  # the gate's features (the shared backbone's pass) and verdict, after the timed pass
     gate_features: torch.Tensor | None = None  # (1, D) shared-backbone features: Compare all reuses them
+    neighbours: list[Neighbour] = field(default_factory=list)  # the K nearest training photos (vit.explore)
+    neighbours_note: Said | None = None  # why there are none: the model has no (usable) bank (English as str())
 
     @property
     def top(self) -> str:
@@ -158,6 +162,8 @@ class Predictor:
         self._model_lock = threading.Lock()
         self._engine_ready = threading.Event()
         self.gate, self.gate_note = _gate(ckpt)
+        self.bank: Bank | None
+        self.bank, self.bank_note = load_bank(ckpt.path, ckpt.class_names)
         self._passes, self._maps, self._scores = LRU(PASS_CACHE), LRU(MAP_CACHE), LRU(MAP_CACHE)
         kind = engines.resolve_kind(engine)
         if self.shared_gate:  # open (or export) the shared backbone now, not in the first request
@@ -253,16 +259,23 @@ class Predictor:
         return self.gate is not None and self.gate.features != OWN
 
     def _pass(self, engine: engines.Engine, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The plain forward pass: logits, and the model's own features when its gate reads them."""
-        if self.gate is None or self.shared_gate:
+        """The plain forward pass: logits, and the model's own features when its gate or its bank reads them."""
+        if self.bank is None and (self.gate is None or self.shared_gate):
             return engine.forward(x), None
         return engine.forward_features(x)
+
+    def neighbours(self, own: torch.Tensor | None) -> tuple[list[Neighbour], Said | None]:
+        """The photo's nearest training photos from its own features (`own`, (1, D), from the request's
+        one pass), or none and why."""
+        if self.bank is None:
+            return [], self.bank_note
+        return self.bank.query(own)[0], None
 
     def _gate_features(self, engine: engines.Engine, x: torch.Tensor, photo: Image.Image,
                        own: torch.Tensor | None) -> torch.Tensor | None:
         """What the gate reads: the shared backbone's features of the decoded photo (prepared by its
         own transform, as when the gate was fitted, on the engine kind serving the model), or the
-        model's own (`own`, else one more plain pass: a ViT's attention graph has no `features`)."""
+        model's own (`own`, from the request's pass)."""
         if self.gate is None:
             return None
         if self.shared_gate:
@@ -301,8 +314,9 @@ class Predictor:
         start = time.perf_counter()
         probs, raw, trust = self.assess(logits, self._gate_features(engine, x, photo, own))
         trust_ms = (time.perf_counter() - start) * 1e3
+        neighbours, note = self.neighbours(own)
         return Result(probs, latency, view, (1, 1), engine=engine.name, raw_probs=raw, trust=trust,
-                      trust_ms=trust_ms)  # no map: no grid
+                      trust_ms=trust_ms, neighbours=neighbours, neighbours_note=note)  # no map: no grid
 
     def explain(self, image, method: str | None = None, *, layer: int = -1, head: int | str = "mean",
                 discard: float = 0.9, score: bool = False, gate_features: torch.Tensor | None = None) -> Result:
@@ -310,9 +324,9 @@ class Predictor:
 
         One timed pass gives the probabilities: for a ViT the forward that also returns every layer's
         attention (so attention and rollout need nothing more), for a CNN the plain forward with its
-        features. The gate's verdict (vit.trust) needs the shared backbone's pass on the photo (the committed
-        gates), or for a ViT gated on its own features one more plain pass (the attention graph has no
-        `features` output). Gradient
+        features; either pass also gives the penultimate features, which the nearest training photos
+        (`Result.neighbours`, vit.explore) and a gate on the model's own features read. The gate's verdict
+        (vit.trust) needs the shared backbone's pass on the photo (the committed gates). Gradient
         methods then run their own forward + backward on PyTorch; occlusion and the faithfulness score
         (`score=True`) run batched forwards on the engine. `gate_features`: another model's
         `Result.gate_features` for the same photo, reused when this model's gate reads the shared backbone
@@ -375,24 +389,25 @@ class Predictor:
         reused = cached is not None
         if not reused:
             start = time.perf_counter()
-            own = None
-            if self.spec.attention:
-                logits, maps = engine.forward_attention(x)
+            if self.spec.attention:  # the attention graph gives the features too: one pass (export FORMAT 4)
+                logits, own, maps = engine.forward_attention_features(x)
                 maps, timed = [m[0] for m in maps], "forward pass with attention maps"
             else:
                 (logits, own), maps, timed = self._pass(engine, x), [], "forward pass"
             latency, start = (time.perf_counter() - start) * 1e3, time.perf_counter()
             reuse = gate_features is not None and self.shared_gate
             feats = gate_features if reuse else self._gate_features(engine, x, photo, own)
-            cached = self._passes.put((key, engine.name), (logits, maps, feats, latency, timed,
+            cached = self._passes.put((key, engine.name), (logits, maps, feats, own, latency, timed,
                                                            (time.perf_counter() - start) * 1e3))
-        logits, maps, feats, latency, timed, feats_ms = cached
+        logits, maps, feats, own, latency, timed, feats_ms = cached
         start = time.perf_counter()
         probs, raw, trust = self.assess(logits, feats)  # the verdict itself is cheap: asked every time
         trust_ms = (time.perf_counter() - start) * 1e3 + (0.0 if reused else feats_ms)
+        neighbours, note = self.neighbours(own)
         return Result(probs, latency, view, self.grid or (1, 1), self.prefix, timed, engine.name, list(maps),
                       raw_probs=dict(raw), trust=trust, trust_ms=trust_ms,
-                      gate_features=feats if self.shared_gate else None, reused=reused), logits
+                      gate_features=feats if self.shared_gate else None, reused=reused, neighbours=neighbours,
+                      neighbours_note=note), logits
 
     def _score(self, params: tuple, engine: engines.Engine, x: torch.Tensor, heat: np.ndarray, target: int,
                logits: torch.Tensor):

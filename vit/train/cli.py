@@ -14,6 +14,7 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, TensorDataset
 
+from vit.explore.bank import write_after_training
 from vit.models import checkpoint
 from vit.models.checkpoint import CheckpointError
 from vit.train import distributed, loop
@@ -161,6 +162,8 @@ def finish(cfg: TrainConfig, d: distributed.Dist, device: str, prep: Prepared, b
              "  ".join(f"{name} acc {m['accuracy']:.4f}" for name, m in metrics.items()))
     fit_after_training(out, prep.train_set, prep.val_set,
                        {"data_dirs": [str(x) for x in cfg.data_dir], "val_fraction": cfg.val_fraction})
+    if prep.val_set:  # the nearest training photos of every answer (vit.explore), the validation ones its scale
+        write_after_training(out, model, prep.train_set, prep.val_set, [str(x) for x in cfg.data_dir], cfg.val_fraction)
     return out
 
 

@@ -1,0 +1,3 @@
+from vit.explore.cli import main
+
+main()
