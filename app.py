@@ -64,24 +64,28 @@ with gr.Blocks(title="FoodVision ViT", delete_cache=(3600, 3600)) as demo:  # re
     score = {"fn": shown.bind(H.score_view), "inputs": [last, lang], "outputs": list(shown),  # after the overlay: its
              "concurrency_id": MODEL_RUNS, "api_visibility": "private",  # score, unless a newer map is up by then;
              "trigger_mode": "multiple"}  # a newer map's score starts while an older one's still runs (then dropped)
+    pictures = {"fn": shown.bind(H.after_score), "inputs": [last, lang], "outputs": list(shown), **private}
+
+    def scored(event, **kw):  # a map shown, then its score's words, then the pictures: curves, nearest photos
+        return event.success(**score, **kw).then(**pictures)
     # The other tabs next, nothing drawn between them (a gr.api's placeholder would start a second row of tabs)
-    explorer_tab.build(H, c, shown, lang, runs=runs, score=score)  # the test-set explorer; a click opens Classify
+    explorer_tab.build(H, c, shown, lang, runs=runs, scored=scored)  # the test-set explorer; a click opens Classify
     inside_tab.build(H, api.inside(H), MODEL_RUNS, lang)  # Inside the ViT (Fig. 7 of the ViT paper), then /inside
     controls = handlers.Outputs(card=c.card, layer=c.layer, head=c.head, method=c.method, discard=c.discard,
                                 layers=c.layers)
     tables = {"fn": H.tables, "inputs": [lang], "outputs": [t.table, t.loss, t.acc], "queue": False, **private}
-    c.run.click(shown.bind(H.show), [c.image, c.model, *explain_inputs, lang], list(shown), **runs).success(**score)
+    scored(c.run.click(shown.bind(H.show), [c.image, c.model, *explain_inputs, lang], list(shown), **runs))
     c.run_all.click(lambda: gr.update(visible=True), None, c.compare_row, api_visibility="private").then(
         c.columns.bind(H.compare), [c.image, c.method, c.discard, lang], list(c.columns), api_name="compare",
         concurrency_id=MODEL_RUNS, preprocess=False)
     c.opacity.release(shown.bind(H.redraw), [last, c.opacity, c.head], list(shown), **private)
-    c.method.input(controls.bind(H.on_method_change), [c.model, c.method], list(controls), queue=False,
-                   **private).then(shown.bind(H.show), [c.image, c.model, *explain_inputs, lang], list(shown),
-                                   **runs).success(**score)
-    c.model.input(shown.bind(H.show_default), [c.image, c.model, c.opacity, lang], list(shown), **runs).success(**score)
+    scored(c.method.input(controls.bind(H.on_method_change), [c.model, c.method], list(controls), queue=False,
+                          **private).then(shown.bind(H.show), [c.image, c.model, *explain_inputs, lang], list(shown),
+                                          **runs))
+    scored(c.model.input(shown.bind(H.show_default), [c.image, c.model, c.opacity, lang], list(shown), **runs))
     for event in (c.layer.release, c.head.input, c.discard.release):  # the map from the photo's pass, then its score
-        event(shown.bind(H.redraw_map), [c.image, c.model, *explain_inputs, lang], list(shown), **runs).success(
-            **score, show_progress="hidden")
+        scored(event(shown.bind(H.redraw_map), [c.image, c.model, *explain_inputs, lang], list(shown), **runs),
+               show_progress="hidden")
     c.image.upload(H.check_upload, [c.image, lang], None, preprocess=False, **private)
     c.image.change(H.new_photo, None, last, queue=False, **private)  # and no late score lands under its answer
     c.model.change(controls.bind(H.on_model_change), [c.model, lang], list(controls), queue=False, **private)

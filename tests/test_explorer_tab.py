@@ -130,3 +130,42 @@ def test_without_the_photos_or_a_bank_the_neighbours_are_named_or_said_missing(t
     none = h.neighbours(p, result([], note=note))
     assert none.neighbours_text.startswith("ℹ️ *No nearest training photos: this model has no bank")
     assert ui.neighbour_caption(Neighbour("x", "sushi", 0.1234)) == "sushi · 0.123"
+
+
+def test_on_the_page_the_pictures_come_after_the_overlay_and_its_score(tiny_checkpoints, tmp_path, monkeypatch):
+    """The overlay is sent alone (five thumbnails beside it slowed a click by ~0.05 s, docs/performance.md); the
+    nearest photos' thumbnails follow its score (Handlers.after_score, with the curves), once per photo: a redraw
+    of the same photo keeps them, a new photo clears them until its own, a newer map drops an older one's. The
+    API (no page) gets them at once."""
+    import dataclasses
+
+    for i, c in enumerate(CLASSES):
+        (tmp_path / "set" / "train" / c).mkdir(parents=True)
+        make_image(i).save(tmp_path / "set" / "train" / c / "1.jpg")
+    near = [Neighbour(f"set/train/{c}/1.jpg", c, 0.01 * (i + 1), 10.0 * (i + 1)) for i, c in enumerate(CLASSES)]
+    h = handlers_over(tiny_checkpoints, tmp_path, [tmp_path], load=True)
+    explain = h.explain
+    monkeypatch.setattr(h, "explain", lambda *a, **k: (lambda p, r: (p, dataclasses.replace(r, neighbours=near)))(
+        *explain(*a, **k)))
+    path = tmp_path / "photo.png"
+    make_image(7, (64, 48)).save(path)
+    value, page = {"path": str(path), "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}, \
+        SimpleNamespace(session_hash="thumbnails")
+
+    def show(head="mean", request=page):
+        return h.show(value, "scratch_vit", "rollout", 1, head, 0.5, 0.9, "en", request)
+
+    first = show()
+    assert first.neighbours is None and first.neighbours_text.startswith("**Nearest training photos**")
+    scored = h.score_view(first.shown, "en", page)  # the score's words alone
+    assert "Is the map faithful?" in scored.faithfulness and scored.neighbours is scored.curves is handlers.KEEP
+    after = h.after_score(first.shown, "en", page)
+    assert after.curves.endswith(".png") and after.faithfulness is handlers.KEEP
+    assert [c for _, c in after.neighbours] == ["pizza · 0.010 · p10", "steak · 0.020 · p20", "sushi · 0.030 · p30"]
+    redrawn = show("head 1")  # the same photo: its thumbnails stay on the page
+    assert redrawn.neighbours is handlers.KEEP and h.after_score(redrawn.shown, "en", page).neighbours is handlers.KEEP
+    h.new_photo(page)
+    older, newer = show(), show("head 2")
+    assert older.neighbours is None and h.after_score(older.shown, "en", page).neighbours is handlers.KEEP  # replaced
+    assert len(h.after_score(newer.shown, "en", page).neighbours) == 3
+    assert len(show(request=None).neighbours) == 3  # the API: at once

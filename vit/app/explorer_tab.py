@@ -10,7 +10,9 @@ static words are markers of vit.app.i18n; every event that says something takes 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
@@ -22,6 +24,9 @@ from vit.app.i18n import DEFAULT, marker
 from vit.app.page import Classify
 from vit.data.images import Decoded, open_image
 from vit.explore.explorer import NONFOOD, RecordError, no_point, not_a_photo, not_here, points
+
+if TYPE_CHECKING:
+    from gradio.events import Dependency
 
 TAB_ID = "explorer-tab"
 CLASSIFY_TAB_BUTTON = "classify-tab-button"  # Gradio names a tab's button after the tab's elem_id ("classify-tab")
@@ -105,7 +110,8 @@ class Explorer:
         return self.open_photo(model, p["photo"], lang)
 
 
-def build(h: Handlers, c: Classify, page: Outputs, lang: gr.State, *, runs: dict, score: dict) -> gr.Tab:
+def build(h: Handlers, c: Classify, page: Outputs, lang: gr.State, *, runs: dict,
+          scored: Callable[[Dependency], Dependency]) -> gr.Tab:
     """The Explorer tab, made inside the Blocks being built, its events bound, its words in the page's language
     (`lang`, app.py's state); a click on a mistake or a point sets the photo and the model of the Classify tab
     (`c`), shows that tab and answers as a model switch does (`page`: the answer's components)."""
@@ -134,8 +140,8 @@ def build(h: Handlers, c: Classify, page: Outputs, lang: gr.State, *, runs: dict
     to = Outputs(image=c.image, model=c.model, label=page.components["label"], verdict=page.components["verdict"])
     answer = {"fn": page.bind(h.show_default), "inputs": [c.image, c.model, c.opacity, lang], "outputs": list(page),
               "js": TO_CLASSIFY, **runs}
-    gallery.select(to.bind(ex.open_mistake), [choice, shown, lang], list(to), show_progress="hidden", **runs).success(
-        **answer).success(**score)
-    svg.select(to.bind(ex.open_point), [choice, lang], list(to), show_progress="hidden", **runs).success(
-        **answer).success(**score)
+    scored(gallery.select(to.bind(ex.open_mistake), [choice, shown, lang], list(to), show_progress="hidden",
+                          **runs).success(**answer))  # then its score and pictures (app.py's `scored`)
+    scored(svg.select(to.bind(ex.open_point), [choice, lang], list(to), show_progress="hidden", **runs).success(
+        **answer))
     return tab

@@ -203,6 +203,11 @@ class Columns:
         return bound
 
 
+def thumbnails_key(shown: Shown) -> tuple:
+    """What the nearest photos' thumbnails under an answer show: the same photos at the same distances."""
+    return tuple((n.photo, round(n.distance, 6)) for n in shown.result.neighbours)
+
+
 def _page(request: gr.Request | None) -> str | None:
     """The visitor's page (Gradio's session) an event came from; None for the API and for tests."""
     return getattr(request, "session_hash", None)
@@ -233,6 +238,7 @@ class Handlers:
         their names only); `records`: the explorer records (default: explorer.json beside the checkpoints)."""
         self.models, self.default = models, default
         self._on_screen = LRU(PAGES)  # page (Gradio session) -> the key of the map it shows (NEW_PHOTO: none)
+        self._thumbnails = LRU(PAGES)  # page -> the key of the nearest photos' thumbnails it shows (None: none)
         self.library = photos if isinstance(photos, Library) else Library(photos or [], download=photos is not None)
         folder = next(iter(models.paths.values())).parent if models.paths else None
         self.records = records or (Records.read(folder / EXPLORER_FILE) if folder else Records({}, NO_CHECKPOINTS))
@@ -253,21 +259,25 @@ class Handlers:
         return View(overlay=result_file(ui.render_overlay(r, opacity)), curves=result_file(ui.curves_image(r)),
                     layers=result_file(ui.render_layers(r, head, opacity)), patches=result_file(ui.render_patches(r)))
 
-    def words(self, p, r: Result, lang: str = DEFAULT) -> View:
+    def words(self, p, r: Result, lang: str = DEFAULT, thumbnails: bool = True) -> View:
         """The texts of a result in `lang`: the label's classes, the answer line, the faithfulness, the verdict,
-        and the nearest training photos (their captions are words too)."""
-        near = self.neighbours(p, r, lang)
+        and the nearest training photos (their captions are words too; without `thumbnails`, in words only)."""
+        near = self.neighbours(p, r, lang, thumbnails)
         return View(label={i18n.class_name(c, lang): v for c, v in r.probs.items()}, timing=ui.answer_text(p, r, lang),
                     faithfulness=ui.faithfulness_text(r, lang=lang), verdict=ui.verdict_text(p, r, lang),
                     neighbours_text=near.neighbours_text, neighbours=near.neighbours)
 
-    def neighbours(self, p, r: Result, lang: str = DEFAULT) -> View:
+    def neighbours(self, p, r: Result, lang: str = DEFAULT, thumbnails: bool = True) -> View:
         """The nearest training photos: thumbnails with class and distance when the photos are on this server
-        (a missing one starts their download, vit.data.course: this answer does not wait), else their names."""
+        (a missing one starts their download, vit.data.course: this answer does not wait), else their names.
+        Without `thumbnails`, the words alone (neighbours KEEP)."""
         found = [self.library.find(n.photo) for n in r.neighbours]
         shown = bool(found) and all(found)
+        text = ui.neighbours_text(p, r, shown, lang)
+        if not thumbnails:
+            return View(neighbours_text=text)
         gallery = [(photo_file(f), ui.neighbour_caption(n, lang)) for f, n in zip(found, r.neighbours)] if shown else None
-        return View(neighbours_text=ui.neighbours_text(p, r, shown, lang), neighbours=gallery)
+        return View(neighbours_text=text, neighbours=gallery)
 
     def view(self, image, model, method, layer, head, opacity, discard, score: bool = True, lang: str = DEFAULT,
              page: str | None = None) -> View:
@@ -277,12 +287,15 @@ class Handlers:
         photo = decode(image, lang)
         p, r = self.explain(model, photo, method, layer, head, discard, score)
         shown = Shown(model, r, photo, r.method, layer, head, discard)
-        pictures, words = self.pictures(p, r, opacity, head), self.words(p, r, lang)
-        if page is not None:  # the map this page is about to show (`score_view` lands only under it)
+        pictures, words = self.pictures(p, r, opacity, head), self.words(p, r, lang, thumbnails=page is None)
+        neighbours = words.neighbours
+        if page is not None:  # the map this page is about to show (`score_view` lands only under it) ...
             self._on_screen.put(page, shown.key)
+            if self._thumbnails.get(page) != thumbnails_key(shown):  # ... and its thumbnails, after the score
+                neighbours, _ = None, self._thumbnails.put(page, None)  # (`after_score`): the overlay goes alone
         return View(words.label, words.timing, pictures.overlay, words.faithfulness, pictures.curves,
                     pictures.layers, pictures.patches, words.verdict, shown, neighbours_text=words.neighbours_text,
-                    neighbours=words.neighbours)
+                    neighbours=neighbours)
 
     # ------------------------------------------------------------ the page's events
 
@@ -313,6 +326,7 @@ class Handlers:
         and no score still running for the old map may land under the new photo's answer."""
         if _page(request) is not None:
             self._on_screen.put(_page(request), NEW_PHOTO)
+            self._thumbnails.put(_page(request), None)
         return None
 
     def replaced(self, shown: Shown, request: gr.Request | None) -> bool:
@@ -366,7 +380,27 @@ class Handlers:
         _, r = self.explain(shown.model, shown.photo, shown.method, shown.layer, shown.head, shown.discard)
         if self.replaced(shown, request):  # ... since the score started: it would land under the newer map
             return View()
-        return View(faithfulness=ui.faithfulness_text(r, lang=lang), curves=result_file(ui.curves_image(r)))
+        words = ui.faithfulness_text(r, lang=lang)
+        if _page(request) is not None:  # a page: the words now, the curves' picture next (`after_score`)
+            return View(faithfulness=words)
+        return View(faithfulness=words, curves=result_file(ui.curves_image(r)))
+
+    @answers
+    def after_score(self, shown: Shown | None, lang: str = DEFAULT, request: gr.Request | None = None) -> View:
+        """On a page, the pictures after the words: the score's curves (a plot, ~80 ms) and the nearest training
+        photos' thumbnails, once per photo and model (a redraw keeps them); `view` and `score_view` leave them
+        out so that the overlay and the score's text come sooner (docs/performance.md). Nothing when the page
+        shows another map or photo by now."""
+        page = _page(request)
+        if not shown or self.replaced(shown, request):
+            return View()
+        _, r = self.explain(shown.model, shown.photo, shown.method, shown.layer, shown.head, shown.discard)
+        thumbnails = KEEP
+        if page is None or self._thumbnails.get(page) != thumbnails_key(shown):
+            thumbnails = self.neighbours(self.models.models[shown.model], shown.result, lang).neighbours
+            if page is not None:
+                self._thumbnails.put(page, thumbnails_key(shown))
+        return View(curves=result_file(ui.curves_image(r)), neighbours=thumbnails)
 
     @answers
     def compare(self, image, method, discard, lang: str = DEFAULT) -> list[ModelAnswer]:
