@@ -5,10 +5,11 @@ import threading
 from vit.serve import heap
 
 
-def counted(monkeypatch) -> list[str]:
+def counted(idle_s: float) -> tuple[list[str], heap.Released]:
+    """A `Released` whose trims are recorded (by thread name) instead of made: its own, not those of the
+    timers that other tests' requests left on the process's `RELEASED`."""
     trims = []
-    monkeypatch.setattr(heap, "trim", lambda: trims.append(threading.current_thread().name) or True)
-    return trims
+    return trims, heap.Released(idle_s, trim=lambda: trims.append(threading.current_thread().name) or True)
 
 
 def settle(released: heap.Released) -> None:
@@ -17,8 +18,8 @@ def settle(released: heap.Released) -> None:
         t.join(released.idle_s + 5)
 
 
-def test_the_heap_is_trimmed_after_the_last_request_on_a_timer(monkeypatch):
-    trims, released = counted(monkeypatch), heap.Released(idle_s=0.05)
+def test_the_heap_is_trimmed_after_the_last_request_on_a_timer():
+    trims, released = counted(idle_s=0.05)
     with released:
         with released:
             pass
@@ -29,10 +30,10 @@ def test_the_heap_is_trimmed_after_the_last_request_on_a_timer(monkeypatch):
     assert len(trims) == 1 and released.trims == 1 and trims[0] != threading.current_thread().name
 
 
-def test_a_request_begun_meanwhile_defers_the_trim(monkeypatch):
+def test_a_request_begun_meanwhile_defers_the_trim():
     """A visitor's next click within `idle_s`: the earlier timer trims nothing; the click's own end sets the
     one trim."""
-    trims, released = counted(monkeypatch), heap.Released(idle_s=0.3)
+    trims, released = counted(idle_s=0.3)
     with released:
         pass
     with released:  # begun before the first timer fires
@@ -41,8 +42,8 @@ def test_a_request_begun_meanwhile_defers_the_trim(monkeypatch):
     assert len(trims) == 1 and released.trims == 1
 
 
-def test_a_request_that_fails_still_counts_out(monkeypatch):
-    trims, released = counted(monkeypatch), heap.Released(idle_s=0.01)
+def test_a_request_that_fails_still_counts_out():
+    trims, released = counted(idle_s=0.01)
     try:
         with released:
             raise ValueError("a bad photo")

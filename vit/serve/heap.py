@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import logging
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,9 @@ class Released:
     trim, and a visitor's next click, a second later, does not fault back in the pages a trim between the
     two would have handed back)."""
 
-    def __init__(self, idle_s: float = IDLE_S) -> None:
+    def __init__(self, idle_s: float = IDLE_S, trim: Callable[[], bool] | None = None) -> None:
         self.idle_s, self.in_flight, self.trims = idle_s, 0, 0
+        self._trim = trim  # None: the module's `trim`, looked up when the timer fires
         self._begun = 0  # requests begun so far: a timer trims only if none has begun since it was set
         self._lock = threading.Lock()
 
@@ -78,7 +80,7 @@ class Released:
         with self._lock:
             idle = self.in_flight == 0 and self._begun == begun
         if idle:
-            trim()
+            (self._trim or trim)()
             self.trims += 1
 
 
