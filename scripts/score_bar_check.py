@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{b['deletion_ratio']:.3f} / {b['insertion_ratio']:.3f} (ranks {b['rank_deletion']}, "
                   f"{b['rank_insertion']}, bar {b['meets_bar']})")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        record = {"command": "python scripts/score_bar_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": result}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
 

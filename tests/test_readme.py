@@ -46,6 +46,26 @@ def test_the_faithfulness_and_road_tables_are_generated_from_the_saved_run():
     assert block(DOCS["explanations.md"], "road") == road_block()
 
 
+def test_the_issue_31_tables_are_generated_from_the_saved_sitting():
+    """docs/performance.md's before / after table is checkpoints/speed.json (two `python -m vit.bench.speed`
+    runs of one sitting), figure for figure; docs/explanations.md's score check is checkpoints/score_bar.json."""
+    from vit.bench.speed_tables import SCORE_BAR, SPEED, score_bar_block, speed_block
+    text = block(DOCS["performance.md"], "speed")
+    assert text == speed_block()
+    record = json.loads(SPEED.read_text())
+    before, after = record["before"], record["after"]
+    assert set(after["models"]) == {p.stem for p in (ROOT / "checkpoints").glob("*.safetensors")}
+    for name, run in after["models"].items():
+        b, a = before["models"][name]["maps"], run["maps"]
+        assert [r["photo"] for r in a["rows"]] == [r["photo"] for r in b["rows"]]  # the same photos both times
+        assert f"| {name} | {b['default']} → {a['default']} | {b['map_ms']:.0f} → **{a['map_ms']:.0f}** |" in text
+    m = after["memory"]["growth_mb"]
+    assert f"{m['warm -> burst 1']:+.0f} MB | {m['burst 1 -> burst 2']:+.0f} MB" in text
+    assert block(DOCS["explanations.md"], "score_bar") == score_bar_block()
+    bar = json.loads(SCORE_BAR.read_text())["results"]
+    assert {r["default"] for r in bar.values()} and all(r["photos"] == 45 for r in bar.values())
+
+
 def test_the_trust_tables_are_generated_from_the_saved_ood_run():
     """docs/trust.md's block is `python -m vit.trust.ood`'s saved run, each model's figures in it."""
     from vit.bench.readme import OOD_RUN, trust_block

@@ -15,8 +15,10 @@ docs/performance.md from `BENCH` (`python -m vit.bench`'s result plus `scripts/c
 docs/trust.md from checkpoints/ood.json (`python -m vit.trust.ood`); docs/explanations.md's table from
 checkpoints/faithfulness.json (`python -m vit.explain`); docs/inside.md's tables and figures from
 checkpoints/inside.json (`python -m vit.explore.inside`); docs/explore.md's tables and figure from
-checkpoints/explorer.json and the banks (`python -m vit.explore`); docs/package.md's module table from the modules'
-own docstrings.
+checkpoints/explorer.json and the banks (`python -m vit.explore`); docs/performance.md's issue-31 tables
+from checkpoints/speed.json (`python -m vit.bench.speed`, before and after) and docs/explanations.md's
+score check from checkpoints/score_bar.json (`scripts/score_bar_check.py`), both by vit.bench.speed_tables;
+docs/package.md's module table from the modules' own docstrings.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import vit
 from vit.bench.cli import Settings, run
 from vit.bench.explore_tables import explore_block, write_figure
 from vit.bench.inside_tables import inside_block, write_figures
+from vit.bench.speed_tables import score_bar_block, speed_block
 from vit.bench.machine import machine_info
 from vit.bench.report import performance_markdown
 from vit.explain.cli import markdown
@@ -50,7 +53,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 BLOCK_FILES = {"models": ROOT / "README.md", "results": DOCS / "results.md", "performance": DOCS / "performance.md",
                "faithfulness": DOCS / "explanations.md", "trust": DOCS / "trust.md", "package": DOCS / "package.md",
-               "inside": DOCS / "inside.md", "road": DOCS / "explanations.md", "explore": DOCS / "explore.md"}
+               "inside": DOCS / "inside.md", "road": DOCS / "explanations.md", "explore": DOCS / "explore.md",
+               "speed": DOCS / "performance.md", "score_bar": DOCS / "explanations.md"}
 
 
 def machine() -> str:
@@ -338,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     results = results_block(latency)
     blocks = {"models": models_block(results), "results": results, "trust": trust_block(),
               "performance": performance_block(performance), "package": package_block(),
-              "inside": inside_block(), "explore": explore_block()}
+              "inside": inside_block(), "explore": explore_block(), "speed": speed_block(),
+              "score_bar": score_bar_block()}
     if args.faithfulness or args.from_records:
         blocks["faithfulness"], blocks["road"] = faithfulness_block(), road_block()
     if args.print:
