@@ -11,8 +11,10 @@ import json
 import statistics
 from pathlib import Path
 
+from vit.explain import methods as registry
+
 ROOT = Path(__file__).resolve().parents[2]
-RISE = "rise"  # the map the issue's ratio is against, as the app's method id
+RISE = next(m for m in registry.ids() if registry.title(m) == "RISE")  # the map the issue's ratio is against
 SPEED = ROOT / "checkpoints" / "speed.json"  # issue 31's figures, before and after, from `python -m vit.bench.speed`
 
 
