@@ -19,12 +19,10 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -34,30 +32,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # vit, when run as a script
 
-from vit.models import families  # noqa: E402 - after the path is set
+from vit.bench.server import free_port, stop, wait_until_up  # noqa: E402 - after the path is set
+from vit.models import families  # noqa: E402
 
 CNN = next(f for f in families.names() if not families.get(f).attention)  # asked for unless --model says
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, proc: subprocess.Popen, deadline: float) -> None:
-    """Poll `url` until it answers 200; fail early if the app exits."""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with status {proc.returncode} before serving")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer in time")
 
 
 def peak_rss_mb(pid: int) -> float | None:
@@ -69,15 +47,6 @@ def peak_rss_mb(pid: int) -> float | None:
     except OSError:
         pass
     return None
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @contextlib.contextmanager

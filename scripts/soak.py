@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
 import shutil
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,18 +25,18 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import cold_start  # noqa: F401 - a sibling script: puts vit on the path
 import numpy as np
-from cold_start import free_port, stop, wait_until_up  # a sibling script: the same start and stop (and vit on the path)
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from vit.bench.server import AppProcess
 from vit.models import families
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = families.names()  # the committed checkpoints: one per registered family
 BAD = ("notes.jpg", "cut.jpg", "empty.png", "bomb.png")
-STARTUP_TIMEOUT_S = 300
 
 
 def photo(seed: int, size: tuple[int, int]) -> Image.Image:
@@ -81,52 +79,6 @@ def make_inputs(d: Path) -> tuple[list[Path], list[Path], list[Path]]:
     return photos, [d / name for name in BAD], [d / "huge.jpg", d / "huge.png"]
 
 
-class Server:
-    """`python app.py` on a free port, with its memory read from /proc."""
-
-    def __init__(self, checkpoints: str | None, workdir: Path) -> None:
-        port = free_port()
-        self.url, self.cache = f"http://127.0.0.1:{port}/", workdir / "gradio_cache"
-        env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-               "GRADIO_TEMP_DIR": str(self.cache)}
-        if checkpoints:
-            env["FOODVISION_CHECKPOINTS"] = str(Path(checkpoints).resolve())
-        self.log = open(workdir / "server.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self.started = time.monotonic()
-        try:
-            wait_until_up(self.url, self.proc, self.started + STARTUP_TIMEOUT_S)
-        except (RuntimeError, TimeoutError) as e:
-            self.stop()
-            sys.exit(f"{e}:\n" + (workdir / "server.log").read_text())
-        self.startup_s = time.monotonic() - self.started
-
-    def status(self, key: str) -> float:
-        """A /proc/<pid>/status figure: VmRSS and VmHWM in MB, Threads as a count."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                value = float(line.split()[1])
-                return value / 1024 if line.endswith("kB") else value
-        raise KeyError(key)
-
-    def rss(self) -> float:
-        return self.status("VmRSS")
-
-    def reset_peak(self) -> None:
-        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS (Linux >= 4.0)
-
-    def open_files(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
-
-    def cache_mb(self) -> float:
-        return sum(p.stat().st_size for p in self.cache.rglob("*") if p.is_file()) / 1e6
-
-    def stop(self) -> None:
-        stop(self.proc)
-        self.log.close()
-
-
 def request(client: Client, kind: str, family: str, image: Path, rng: random.Random):
     """One request of `kind` (an endpoint, "/predict" ...) for `family` on `image`, with one of the methods
     the server's /methods lists for it."""
@@ -138,7 +90,7 @@ def request(client: Client, kind: str, family: str, image: Path, rng: random.Ran
         return client.predict(file, family, view, rng.randint(1, 4), "mean", 0.5, 0.9, api_name=kind)
     if kind == "/classify":
         return client.predict(file, family, view, 1, "max", 0.5, 0.9, api_name=kind)
-    return client.predict(file, 0.9, api_name=kind)
+    return client.predict(file, view, 0.9, "en", api_name=kind)  # /compare: the page's (image, method, discard, lang)
 
 
 def main() -> None:
@@ -151,13 +103,16 @@ def main() -> None:
     rng = random.Random(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="soak_"))
     photos, bad, huge = make_inputs(workdir)
-    server = Server(args.checkpoints, workdir)
+    try:
+        server = AppProcess(workdir, args.checkpoints)
+    except (RuntimeError, TimeoutError) as e:
+        sys.exit(f"{e}:\n" + (workdir / "server.log").read_text())
     try:
         client = Client(server.url, verbose=False)
         families = []
         for family in FAMILIES:
             try:
-                request(client, "predict", family, photos[0], rng)
+                request(client, "/predict", family, photos[0], rng)
                 families.append(family)
             except AppError as e:
                 print(f"skipping {family}: {e}")
@@ -219,7 +174,7 @@ def main() -> None:
             base = server.rss()
             server.reset_peak()
             t = time.perf_counter()
-            request(client, "predict", families[0], path, rng)
+            request(client, "/predict", families[0], path, rng)
             print(f"10000 x 10000 {path.suffix[1:].upper()} ({path.stat().st_size / 1e6:.1f} MB file): "
                   f"{time.perf_counter() - t:.1f} s, peak RSS {server.status('VmHWM') - base:+.0f} MB over "
                   f"{base:.0f} MB")
