@@ -112,6 +112,25 @@ def test_no_state_left_on_the_model(effnet: nn.Module) -> None:
     assert not any(m._forward_hooks or m._backward_hooks for m in effnet.modules())
 
 
+def test_kept_folds_follow_the_weights() -> None:
+    """`L.folded` keeps each layer's fold across calls; after an in-place change of the weights, the running
+    statistics or a loaded state dict, the relevance is that of a fresh copy (whose layers have no kept fold)."""
+    net, x = tiny_effnet(), image()
+    first = L.cnn_relevance(net, x, composite="epsilon-gamma-box", layer=None).values
+    assert L.folded(net.conv_head, net.bn2) is L.folded(net.conv_head, net.bn2)  # kept, not formed again
+    with torch.no_grad():
+        net.blocks[1][0].conv_pw.weight.mul_(-0.5)
+        net.bn2.running_mean.add_(0.2)
+    changed = L.cnn_relevance(net, x, composite="epsilon-gamma-box", layer=None).values
+    assert not torch.allclose(changed, first)
+    assert torch.allclose(changed, L.cnn_relevance(copy.deepcopy(net), x, composite="epsilon-gamma-box",
+                                                   layer=None).values)
+    L.cnn_relevance(net, x, layer=2)  # the plain forward below stage 2 keeps its folds too
+    net.load_state_dict(tiny_effnet(seed=3).state_dict())
+    reloaded, fresh = (L.cnn_relevance(m, x, layer=2).values for m in (net, tiny_effnet(seed=3)))
+    assert torch.allclose(reloaded, fresh)
+
+
 @pytest.mark.slow  # the checkpoint at 224 px, many passes
 # --- conservation ----------------------------------------------------------------------------------------------
 
