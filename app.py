@@ -18,13 +18,16 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: its idle threads must not spin (docs/trust.md)
 import gradio as gr  # noqa: E402
+import torch  # noqa: E402
 
 from vit.app import api, explorer_tab, handlers, i18n, inside_tab, page, ui
 from vit.app import examples as example_photos
+from vit.runtime import engines
 from vit.serve import heap, model_set
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 heap.limit_arenas()  # before the worker threads allocate: a burst's heaps are few, and trimmed (vit.serve.heap)
+torch.set_num_threads(engines.TORCH_THREADS)  # before the worker threads start: each takes it (engines)
 ROOT = Path(__file__).resolve().parent
 ARGS = model_set.parse_args(sys.argv[1:] if __name__ == "__main__" else [], __doc__)
 MODELS = model_set.from_args(ARGS)  # with $FOODVISION_OPTIMISE: see README

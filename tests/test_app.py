@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -19,6 +20,7 @@ from vit.explain import methods
 from vit.models import checkpoint
 from vit.models.attention import NEARLY_UNIFORM
 from vit.models.factory import build, preprocessing
+from vit.runtime import engines
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +32,15 @@ def app(running_app):
 
 def test_every_model_loaded(app):
     assert app.IDS == FAMILIES and set(app.MODELS.models) == set(FAMILIES) and not app.MODELS.errors
+
+
+def test_pytorch_runs_on_the_apps_threads_in_a_new_worker_thread(app):
+    """app.py sets PyTorch's threads before its workers start; a thread started later (as Gradio's are) has them."""
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    worker.start()
+    worker.join()
+    assert seen == [engines.TORCH_THREADS]
 
 
 def test_named_endpoints_are_published(client):

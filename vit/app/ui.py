@@ -9,6 +9,7 @@ when a result is drawn.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +23,10 @@ from vit.app.i18n import DEFAULT, say
 from vit.explain import methods as registry
 from vit.explain.cli import BAR_DELETION, BAR_INSERTION
 from vit.explain.rollout import head_choices, parse_head
-from vit.explore.bank import FAR, Neighbour  # a nearest distance above this percentile is "farther than usual"
+from vit.explore.bank import (  # a nearest distance above this percentile is "farther than usual"
+    FAR,
+    Neighbour,
+)
 from vit.models import families
 from vit.models.attention import NEARLY_UNIFORM
 from vit.models.checkpoint import Preprocessing, passes_per_epoch
@@ -218,7 +222,9 @@ def answer_text(p: "Predictor", r: "Result", lang: str = DEFAULT) -> str:
 
 
 def device_text(lang: str = DEFAULT) -> str:
-    return say(lang, "fv.device.cpu", n=torch.get_num_threads()) if not torch.cuda.is_available() \
+    """What the figures ran on: the GPU, or the CPU and its hardware threads (ONNX Runtime's sessions use them;
+    PyTorch's own share runs on one thread in the app, app.py)."""
+    return say(lang, "fv.device.cpu", n=os.cpu_count()) if not torch.cuda.is_available() \
         else torch.cuda.get_device_name()
 
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as app.py: idle threads must not spin
+import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from vit.bench.burst import bench_burst  # noqa: E402
@@ -30,6 +31,7 @@ from vit.bench.machine import machine_info  # noqa: E402
 from vit.bench.request_cost import bench_request  # noqa: E402
 from vit.explain import methods as registry  # noqa: E402
 from vit.explain.cli import image_paths  # noqa: E402
+from vit.runtime.engines import TORCH_THREADS  # noqa: E402
 from vit.serve.model_set import checkpoint_paths  # noqa: E402
 from vit.serve.predictor import Predictor  # noqa: E402
 
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    torch.set_num_threads(TORCH_THREADS)  # as app.py: the maps and scores are timed as the app computes them
     result = run(args.photos, args.data_dir, not args.no_browser)
     text = json.dumps(result, indent=1)
     if args.out:
