@@ -256,8 +256,9 @@ class Handlers:
 
     def pictures(self, p, r: Result, opacity: float, head: str) -> View:
         """The pictures of a result: overlay, curves, every layer, patches (no words: the same in any language)."""
-        return View(overlay=result_file(ui.render_overlay(r, opacity)), curves=result_file(ui.curves_image(r)),
-                    layers=result_file(ui.render_layers(r, head, opacity)), patches=result_file(ui.render_patches(r)))
+        return View(overlay=result_file(ui.render_overlay(r, opacity), photo=True), curves=result_file(ui.curves_image(r)),
+                    layers=result_file(ui.render_layers(r, head, opacity), photo=True),
+                    patches=result_file(ui.render_patches(r), photo=True))
 
     def words(self, p, r: Result, lang: str = DEFAULT, thumbnails: bool = True) -> View:
         """The texts of a result in `lang`: the label's classes, the answer line, the faithfulness, the verdict,
@@ -318,8 +319,8 @@ class Handlers:
         """Redraw the overlay and the layer mosaic at a new opacity (no model run)."""
         if not shown:
             return View()
-        return View(overlay=result_file(ui.render_overlay(shown.result, opacity)),
-                    layers=result_file(ui.render_layers(shown.result, head, opacity)))
+        return View(overlay=result_file(ui.render_overlay(shown.result, opacity), photo=True),
+                    layers=result_file(ui.render_layers(shown.result, head, opacity), photo=True))
 
     def new_photo(self, request: gr.Request | None = None) -> None:
         """A new photo (an upload, an example) replaces the answer on screen: the request state is cleared,
@@ -420,7 +421,7 @@ class Handlers:
             p, r = self.explain(i, photo, own, discard=discard, gate_features=features)
             features = r.gate_features if r.gate_features is not None else features
             out.append(ModelAnswer(self.words(p, r, lang).label, ui.compare_text(p, r, method, own is not None, lang),
-                                   result_file(ui.render_overlay(r))))
+                                   result_file(ui.render_overlay(r), photo=True)))
         return out
 
     @answers
@@ -438,7 +439,9 @@ class Handlers:
 
     def measure_latency(self, lang: str = DEFAULT):  # no docstring: it would become /measure_latency's description
         # the Compare models table, with each model's latency measured on this server
-        from vit.bench.timing import measure_p50  # lazy: imports the predictor (seconds); a click, not start-up
+        from vit.bench.timing import (
+            measure_p50,  # lazy: imports the predictor (seconds); a click, not start-up
+        )
 
         return ui.comparison_table(self.models, measure_p50(self.models), lang)
 
