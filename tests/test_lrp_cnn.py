@@ -131,6 +131,18 @@ def test_kept_folds_follow_the_weights() -> None:
     assert torch.allclose(reloaded, fresh)
 
 
+def test_prepare_forms_every_fold_before_the_first_map(monkeypatch) -> None:
+    """After `L.prepare` (Predictor.warm calls it), no map forms a fold: every layer's is kept already."""
+    net = tiny_effnet(seed=5)
+    L.prepare(net)
+
+    def no_fold(*args):
+        raise AssertionError("a fold formed during a map")
+    monkeypatch.setattr(L, "fold", no_fold)
+    for layer in (None, 1, 3):
+        L.cnn_relevance(net, image(), layer=layer)
+
+
 @pytest.mark.slow  # the checkpoint at 224 px, many passes
 # --- conservation ----------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import torch
 from conftest import make_image
 
 from vit import explain
+from vit.explain import lrp_cnn
 from vit.serve.predictor import Predictor
 
 
@@ -37,6 +38,18 @@ def test_a_vit_result_carries_its_attention_geometry(predictors):
     assert r.maps[0].shape == (p.num_heads, 17, 17)
     assert np.allclose(r.heat, explain.cls_attention(r.maps[0], r.grid, r.prefix, 1))
     assert "attention" in r.timed
+
+
+def test_warm_builds_the_cnns_lrp_layers_with_its_model(tiny_checkpoints, monkeypatch):
+    """Predictor.warm (the app calls it as a model loads) also forms the CNN's folded LRP layers: its first map
+    forms none (vit.explain.lrp_cnn.prepare)."""
+    p = Predictor.from_checkpoint(tiny_checkpoints["effnet"])
+    p.warm()
+
+    def no_fold(*args):
+        raise AssertionError("a fold formed during a map")
+    monkeypatch.setattr(lrp_cnn, "fold", no_fold)
+    assert p.explain(make_image(6), "lrp").method == "lrp"
 
 
 def test_an_unknown_method_names_the_valid_ones(predictors):

@@ -30,6 +30,7 @@ from torch import nn
 from vit import explain
 from vit.data.images import open_image
 from vit.data.preprocess import split_eval_transform
+from vit.explain import lrp_cnn
 from vit.explain import methods as registry
 from vit.explain.errors import RequestError
 from vit.explain.rollout import parse_head
@@ -192,10 +193,13 @@ class Predictor:
             return self._model
 
     def warm(self) -> None:
-        """Build the PyTorch model now rather than on the first gradient request; a failure is
-        logged (ONNX Runtime still serves) and raised again by whatever needs the model."""
+        """Build the PyTorch model now rather than on the first gradient request (a CNN with LRP rules: with its
+        folded layers, vit.explain.lrp_cnn.prepare); a failure is logged (ONNX Runtime still serves) and raised
+        again by whatever needs the model."""
         try:
             self.model  # noqa: B018 - builds it
+            if self.spec.lrp_rules:  # and the LRP's folded layers, which its first map would otherwise form
+                lrp_cnn.prepare(self.model)
         except Exception as e:  # noqa: BLE001 - any build failure is the model's, reported on use
             log.warning("%s: the PyTorch model did not build (%s); ONNX Runtime serves, gradient methods fail",
                         self.ckpt.path.name, e)
