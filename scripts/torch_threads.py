@@ -1,5 +1,5 @@
-"""PyTorch's share of a request on one thread or two: each committed model's LRP map, Grad-CAM map and eager
-forward pass, in ms (median over photos x repeats), with the app's OMP_WAIT_POLICY=PASSIVE. The figures behind
+"""PyTorch's share of a request on one thread or two: each committed model's default map (LRP), Grad-CAM map
+and eager forward pass, in ms (median over photos x repeats), with the app's OMP_WAIT_POLICY=PASSIVE. The figures behind
 vit.runtime.engines.TORCH_THREADS; a figure to read, not a test. Run it on an idle machine.
 
     python scripts/torch_threads.py [--threads 1 2] [--photos 6] [--repeats 3] [--data-dir DIR]
@@ -19,17 +19,23 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # vit, when run as a script
 DATA = ROOT.parent / "shared" / "data" / "pizza_steak_sushi" / "test"
-MODELS = ("scratch_vit", "timm_vit", "effnet")
+
+from vit.explain import methods as registry  # noqa: E402 - after the path is set
+from vit.models import families  # noqa: E402
+
+MODELS = families.names()  # the committed checkpoints: one per family
+GRAD_CAM = next(m for m in registry.ids() if registry.title(m) == "Grad-CAM")
 
 
 def measure(threads: int, photos: int, repeats: int, data_dir: Path) -> dict:
-    """{model: {"lrp": ms, "grad-cam": ms, "forward": ms}} in this process, on `threads` threads."""
+    """{model: {"default map": ms, Grad-CAM's id: ms, "forward": ms}} in this process, on `threads` threads;
+    every family's default map is LRP today."""
     import numpy as np
     import torch
     from PIL import Image
 
-    from vit.explain import maps
     from vit.serve.predictor import Predictor
 
     torch.set_num_threads(threads)
@@ -42,8 +48,9 @@ def measure(threads: int, photos: int, repeats: int, data_dir: Path) -> dict:
         p = Predictor.from_checkpoint(ROOT / "checkpoints" / f"{name}.safetensors")
         model = p.model.eval()
         xs = [p.prepare(im)[1] for im in images]
-        jobs = {"lrp": lambda x: maps.lrp(model, x, None), "grad-cam": lambda x: maps.grad_cam_heat(model, x, None),
-                "forward": lambda x: model(x)}
+        default = families.get(name).default_method
+        jobs = {"default map": lambda x: registry.compute(model, x, default),
+                GRAD_CAM: lambda x: registry.compute(model, x, GRAD_CAM), "forward": lambda x: model(x)}
         out[name] = {}
         for job, fn in jobs.items():
             with torch.no_grad() if job == "forward" else torch.enable_grad():
@@ -76,10 +83,10 @@ def main() -> int:
                                "--repeats", str(args.repeats), "--data-dir", str(args.data_dir)],
                               env=env, capture_output=True, text=True, check=True)
         rows[n] = json.loads(done.stdout.strip().splitlines()[-1])
-    print("ms (median), OMP_WAIT_POLICY=PASSIVE   " + "   ".join(f"{n} thread{'s' * (n > 1)}" for n in rows))
+    print("ms (median), OMP_WAIT_POLICY=PASSIVE      " + "   ".join(f"{n} thread{'s' * (n > 1)}" for n in rows))
     for name in MODELS:
-        for job in ("lrp", "grad-cam", "forward"):
-            print(f"{name:12s} {job:9s}" + "".join(f"{rows[n][name][job]:12.1f}" for n in rows))
+        for job in rows[args.threads[0]][name]:
+            print(f"{name:12s} {job:12s}" + "".join(f"{rows[n][name][job]:12.1f}" for n in rows))
     return 0
 
 

@@ -59,7 +59,7 @@ WORKERS = 2
 # PyTorch's intra-op threads in the app (app.py sets them before its worker threads start; vit.bench.speed too).
 # Its share of a request is the backward maps and an eager fallback: many small operations, and with its idle
 # threads sleeping (OMP_WAIT_POLICY=PASSIVE, app.py) two threads wake for each and lose to one. LRP map, ms,
-# 2 -> 1 thread: EfficientNet 99 -> 73, hybrid 73 -> 57, scratch ViT 36 -> 30; Grad-CAM and the eager forward
+# 2 -> 1 thread: EfficientNet 128 -> 85, hybrid 89 -> 63, scratch ViT 42 -> 36; Grad-CAM and the eager forward
 # too (scripts/torch_threads.py, 6 December 2026, 2 cores). Two requests at once then take a core each.
 TORCH_THREADS = 1
 _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="ort-batch")
