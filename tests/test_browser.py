@@ -574,7 +574,9 @@ def test_both_vits_last_layer_attention_share_one_scale(page, running_app, shots
     assert h_row.nearly_uniform and not s_row.nearly_uniform
     height, width = scratch.shape[:2]  # the bar: 10 px wide, 6 px inside the right edge, over the lower half
     ramp = (slice(height - 6 - height // 2 + 1, height - 6), width - 11)
-    assert np.array_equal(scratch[ramp], hybrid[ramp]), "the two overlays do not share one scale"
+    gap = np.abs(scratch[ramp] - hybrid[ramp])  # the page's overlays are JPEGs: one bar up to their rounding (max 6
+    assert gap.max() <= 16 and gap.mean() < 3, f"the two overlays do not share one scale ({gap.max()}, {gap.mean():.1f})"
+    # seen); a bar stretched to each map's own range differs by 67 on average (render.colour_bar vs scale_bar)
     tint = {f: np.percentile(np.abs(img - view).sum(-1)[:, :width - 56], 99.9)  # left of the bar and its labels
             for f, (img, view, _, _) in drawn.items()}
     print(f"\nstrongest tint (99.9th percentile of |overlay - photo|, RGB summed): {tint}")

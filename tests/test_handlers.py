@@ -86,7 +86,9 @@ def test_an_image_that_is_no_image_says_so(h, tmp_path):
 def test_a_view_gives_what_the_page_shows(h, tmp_path):
     v = h.view(photo_value(tmp_path), "scratch_vit", "attention", 2, "head 1", 0.5, 0.9)
     assert list(v.label) == sorted(CLASSES, key=lambda c: -v.label[c]) and "ms prediction" in v.timing
-    assert v.overlay.endswith(".jpg") and v.layers.endswith(".jpg") and v.patches.endswith(".jpg")  # over a photo
+    assert v.overlay.endswith(".png") and v.layers.endswith(".png") and v.patches.endswith(".png")  # the API's: lossless
+    page = h.view(photo_value(tmp_path), "scratch_vit", "attention", 2, "head 1", 0.5, 0.9, page="a page")
+    assert page.overlay.endswith(".jpg") and page.layers.endswith(".jpg") and page.patches.endswith(".jpg")
     assert v.shown.model == "scratch_vit" and v.shown.result.method == "attention"
     assert "has no out-of-distribution gate" in v.verdict and "Unreliable" not in v.timing  # the tiny ones have none
     assert h.show(None, "scratch_vit", "attention", 2, "mean", 0.5, 0.9) == handlers.CLEARED
@@ -109,7 +111,7 @@ def test_the_button_shows_the_map_first_and_its_score_next(h, tmp_path):
     value = photo_value(tmp_path)
     # "attention" is the last model's method in the menu: effnet shows its default, unscored ...
     v = h.show(value, "effnet", "attention", 1, "mean", 0.5, 0.9)
-    assert v.overlay.endswith(".jpg") and "AUC" not in v.faithfulness and v.curves is None  # how to read it: no score yet
+    assert v.overlay.endswith(".png") and "AUC" not in v.faithfulness and v.curves is None  # how to read it: no score yet
     assert v.shown.result.method == model_set.methods_of(h.models, "effnet")[0] and v.shown.result.faithfulness is None
     scored = h.score_view(v.shown)  # ... and then scores that map, whatever the menus show by now
     assert "**Is the map faithful?**" in scored.faithfulness and scored.curves.endswith(".png")
@@ -134,8 +136,7 @@ def test_classify_endpoint_is_the_page_in_one_call(h, tmp_path):
     classify = {f.__name__: f for f in api.api(h)}["classify"]
     label, timing, overlay, faithful, curves, layers, patches, verdict = classify(photo_value(tmp_path), "effnet")
     assert label["label"] in CLASSES and "**Is the map faithful?**" in faithful and layers is None
-    assert overlay["path"].endswith(".jpg") and patches["path"].endswith(".jpg") and curves["path"].endswith(".png")
-    assert "gate" in verdict  # a plot stays a PNG: its lines and letters would blur in a JPEG
+    assert all(f["path"].endswith(".png") for f in (overlay, curves, patches)) and "gate" in verdict
 
 
 def _trust(monkeypatch, p, in_distribution: bool, prediction_set: list[str]) -> None:

@@ -254,11 +254,13 @@ class Handlers:
         return p, p.explain(photo, method or None, layer=layer_index(layer, p.num_layers), head=head,
                             discard=float(discard), score=score, gate_features=gate_features)
 
-    def pictures(self, p, r: Result, opacity: float, head: str) -> View:
-        """The pictures of a result: overlay, curves, every layer, patches (no words: the same in any language)."""
-        return View(overlay=result_file(ui.render_overlay(r, opacity), photo=True), curves=result_file(ui.curves_image(r)),
-                    layers=result_file(ui.render_layers(r, head, opacity), photo=True),
-                    patches=result_file(ui.render_patches(r), photo=True))
+    def pictures(self, p, r: Result, opacity: float, head: str, page: bool = False) -> View:
+        """The pictures of a result: overlay, curves, every layer, patches (no words: the same in any language);
+        for a `page`, those drawn over the photo as JPEGs, which its click waits less for (`result_file`), for
+        the API lossless PNGs."""
+        return View(overlay=result_file(ui.render_overlay(r, opacity), photo=page), curves=result_file(ui.curves_image(r)),
+                    layers=result_file(ui.render_layers(r, head, opacity), photo=page),
+                    patches=result_file(ui.render_patches(r), photo=page))
 
     def words(self, p, r: Result, lang: str = DEFAULT, thumbnails: bool = True) -> View:
         """The texts of a result in `lang`: the label's classes, the answer line, the faithfulness, the verdict,
@@ -288,7 +290,7 @@ class Handlers:
         photo = decode(image, lang)
         p, r = self.explain(model, photo, method, layer, head, discard, score)
         shown = Shown(model, r, photo, r.method, layer, head, discard)
-        pictures, words = self.pictures(p, r, opacity, head), self.words(p, r, lang, thumbnails=page is None)
+        pictures, words = self.pictures(p, r, opacity, head, page is not None), self.words(p, r, lang, page is None)
         neighbours = words.neighbours
         if page is not None:  # the map this page is about to show (`score_view` lands only under it) ...
             self._on_screen.put(page, shown.key)
@@ -439,9 +441,7 @@ class Handlers:
 
     def measure_latency(self, lang: str = DEFAULT):  # no docstring: it would become /measure_latency's description
         # the Compare models table, with each model's latency measured on this server
-        from vit.bench.timing import (
-            measure_p50,  # lazy: imports the predictor (seconds); a click, not start-up
-        )
+        from vit.bench.timing import measure_p50  # lazy: imports the predictor (seconds); a click, not start-up
 
         return ui.comparison_table(self.models, measure_p50(self.models), lang)
 

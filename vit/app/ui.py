@@ -23,10 +23,7 @@ from vit.app.i18n import DEFAULT, say
 from vit.explain import methods as registry
 from vit.explain.cli import BAR_DELETION, BAR_INSERTION
 from vit.explain.rollout import head_choices, parse_head
-from vit.explore.bank import (  # a nearest distance above this percentile is "farther than usual"
-    FAR,
-    Neighbour,
-)
+from vit.explore.bank import FAR, Neighbour  # a nearest distance above this percentile is "farther than usual"
 from vit.models import families
 from vit.models.attention import NEARLY_UNIFORM
 from vit.models.checkpoint import Preprocessing, passes_per_epoch
