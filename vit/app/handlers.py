@@ -258,7 +258,8 @@ class Handlers:
         """The pictures of a result: overlay, curves, every layer, patches (no words: the same in any language);
         for a `page`, those drawn over the photo as JPEGs, which its click waits less for (`result_file`), for
         the API lossless PNGs."""
-        return View(overlay=result_file(ui.render_overlay(r, opacity), photo=page), curves=result_file(ui.curves_image(r)),
+        return View(overlay=result_file(ui.render_overlay(r, opacity), photo=page),
+                    curves=result_file(ui.curves_image(r)),
                     layers=result_file(ui.render_layers(r, head, opacity), photo=page),
                     patches=result_file(ui.render_patches(r), photo=page))
 

@@ -156,10 +156,10 @@ _FOLDED_LOCK = threading.Lock()
 def folded(layer: nn.Module, bn: nn.BatchNorm2d | None = None) -> Folded:
     """`fold(layer, bn)` (the layer's own weight and bias without a BatchNorm) and its signed parts, kept per
     layer for as long as it lives: a map reads the same ~20 layers each time, weights of up to 1152 x 192,
-    and these are not formed for each map again (NHWC, the layout oneDNN's CPU convolutions run fastest in: on
-    our EfficientNet's map, 112 -> 94 ms with the other changes of issue 31). Formed again when a tensor of either module has changed (its
-    version counter, bumped by every in-place write, and its storage), so a trained or reloaded model never
-    gets stale weights."""
+    and these are not formed for each map again (NHWC, the layout oneDNN's CPU convolutions run fastest in:
+    on our EfficientNet's map, 112 -> 94 ms with the other changes of issue 31). Formed again when a tensor
+    of either module has changed (its version counter, bumped by every in-place write, and its storage), so a
+    trained or reloaded model never gets stale weights."""
     parts = (layer,) if bn is None else (layer, bn)
     stamp = tuple((t._version, t.data_ptr(), t.device) for m in parts for t in (*m.parameters(), *m.buffers()))
     hit = _FOLDED.get(layer)
@@ -348,9 +348,9 @@ def _rule(op: Op, a: torch.Tensor, f: Folded, rule: str, c: Composite, nonneg: b
     den = zb * k_zb + pos * k_pos
     value = None
     if c.absorb and b is not None:
-        with torch.no_grad():
-            value = _add_bias(den, b) + c.gamma * (up * f.b_pos.view(1, -1, *([1] * (z.dim() - 2)))
-                                                   + (1 - up) * f.b_neg.view(1, -1, *([1] * (z.dim() - 2))))
+        with torch.no_grad():  # den + b + gamma (m b^+ + (1 - m) b^-), the biases per channel
+            channel = (1, -1, *([1] * (z.dim() - 2)))
+            value = _add_bias(den, b) + c.gamma * (up * f.b_pos.view(channel) + (1 - up) * f.b_neg.view(channel))
     return _ratio(den, z, eps, value)
 
 
